@@ -1,0 +1,3 @@
+"""blindsr: blind (real-world) image super-resolution."""
+
+__version__ = "0.1.0"

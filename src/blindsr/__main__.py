@@ -1,0 +1,3 @@
+from blindsr.cli import main
+
+raise SystemExit(main())
