@@ -1,0 +1,180 @@
+"""Model files: save as safetensors with metadata, read safetensors or plain ``.pth`` state dicts
+(never unpickling objects), and load a ready model from a path with no config."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+import uuid
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save as to_safetensors_bytes
+from torch import Tensor, nn
+
+from . import archs
+from .errors import BlindSRError
+
+FORMAT = "blindsr"
+WRAPPER_KEYS = ("params_ema", "params", "state_dict")  # first one present wins
+PREFIXES = ("module.", "_orig_mod.")  # DataParallel / DDP and torch.compile wrappers
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The registered architecture inside DataParallel / DDP / torch.compile wrappers."""
+    while not hasattr(model, "arch_name"):
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            raise BlindSRError(
+                f"cannot save {type(model).__name__}: not a registered blindsr architecture"
+            )
+        model = inner
+    return model
+
+
+def save_model(model: nn.Module, path: str | os.PathLike, summary: dict | None = None) -> Path:
+    """Write ``model``'s weights and metadata to a ``.safetensors`` file, atomically.
+
+    Metadata (all strings): format, arch, kwargs (JSON), scale, summary (JSON; values that are
+    not JSON types are stored as their ``str``). One set of weights per file: to ship EMA
+    weights, pass the EMA model.
+    """
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise BlindSRError(f"{path}: model files must end in .safetensors")
+    model = _unwrap(model)
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    metadata = {
+        "format": FORMAT,
+        "arch": model.arch_name,
+        "kwargs": json.dumps(model.arch_kwargs, sort_keys=True),
+        "scale": str(model.scale),
+        "summary": json.dumps(summary or {}, sort_keys=True, default=str),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = to_safetensors_bytes(tensors, metadata=metadata)
+    # Write a sibling temp file ourselves (safetensors' save_file makes files mode 0600), then
+    # rename it over the target: readers never see a half-written model.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        meta = dict(f.metadata() or {})
+        sd = {k: f.get_tensor(k) for k in f.keys()}
+    return sd, meta
+
+
+def _read_torch(path: Path) -> dict[str, Tensor]:
+    try:
+        obj: Any = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only" not in str(e).lower():
+            raise
+        raise BlindSRError(
+            f"{path}: refused: it holds pickled Python objects, not only tensors "
+            "(blindsr never unpickles objects; convert it to a plain state dict)"
+        ) from None
+    if isinstance(obj, dict):
+        wrapper = next((k for k in WRAPPER_KEYS if isinstance(obj.get(k), dict)), None)
+        if wrapper is not None:
+            obj = obj[wrapper]
+    if not isinstance(obj, dict) or not obj:
+        raise BlindSRError(f"{path}: not a state dict (found {type(obj).__name__})")
+    bad = next((k for k, v in obj.items() if not (isinstance(k, str) and torch.is_tensor(v))), None)
+    if bad is not None:
+        raise BlindSRError(f"{path}: not a plain state dict (entry {bad!r} is not a tensor)")
+    return obj
+
+
+def _strip_prefixes(sd: dict[str, Tensor]) -> dict[str, Tensor]:
+    out = {}
+    for key, value in sd.items():
+        for prefix in PREFIXES:
+            key = key.removeprefix(prefix)
+        out[key] = value
+    return out
+
+
+def _first_line(e: Exception) -> str:
+    """First line of an exception's message, without terminal colour codes, at most 200 chars."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
+
+
+def _is_torch_file(path: Path) -> bool:
+    """torch.save output (zip or legacy pickle) rather than safetensors, by magic bytes.
+
+    A safetensors file starts with an 8-byte header length followed by ``{``.
+    """
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if head[8:9] == b"{":
+        return False
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Read ``(state_dict, metadata)`` from a ``.safetensors`` or ``.pth``/``.pt`` file.
+
+    Torch files are read with ``weights_only=True`` (no arbitrary objects) and must hold a plain
+    state dict, optionally wrapped as ``{"params_ema": ...}``, ``{"params": ...}`` or
+    ``{"state_dict": ...}`` (``params_ema`` preferred); ``module.`` prefixes are stripped.
+    Their metadata is empty; so is that of foreign safetensors files without metadata.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise BlindSRError(f"checkpoint not found: {path}")
+    try:
+        if _is_torch_file(path):
+            sd, meta = _read_torch(path), {}
+        else:
+            sd, meta = _read_safetensors(path)
+    except BlindSRError:
+        raise
+    except Exception as e:  # corrupt files raise many kinds of errors
+        raise BlindSRError(f"{path}: unreadable checkpoint ({_first_line(e)})") from None
+    return _strip_prefixes(sd), meta
+
+
+def _kwargs_from_meta(path: Path, meta: dict[str, str]) -> tuple[str | None, dict | None]:
+    """(arch, kwargs) recorded by save_model, or (None, None) for foreign files."""
+    if meta.get("format") != FORMAT:
+        return None, None
+    try:
+        kwargs = json.loads(meta["kwargs"])
+        arch = meta["arch"]
+    except (KeyError, json.JSONDecodeError) as e:
+        raise BlindSRError(f"{path}: damaged blindsr metadata ({e})") from None
+    if not isinstance(kwargs, dict):
+        raise BlindSRError(f"{path}: damaged blindsr metadata (kwargs is not an object)")
+    return arch, kwargs
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
+    """Model from a checkpoint file, in eval mode on ``device``; no config needed."""
+    path = Path(path)
+    sd, meta = read_checkpoint(path)
+    arch, kwargs = _kwargs_from_meta(path, meta)
+    try:
+        model = archs.from_state_dict(sd, arch=arch, kwargs=kwargs)
+    except BlindSRError as e:
+        raise BlindSRError(f"{path}: {e}") from None
+    try:
+        return model.to(device).eval()
+    except (RuntimeError, AssertionError, ValueError) as e:
+        raise BlindSRError(f"cannot move model to device {device!r}: {_first_line(e)}") from None

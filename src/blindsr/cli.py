@@ -1,0 +1,143 @@
+"""The `blindsr` command: a thin front door over the library.
+
+Each sub-command parses its arguments and calls one library function. User errors (`BlindSRError`)
+are printed as one line and give a non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from blindsr import __version__
+from blindsr.errors import BlindSRError
+
+
+def _add_upscale(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("upscale", help="upscale images with a model (tiled, batched)",
+                       description="Upscale image files, folders or globs.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
+    p.add_argument("-o", "--output", default="results",
+                   help="output folder, or a file name for a single input (default: results)")
+    p.add_argument("--model", default=None,
+                   help="shipped model name, 'bicubic', or a checkpoint path (default: the shipped "
+                        "default model)")
+    p.add_argument("--outscale", type=float, default=None,
+                   help="final scale factor (default: the model's own)")
+    p.add_argument("--tile", type=int, default=None,
+                   help="tile size in input pixels (default: from free device memory)")
+    p.add_argument("--tile-pad", type=int, default=16, help="tile overlap in input pixels")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: best)")
+    p.add_argument("--batch", type=int, default=4, help="tiles per forward pass")
+    p.add_argument("--suffix", default="", help="appended to output file stems")
+    p.add_argument("--ext", default="auto", choices=["auto", "png", "jpg", "webp", "tif"],
+                   help="output format (auto: same as the input)")
+    p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality")
+    p.add_argument("--max-pixels", type=int, default=None,
+                   help="refuse larger inputs (decompression-bomb guard)")
+    p.add_argument("--no-channels-last", action="store_true", help="keep NCHW memory layout")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=_run_upscale)
+
+
+def _run_upscale(args: argparse.Namespace) -> int:
+    from blindsr.inference import Settings, upscale_files
+
+    if args.tile is not None and args.tile < 16:
+        raise BlindSRError("--tile must be at least 16")
+    if args.batch < 1 or args.tile_pad < 0:
+        raise BlindSRError("--batch must be >= 1 and --tile-pad >= 0")
+    settings = Settings(tile=args.tile, tile_pad=args.tile_pad, batch=args.batch,
+                        dtype=args.dtype, device=args.device, outscale=args.outscale,
+                        channels_last=not args.no_channels_last)
+    report = upscale_files(args.inputs, args.output, args.model, settings, suffix=args.suffix,
+                           ext=args.ext, max_pixels=args.max_pixels, progress=not args.quiet,
+                           quality=args.quality)
+    print(report.summary(), file=sys.stderr)
+    return 1 if report.failures else 0
+
+
+def _add_degrade(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("degrade", help="make LR images from HR images",
+                       description="Degrade HR images with a named preset or the random "
+                                   "second-order pipeline.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--preset", default="bicubic",
+                   help="bicubic, BD, DN, nearest, clean, blur, noise, jpeg, b+n, b+j, n+j, b+n+j, "
+                        "iso<sigma>")
+    p.add_argument("--random", action="store_true",
+                   help="use the random second-order pipeline instead of a preset")
+    p.add_argument("--config", default=None,
+                   help="YAML file overriding the random pipeline's parameters")
+    p.add_argument("--scale", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0, help="the same seed gives the same LR")
+    p.add_argument("--max-pixels", type=int, default=None)
+    p.set_defaults(run=_run_degrade)
+
+
+def _run_degrade(args: argparse.Namespace) -> int:
+    from blindsr.degrade_files import degrade_files
+
+    report = degrade_files(args.inputs, args.output, preset=args.preset, scale=args.scale,
+                           seed=args.seed, random=args.random, config=args.config,
+                           max_pixels=args.max_pixels)
+    print(report.summary(), file=sys.stderr)
+    return 1 if report.failures else 0
+
+
+def _add_models(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list shipped models, or show one model card")
+    p.add_argument("name", nargs="?", help="show this model's card")
+    p.set_defaults(run=_run_models)
+
+
+def _run_models(args: argparse.Namespace) -> int:
+    from blindsr import zoo
+
+    shipped = zoo.shipped_models()
+    if args.name:
+        if args.name == "bicubic":
+            print("bicubic: MATLAB-style bicubic interpolation (any scale); always available.")
+            return 0
+        if args.name not in shipped:
+            raise BlindSRError(f"{args.name}: no such shipped model "
+                               f"(shipped: {', '.join(['bicubic', *shipped])})")
+        print(shipped[args.name].card_text())
+        return 0
+    default = zoo.default_model_name()
+    mark = "  [default]"
+    print(f"{'bicubic':24} MATLAB-style bicubic interpolation{mark * (default == 'bicubic')}")
+    for name, model in shipped.items():
+        print(f"{name:24} {model.summary()}{mark * (default == name)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the `blindsr` command."""
+    parser = argparse.ArgumentParser(
+        prog="blindsr", description="Blind (real-world) image super-resolution.")
+    parser.add_argument("--version", action="version", version=f"blindsr {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_upscale(sub)
+    _add_degrade(sub)
+    _add_models(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.run(args)
+    except BlindSRError as err:
+        print(f"blindsr: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("blindsr: interrupted", file=sys.stderr)
+        return 130

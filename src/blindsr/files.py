@@ -1,0 +1,80 @@
+"""Running one job over many image files: bad files are reported and skipped, never fatal."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from blindsr import io
+from blindsr.errors import BlindSRError
+
+
+@dataclass
+class Report:
+    """What a batch run did: outputs written, failures (one line each), input pixels and time."""
+
+    verb: str = "processed"
+    written: list[Path] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    megapixels: float = 0.0
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        """One line of totals, then one line per failure."""
+        rate = self.megapixels / self.seconds if self.seconds else 0.0
+        line = (f"{len(self.written)} image(s) {self.verb} in {self.seconds:.1f} s "
+                f"({self.megapixels:.2f} input MP, {rate:.3f} MP/s)")
+        if self.failures:
+            line += f"; {len(self.failures)} failed:\n  " + "\n  ".join(self.failures)
+        return line
+
+
+def output_path(src: Path, output: Path, single: bool, suffix: str = "", ext: str = "auto") -> Path:
+    """Where the result of ``src`` goes.
+
+    ``output`` itself for a single input when it has an image extension, else
+    ``output/<stem><suffix>.<ext>``; ``ext='auto'`` keeps the input format.
+    """
+    if single and output.suffix.lower() in io.IMAGE_EXTENSIONS:
+        return output
+    extension = src.suffix.lower() if ext == "auto" else "." + ext.lstrip(".")
+    return output / f"{src.stem}{suffix}{extension}"
+
+
+def process_files(inputs: list[str], output: str | Path,
+                  job: Callable[[io.ImageData, Callable[[int], None]], io.ImageData],
+                  verb: str = "processed", suffix: str = "", ext: str = "auto",
+                  max_pixels: int | None = None, quality: int = 95, progress: bool = True,
+                  steps: Callable[[io.ImageData], int] | None = None) -> Report:
+    """Read each input image, run ``job`` on it and write the result under ``output``.
+
+    ``job(image, advance)`` may call ``advance(n)`` to move an inner progress bar of
+    ``steps(image)`` units (tiles, for example).
+    """
+    from tqdm import tqdm
+
+    report = Report(verb=verb)
+    paths, missing = io.expand_inputs(inputs)
+    report.failures.extend(missing)
+    output = Path(output)
+    start = time.perf_counter()
+    bar = tqdm(paths, desc="images", unit="img", disable=not progress or len(paths) < 2)
+    for src in bar:
+        dst = output_path(src, output, len(inputs) == 1 and len(paths) == 1, suffix, ext)
+        try:
+            if dst.resolve() == src.resolve():
+                raise BlindSRError(f"{src}: output would overwrite the input (use -o or --suffix)")
+            image = io.read_image(src, max_pixels=max_pixels)
+            total = steps(image) if steps else None
+            with tqdm(total=total, desc=src.name, unit="tile", leave=False,
+                      disable=not progress or total is None) as inner:
+                result = job(image, inner.update)
+            report.written.append(io.write_image(dst, result, quality=quality))
+            report.megapixels += image.height * image.width / 1e6
+        except BlindSRError as err:
+            report.failures.append(str(err))
+            tqdm.write(f"error: {err}")
+    report.seconds = time.perf_counter() - start
+    return report

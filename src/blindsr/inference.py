@@ -1,0 +1,215 @@
+"""Upscaling images with any model: the main job.
+
+`Upscaler` owns the device-side details (dtype, channels_last, tile size chosen from free memory and
+halved on out-of-memory); `upscale` is the Python entry point for arrays, PIL images and paths;
+`upscale_files` is what ``blindsr upscale`` runs over files, folders and globs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from blindsr import io, zoo
+from blindsr.errors import BlindSRError
+from blindsr.files import Report, process_files
+from blindsr.ops.resize import imresize
+from blindsr.tiling import run_tiled, tiles
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+MIN_TILE = 16
+MAX_TILE = 1024
+
+
+@dataclass
+class Settings:
+    """How to run a model over images. ``tile=None`` picks a size from free device memory."""
+
+    tile: int | None = None
+    tile_pad: int = 16
+    batch: int = 4
+    dtype: str = "fp32"
+    device: str | None = None
+    outscale: float | None = None
+    channels_last: bool = True
+
+
+def pick_device(name: str | None) -> torch.device:
+    """The requested device, checked; by default CUDA, then MPS, then CPU."""
+    if name is None:
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise BlindSRError(f"--device {name}: CUDA is not available in this PyTorch build")
+    if name == "mps" and not (getattr(torch.backends, "mps", None)
+                              and torch.backends.mps.is_available()):
+        raise BlindSRError("--device mps: MPS is not available on this machine")
+    try:
+        return torch.device(name)
+    except RuntimeError as err:
+        raise BlindSRError(f"--device {name}: unknown device ({err})") from None
+
+
+def pick_dtype(name: str, device: torch.device) -> torch.dtype:
+    """The compute dtype; fp16 is refused on CPU, where bf16 is the half-precision choice."""
+    if name not in DTYPES:
+        raise BlindSRError(f"--dtype {name}: choose one of {', '.join(DTYPES)}")
+    if name == "fp16" and device.type == "cpu":
+        raise BlindSRError("--dtype fp16 is not supported on CPU; use --dtype bf16 (or fp32)")
+    return DTYPES[name]
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes free on the device (host memory for CPU)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            info = dict(line.split(":", 1) for line in f)
+        return int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return 4 << 30
+
+
+def bytes_per_pixel(model: nn.Module, dtype: torch.dtype) -> int:
+    """A rough peak of activation bytes per input pixel: widest conv at output resolution, x3."""
+    widest = max((m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)), default=3)
+    scale = int(getattr(model, "scale", 1))
+    return 3 * widest * scale * scale * torch.finfo(dtype).bits // 8
+
+
+def auto_tile(model: nn.Module, device: torch.device, dtype: torch.dtype, batch: int) -> int:
+    """The largest tile (multiple of 16) whose batch fits in half of the free memory."""
+    budget = free_memory(device) / 2 / max(batch, 1)
+    side = int(math.sqrt(budget / bytes_per_pixel(model, dtype))) // 16 * 16
+    return max(MIN_TILE, min(MAX_TILE, side))
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """Whether an exception is an allocation failure (CUDA, MPS or CPU)."""
+    if isinstance(err, torch.OutOfMemoryError):
+        return True
+    text = str(err).lower()
+    return isinstance(err, RuntimeError) and (
+        "out of memory" in text or "can't allocate memory" in text)
+
+
+class Upscaler:
+    """A model prepared for inference on a device, applied tile by tile to host images."""
+
+    def __init__(self, model: str | Path | nn.Module | None = None,
+                 settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self.device = pick_device(self.settings.device)
+        self.dtype = pick_dtype(self.settings.dtype, self.device)
+        bicubic_scale = math.ceil(self.settings.outscale or 4)
+        self.model = zoo.load(model, scale=bicubic_scale, device=self.device)
+        self.model.to(dtype=self.dtype)
+        self.channels_last = self.settings.channels_last and self.device.type != "mps"
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.scale = int(getattr(self.model, "scale", 1))
+        self.multiple = int(getattr(self.model, "size_multiple", 1))
+        self.tile = self.settings.tile or auto_tile(
+            self.model, self.device, self.dtype, self.settings.batch)
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        """Model forward on a host batch: to device, pad to the model's multiple, back to host."""
+        _, _, h, w = batch.shape
+        x = batch.to(self.device, self.dtype)
+        pad_h, pad_w = -h % self.multiple, -w % self.multiple
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            y = self.model(x)[:, :, : h * self.scale, : w * self.scale]
+            return y.float().clamp_(0, 1).cpu()
+
+    def count_tiles(self, height: int, width: int) -> int:
+        """Number of tiles an image of this size is cut into at the current tile size."""
+        return len(tiles(height, width, self.tile, min(self.settings.tile_pad, self.tile)))
+
+    def upscale_tensor(self, x: torch.Tensor,
+                       on_tiles: Callable[[int], None] | None = None) -> torch.Tensor:
+        """Upscale a (1, 3, H, W) host tensor by the model's scale, halving the tile on OOM."""
+        while True:
+            try:
+                return run_tiled(self.forward, x, self.scale, self.tile,
+                                 min(self.settings.tile_pad, self.tile), self.settings.batch,
+                                 on_tiles)
+            except (torch.OutOfMemoryError, RuntimeError) as err:
+                if not is_out_of_memory(err):
+                    raise
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                if self.tile <= MIN_TILE:
+                    message = f"out of memory on {self.device} even with {MIN_TILE}-pixel tiles"
+                    raise BlindSRError(message) from None
+                self.tile = max(MIN_TILE, self.tile // 2)
+
+    def upscale_image(self, image: io.ImageData,
+                      on_tiles: Callable[[int], None] | None = None) -> io.ImageData:
+        """Upscale colour (premultiplied by alpha) with the model and alpha with bicubic."""
+        color = image.color.float()
+        if image.gray:
+            color = color.expand(-1, 3, -1, -1)
+        alpha = image.alpha
+        if alpha is not None:
+            color = color * alpha
+        sr = self.upscale_tensor(color.contiguous(), on_tiles)
+        outscale = self.settings.outscale or self.scale
+        if outscale != self.scale:
+            sr = imresize(sr, outscale / self.scale).clamp_(0, 1)
+        out_alpha = None
+        if alpha is not None:
+            out_alpha = imresize(alpha.float(), size=sr.shape[-2:]).clamp_(0, 1)
+            sr = torch.where(out_alpha > 1e-4, sr / out_alpha.clamp_min(1e-4), 0).clamp_(0, 1)
+        if image.gray:
+            sr = sr.mean(dim=1, keepdim=True)
+        return io.ImageData(color=sr, alpha=out_alpha, bit_depth=image.bit_depth)
+
+
+def upscale(image: Any, model: str | Path | nn.Module | None = None, **settings: Any) -> Any:
+    """Upscale one image given as a path, numpy array, PIL image or `io.ImageData`.
+
+    Returns the same kind as the input for arrays (same dtype) and PIL images, else `io.ImageData`.
+    Keyword settings are those of `Settings` (tile, tile_pad, batch, dtype, device, outscale).
+    """
+    data = io.to_image_data(image)
+    result = Upscaler(model, Settings(**settings)).upscale_image(data)
+    if isinstance(image, np.ndarray):
+        array = io.to_numpy(result)
+        if np.issubdtype(image.dtype, np.floating):
+            scale = 65535.0 if array.dtype == np.uint16 else 255.0
+            return (array / scale).astype(image.dtype)
+        return array.astype(image.dtype)
+    if type(image).__module__.startswith("PIL."):
+        return io.to_pil(result)
+    return result
+
+
+def upscale_files(inputs: list[str], output: str | Path, model: str | Path | None = None,
+                  settings: Settings | None = None, suffix: str = "", ext: str = "auto",
+                  max_pixels: int | None = None, progress: bool = True,
+                  quality: int = 95) -> Report:
+    """Upscale files, folders and globs into ``output``; a bad file is reported and skipped."""
+    paths, _ = io.expand_inputs(inputs)
+    if not paths:
+        return process_files(inputs, output, None, verb="upscaled")
+    upscaler = Upscaler(model, settings)
+    return process_files(
+        inputs, output, upscaler.upscale_image, verb="upscaled", suffix=suffix, ext=ext,
+        max_pixels=max_pixels, quality=quality, progress=progress,
+        steps=lambda image: upscaler.count_tiles(image.height, image.width))

@@ -1,0 +1,84 @@
+"""Model names users can type: `bicubic`, shipped checkpoints with cards, or checkpoint paths."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from blindsr.errors import BlindSRError
+from blindsr.ops.resize import imresize
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+DEFAULT_MODEL = "blindsr-x4"
+
+
+class Bicubic(nn.Module):
+    """MATLAB-style bicubic upsampling posing as a model (the universal baseline)."""
+
+    arch_name = "bicubic"
+
+    def __init__(self, scale: int = 4) -> None:
+        super().__init__()
+        self.scale = scale
+        self.arch_kwargs = {"scale": scale}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return imresize(x, self.scale).clamp(0, 1)
+
+
+@dataclass(frozen=True)
+class ShippedModel:
+    """A checkpoint inside the package, with its model card."""
+
+    name: str
+    weights: Path
+    card: Path
+
+    def card_text(self) -> str:
+        return self.card.read_text() if self.card.is_file() else "(no model card)"
+
+    def summary(self) -> str:
+        """The first line of the card after its title, for listings."""
+        lines = [ln.strip() for ln in self.card_text().splitlines() if ln.strip()]
+        body = [ln for ln in lines if not ln.startswith("#")]
+        return body[0] if body else ""
+
+
+def shipped_models() -> dict[str, ShippedModel]:
+    """Checkpoints shipped in ``blindsr/weights`` (``NAME.safetensors`` + ``NAME.md``)."""
+    return {
+        p.stem: ShippedModel(p.stem, p, p.with_suffix(".md"))
+        for p in sorted(WEIGHTS_DIR.glob("*.safetensors"))
+    }
+
+
+def default_model_name() -> str:
+    """The shipped default model, or ``bicubic`` while none is shipped."""
+    return DEFAULT_MODEL if DEFAULT_MODEL in shipped_models() else "bicubic"
+
+
+def load(model: str | Path | nn.Module | None = None, scale: int = 4,
+         device: str | torch.device = "cpu") -> nn.Module:
+    """Resolve a model given by name, path or module into a fresh nn.Module in eval mode.
+
+    ``scale`` only matters for ``bicubic``, which can upscale by any integer factor.
+    """
+    from blindsr.checkpoint import load_model
+
+    if isinstance(model, nn.Module):
+        return copy.deepcopy(model).eval().to(device)  # the caller's module is never changed
+    name = str(model) if model is not None else default_model_name()
+    if name == "bicubic":
+        return Bicubic(scale).to(device)
+    shipped = shipped_models()
+    if name in shipped:
+        return load_model(shipped[name].weights, device=device)
+    path = Path(name).expanduser()
+    if not path.exists():
+        known = ", ".join(["bicubic", *shipped])
+        raise BlindSRError(f"{name}: no such model file or shipped model (shipped: {known})")
+    return load_model(path, device=device)

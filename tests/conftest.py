@@ -1,0 +1,35 @@
+"""Shared test fixtures: locating ../shared and making small deterministic images."""
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_path(*parts: str) -> Path:
+    """Path under the shared folder (``$BLINDSR_SHARED`` or ``../shared`` beside the checkout)."""
+    base = Path(os.environ.get("BLINDSR_SHARED", ROOT.parent / "shared"))
+    return base.joinpath(*parts)
+
+
+@pytest.fixture
+def shared():
+    """The shared folder; tests that need it skip (saying why) when it is absent."""
+    base = shared_path()
+    if not (base / "datasets").is_dir():
+        pytest.skip(f"shared datasets not found at {base} (set BLINDSR_SHARED)")
+    return base
+
+
+@pytest.fixture
+def rand_image():
+    """A factory of reproducible random NCHW images in [0, 1]."""
+
+    def make(n: int = 1, c: int = 3, h: int = 32, w: int = 32, seed: int = 0) -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed)
+        return torch.rand(n, c, h, w, generator=g)
+
+    return make

@@ -1,0 +1,95 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from blindsr.cli import main
+
+
+def write_png(path, size=(20, 16), mode="RGB"):
+    rng = np.random.default_rng(0)
+    shape = (size[1], size[0], 3) if mode == "RGB" else (size[1], size[0])
+    Image.fromarray((rng.random(shape) * 255).astype(np.uint8), mode).save(path)
+    return path
+
+
+def test_upscale_folder_skips_bad_files_and_reports(tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    write_png(src / "good.png")
+    write_png(src / "gray.png", mode="L")
+    (src / "empty.png").write_bytes(b"")
+    (src / "fake.jpg").write_text("not an image")
+    code = main(["upscale", str(src), "-o", str(tmp_path / "out"), "--model", "bicubic",
+                 "--outscale", "2", "-q"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert Image.open(tmp_path / "out" / "good.png").size == (40, 32)
+    assert Image.open(tmp_path / "out" / "gray.png").mode == "L"
+    assert "empty.png" in err and "fake.jpg" in err and "2 failed" in err
+    assert "Traceback" not in err
+
+
+def test_upscale_single_file_to_named_output(tmp_path):
+    src = write_png(tmp_path / "a.png")
+    assert main(["upscale", str(src), "-o", str(tmp_path / "b.jpg"), "--model", "bicubic",
+                 "-q"]) == 0
+    assert Image.open(tmp_path / "b.jpg").size == (80, 64)
+
+
+def test_upscale_refuses_to_overwrite_its_input(tmp_path, capsys):
+    src = write_png(tmp_path / "a.png")
+    assert main(["upscale", str(src), "-o", str(tmp_path), "--model", "bicubic", "-q"]) == 1
+    assert "overwrite" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--dtype", "fp16", "--device", "cpu"], "bf16"),
+    (["--model", "nope.safetensors"], "nope.safetensors"),
+    (["--tile", "4"], "--tile"),
+])
+def test_upscale_bad_options_give_one_line(tmp_path, capsys, args, message):
+    src = write_png(tmp_path / "a.png")
+    assert main(["upscale", str(src), "-o", str(tmp_path / "o"), "-q", *args]) == 1
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and err.startswith("blindsr: error:")
+
+
+def test_degrade_preset_and_random(tmp_path):
+    src = write_png(tmp_path / "hr.png", size=(34, 25))
+    assert main(["degrade", str(src), "-o", str(tmp_path / "lr"), "--preset", "b+n+j",
+                 "--scale", "4"]) == 0
+    assert Image.open(tmp_path / "lr" / "hr.png").size == (8, 6)
+    assert main(["degrade", str(src), "-o", str(tmp_path / "rnd"), "--random", "--seed", "3"]) == 0
+    first = np.asarray(Image.open(tmp_path / "rnd" / "hr.png"))
+    assert main(["degrade", str(src), "-o", str(tmp_path / "rnd2"), "--random", "--seed", "3"]) == 0
+    assert np.array_equal(first, np.asarray(Image.open(tmp_path / "rnd2" / "hr.png")))
+
+
+def test_degrade_random_config_file(tmp_path, capsys):
+    src = write_png(tmp_path / "hr.png", size=(32, 32))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("no_such_key: 1\n")
+    assert main(["degrade", str(src), "-o", str(tmp_path / "o"), "--random",
+                 "--config", str(bad)]) == 1
+    assert "no_such_key" in capsys.readouterr().err
+
+
+def test_degrade_unknown_preset(tmp_path, capsys):
+    src = write_png(tmp_path / "hr.png")
+    assert main(["degrade", str(src), "-o", str(tmp_path / "o"), "--preset", "fog"]) == 1
+    err = capsys.readouterr().err
+    assert "fog" in err and "Traceback" not in err
+
+
+def test_models_lists_bicubic(capsys):
+    assert main(["models"]) == 0
+    assert "bicubic" in capsys.readouterr().out
+
+
+def test_command_runs_as_a_module():
+    result = subprocess.run([sys.executable, "-m", "blindsr", "--version"], capture_output=True,
+                            text=True, check=True)
+    assert result.stdout.startswith("blindsr ")

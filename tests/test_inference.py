@@ -1,0 +1,118 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from blindsr import archs, io
+from blindsr.errors import BlindSRError
+from blindsr.inference import Settings, Upscaler, auto_tile, upscale
+
+
+def tiny(name="srresnet", scale=4):
+    torch.manual_seed(0)
+    return archs.build(name, num_feat=8, num_block=2, scale=scale).eval()
+
+
+@pytest.mark.parametrize("name,scale", [("srresnet", 4), ("srresnet", 3), ("rrdbnet", 4),
+                                        ("rrdbnet", 2)])
+def test_tiled_matches_untiled(name, scale, rand_image):
+    model = tiny(name, scale)
+    x = rand_image(h=42, w=58)
+    whole = Upscaler(model, Settings(tile=1024, channels_last=False)).upscale_tensor(x)
+    tiled = Upscaler(model, Settings(tile=16, tile_pad=16, batch=3)).upscale_tensor(x)
+    assert whole.shape == (1, 3, 42 * scale, 58 * scale)
+    assert (tiled - whole).abs().max() <= 1 / 255
+
+
+def test_odd_sizes_are_padded_to_the_model_multiple(rand_image):
+    model = tiny("rrdbnet", 2)  # pixel-unshuffle needs even sizes
+    out = Upscaler(model, Settings(tile=16, tile_pad=4)).upscale_tensor(rand_image(h=21, w=17))
+    assert out.shape == (1, 3, 42, 34)
+
+
+def test_fp16_on_cpu_is_refused_with_advice():
+    with pytest.raises(BlindSRError, match="bf16"):
+        Upscaler("bicubic", Settings(dtype="fp16", device="cpu"))
+
+
+def test_bf16_runs_close_to_fp32(rand_image):
+    model = tiny()
+    x = rand_image(h=20, w=20)
+    fp32 = Upscaler(model, Settings(tile=32)).upscale_tensor(x)
+    bf16 = Upscaler(tiny(), Settings(tile=32, dtype="bf16")).upscale_tensor(x)
+    assert (fp32 - bf16).abs().mean() < 0.02
+
+
+class FlakyMemory(torch.nn.Module):
+    """Nearest x2 upsampling that runs out of memory on windows larger than 40 pixels."""
+
+    scale = 2
+
+    def forward(self, x):
+        if x.shape[-1] > 40:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+
+
+def test_out_of_memory_halves_the_tile(rand_image):
+    upscaler = Upscaler(FlakyMemory(), Settings(tile=128, tile_pad=4))
+    x = rand_image(h=70, w=70)
+    out = upscaler.upscale_tensor(x)
+    assert upscaler.tile == 32
+    torch.testing.assert_close(out, torch.nn.functional.interpolate(x, scale_factor=2))
+
+
+def test_out_of_memory_at_the_smallest_tile_is_a_clear_error(rand_image):
+    class Hopeless(FlakyMemory):
+        def forward(self, x):
+            raise torch.OutOfMemoryError("out of memory")
+
+    with pytest.raises(BlindSRError, match="out of memory"):
+        Upscaler(Hopeless(), Settings(tile=64)).upscale_tensor(rand_image(h=40, w=40))
+
+
+def test_auto_tile_is_a_bounded_multiple_of_16():
+    tile = auto_tile(tiny(), torch.device("cpu"), torch.float32, batch=4)
+    assert 16 <= tile <= 1024 and tile % 16 == 0
+
+
+def test_alpha_is_premultiplied_so_edges_keep_their_colour():
+    alpha = torch.zeros(1, 1, 24, 24)
+    alpha[..., 6:18, 6:18] = 1
+    color = torch.ones(1, 3, 24, 24) * alpha  # white where opaque, black under transparency
+    image = io.ImageData(color=color, alpha=alpha, bit_depth=8)
+    out = Upscaler("bicubic", Settings(outscale=4)).upscale_image(image)
+    visible = out.alpha[0, 0] > 0.05
+    assert out.alpha.shape == (1, 1, 96, 96)
+    assert visible.sum() > 48 * 48
+    assert out.color[0][:, visible].min() > 0.97  # a naive upscale would darken the fringe
+
+
+def test_gray_in_gray_out_and_outscale(rand_image):
+    image = io.ImageData(color=rand_image(c=1, h=16, w=20), alpha=None, bit_depth=16)
+    out = Upscaler(tiny(), Settings(outscale=2)).upscale_image(image)
+    assert out.color.shape == (1, 1, 32, 40) and out.bit_depth == 16
+
+
+def test_python_api_keeps_the_input_kind():
+    array = (np.random.default_rng(0).random((12, 10, 3)) * 255).astype(np.uint8)
+    out = upscale(array, model="bicubic", outscale=2)
+    assert isinstance(out, np.ndarray) and out.shape == (24, 20, 3) and out.dtype == np.uint8
+    pil = upscale(Image.fromarray(array), model=tiny())
+    assert isinstance(pil, Image.Image) and pil.size == (40, 48)
+
+
+def test_checkpoint_path_as_model(tmp_path, rand_image):
+    from blindsr.checkpoint import save_model
+
+    model = tiny()
+    path = save_model(model, tmp_path / "m.safetensors")
+    x = rand_image(h=12, w=12)
+    a = Upscaler(model, Settings(tile=64)).upscale_tensor(x)
+    b = Upscaler(str(path), Settings(tile=64)).upscale_tensor(x)
+    torch.testing.assert_close(a, b)
+
+
+def test_unknown_model_is_a_clear_error():
+    with pytest.raises(BlindSRError, match="no such model"):
+        Upscaler("does-not-exist.safetensors")
