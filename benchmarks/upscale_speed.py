@@ -32,15 +32,23 @@ def reference_forward(model: torch.nn.Module):
     return forward
 
 
-def best_of(fn, repeats: int) -> tuple[float, torch.Tensor]:
-    """Minimum wall time over ``repeats`` runs after one warm-up, and the last output."""
+def timed(fn) -> tuple[float, torch.Tensor]:
+    start = time.perf_counter()
     out = fn()
-    times = []
+    return time.perf_counter() - start, out
+
+
+def side_by_side(ref, ours, repeats: int) -> tuple[float, float, torch.Tensor, torch.Tensor]:
+    """Best-of-``repeats`` times of two functions run alternately (after one warm-up each), so
+    that load from elsewhere on the machine hits both alike; returns times and outputs."""
+    ref(), ours()
+    ref_times, our_times = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - start)
-    return min(times), out
+        t, ref_out = timed(ref)
+        ref_times.append(t)
+        t, our_out = timed(ours)
+        our_times.append(t)
+    return min(ref_times), min(our_times), ref_out, our_out
 
 
 def bench(name: str, kwargs: dict, size: int, tile: int, pad: int, batch: int,
@@ -53,12 +61,12 @@ def bench(name: str, kwargs: dict, size: int, tile: int, pad: int, batch: int,
     rows = []
     for tiled in (False, True):
         t, p = (tile, pad) if tiled else (size, 0)
-        ref_time, ref_out = best_of(
-            lambda t=t, p=p: run_tiled(reference_forward(model), x, scale, t, p, 1), repeats)
         for dtype in ("fp32", "bf16"):
             upscaler = Upscaler(model, Settings(tile=t, tile_pad=p, batch=batch, dtype=dtype,
                                                 device="cpu"))
-            our_time, our_out = best_of(lambda u=upscaler: u.upscale_tensor(x), repeats)
+            ref_time, our_time, ref_out, our_out = side_by_side(
+                lambda t=t, p=p: run_tiled(reference_forward(model), x, scale, t, p, 1),
+                lambda u=upscaler: u.upscale_tensor(x), repeats)
             rows.append({
                 "model": name, "tiled": f"{t}+{p}" if tiled else "no", "dtype": dtype,
                 "ref_ms_per_mp": ref_time * 1e3 / megapixels,
@@ -72,7 +80,7 @@ def bench(name: str, kwargs: dict, size: int, tile: int, pad: int, batch: int,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny widths (smoke test)")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     args = parser.parse_args()
     if args.threads:

@@ -7,6 +7,7 @@ are printed as one line and give a non-zero exit status, never a traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from blindsr import __version__
@@ -114,6 +115,11 @@ def _run_models(args: argparse.Namespace) -> int:
     return 0
 
 
+# Commands whose arguments live beside their implementation: each module defines
+# `add_parser(subparsers)`, which registers the command and sets `run=` to a function of the args.
+COMMAND_MODULES = ()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `blindsr` command."""
     parser = argparse.ArgumentParser(
@@ -123,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_upscale(sub)
     _add_degrade(sub)
     _add_models(sub)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_parser(sub)
     return parser
 
 

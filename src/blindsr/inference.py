@@ -82,17 +82,27 @@ def free_memory(device: torch.device) -> int:
         return 4 << 30
 
 
-def bytes_per_pixel(model: nn.Module, dtype: torch.dtype) -> int:
-    """A rough peak of activation bytes per input pixel: widest conv at output resolution, x3."""
-    widest = max((m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)), default=3)
-    scale = int(getattr(model, "scale", 1))
-    return 3 * widest * scale * scale * torch.finfo(dtype).bits // 8
+def bytes_per_pixel(model: nn.Module, dtype: torch.dtype, device: torch.device) -> float:
+    """Peak activation bytes per input pixel, estimated from one forward of a 32x32 probe:
+    the largest output of any leaf module, times 3 (its input, itself and a temporary)."""
+    sizes: list[int] = []
+    leaves = [m for m in model.modules() if not any(m.children())]
+    hooks = [m.register_forward_hook(
+        lambda _m, _i, out: sizes.append(out.numel()) if torch.is_tensor(out) else None)
+        for m in leaves]
+    try:
+        with torch.inference_mode():
+            model(torch.zeros(1, 3, 32, 32, device=device, dtype=dtype))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return 3 * max(sizes, default=3 * 32 * 32) / (32 * 32) * torch.finfo(dtype).bits / 8
 
 
 def auto_tile(model: nn.Module, device: torch.device, dtype: torch.dtype, batch: int) -> int:
     """The largest tile (multiple of 16) whose batch fits in half of the free memory."""
     budget = free_memory(device) / 2 / max(batch, 1)
-    side = int(math.sqrt(budget / bytes_per_pixel(model, dtype))) // 16 * 16
+    side = int(math.sqrt(budget / bytes_per_pixel(model, dtype, device))) // 16 * 16
     return max(MIN_TILE, min(MAX_TILE, side))
 
 
