@@ -1,4 +1,8 @@
-"""Image quality metrics and a small registry describing them."""
+"""Image quality metrics and a small registry describing them.
+
+LPIPS, DISTS and NIQE load their weights (verified assets, see :mod:`blindsr.metrics.assets`)
+lazily on first use and keep them per device; importing this package loads none.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from blindsr.errors import BlindSRError
+from blindsr.metrics.dists import dists
+from blindsr.metrics.lpips import lpips
+from blindsr.metrics.niqe import niqe
 from blindsr.metrics.psnr_ssim import psnr, ssim
 
 
@@ -22,6 +29,9 @@ class Metric:
 METRICS: dict[str, Metric] = {
     "psnr": Metric("psnr", psnr, lower_better=False, full_reference=True),
     "ssim": Metric("ssim", ssim, lower_better=False, full_reference=True),
+    "lpips": Metric("lpips", lpips, lower_better=True, full_reference=True),
+    "dists": Metric("dists", dists, lower_better=True, full_reference=True),
+    "niqe": Metric("niqe", niqe, lower_better=True, full_reference=False),
 }
 
 
@@ -33,4 +43,4 @@ def get_metric(name: str) -> Metric:
     return METRICS[key]
 
 
-__all__ = ["METRICS", "Metric", "get_metric", "psnr", "ssim"]
+__all__ = ["METRICS", "Metric", "dists", "get_metric", "lpips", "niqe", "psnr", "ssim"]

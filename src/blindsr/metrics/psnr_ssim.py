@@ -75,12 +75,12 @@ def psnr(x: ImageLike, y: ImageLike, crop_border: int = 0, y_channel: bool = Fal
     return 10.0 * torch.log10(255.0**2 / mse)
 
 
-def _gaussian_window(device: torch.device) -> Tensor:
-    """The normalised 11x11 Gaussian (sigma 1.5) as a ``1 x 1 x 11 x 11`` float64 kernel."""
+def _gaussian_taps(device: torch.device) -> Tensor:
+    """The normalised 1-D Gaussian (11 taps, sigma 1.5) in float64; the 2-D window is its outer
+    product, applied as two 1-D passes."""
     r = torch.arange(_SSIM_SIZE, dtype=torch.float64, device=device) - (_SSIM_SIZE - 1) / 2
     g = torch.exp(-(r**2) / (2 * _SSIM_SIGMA**2))
-    g = g / g.sum()
-    return torch.outer(g, g)[None, None]
+    return g / g.sum()
 
 
 def ssim(x: ImageLike, y: ImageLike, crop_border: int = 0, y_channel: bool = False) -> Tensor:
@@ -92,11 +92,12 @@ def ssim(x: ImageLike, y: ImageLike, crop_border: int = 0, y_channel: bool = Fal
     n, c, h, w = a.shape
     if min(h, w) < _SSIM_SIZE:
         raise BlindSRError(f"ssim: images must be at least {_SSIM_SIZE}x{_SSIM_SIZE}, got {h}x{w}")
-    win = _gaussian_window(a.device)
-    # Filter every channel of all five statistics' inputs in one grouped pass.
+    taps = _gaussian_taps(a.device)
+    # Filter every channel of all five statistics' inputs at once, rows then columns.
     stack = torch.cat([a, b, a * a, b * b, a * b], dim=1).reshape(n * 5 * c, 1, h, w)
     k = _SSIM_SIZE - 1
-    stats = F.conv2d(stack, win).reshape(n, 5, c, h - k, w - k)
+    stack = F.conv2d(stack, taps.reshape(1, 1, 1, -1))
+    stats = F.conv2d(stack, taps.reshape(1, 1, -1, 1)).reshape(n, 5, c, h - k, w - k)
     mu_a, mu_b, e_aa, e_bb, e_ab = stats.unbind(1)
     var_a, var_b = e_aa - mu_a**2, e_bb - mu_b**2
     cov = e_ab - mu_a * mu_b

@@ -1,0 +1,29 @@
+"""Training strategies: one file per method, one entry in ``STRATEGIES``.
+
+Adding a method = a new module with a :class:`Strategy` subclass + its class in ``_CLASSES``.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+from blindsr.errors import BlindSRError
+from blindsr.strategies.base import NoParams, Strategy, Update
+from blindsr.strategies.plain import Plain
+
+_CLASSES: tuple[type[Strategy], ...] = (Plain,)
+
+STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in _CLASSES}
+
+
+def get_strategy(name: str) -> type[Strategy]:
+    """The strategy class registered as ``name``."""
+    if name not in STRATEGIES:
+        close = difflib.get_close_matches(str(name), list(STRATEGIES), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        known = ", ".join(sorted(STRATEGIES))
+        raise BlindSRError(f"unknown strategy {name!r}{hint}; known: {known}")
+    return STRATEGIES[name]
+
+
+__all__ = ["STRATEGIES", "NoParams", "Strategy", "Update", "get_strategy"]

@@ -1,0 +1,939 @@
+"""The training loop: ``blindsr train CONFIG.yaml [key=value ...] [--resume] [--output-dir D]``.
+
+One loop for every method. Per iteration it loads a batch (its rank's shard), synthesises LR for
+HR-only samples on the device (random second order or a preset, seeded from (seed, step, rank)),
+passes the batch through the optional pair pool and unsharp masking, then runs the strategy's
+``training_step`` generator: each yielded :class:`~blindsr.strategies.Update` is backpropagated
+(through the fp16 GradScaler if any), its gradients averaged across processes and clipped, and its
+optimisers stepped. Then the generator's EMA is updated, and logs, validation and checkpoints
+happen on their schedules (files only from rank 0).
+
+Run folder ``output_dir/name/``: ``config.yaml`` (resolved), ``metrics.jsonl``, ``tb/``
+(TensorBoard), ``checkpoints/step_XXXXXXX/`` (see :mod:`blindsr.train_state`),
+``model.safetensors`` (EMA weights if EMA is on, else raw; for inference) and
+``best.safetensors`` (best mean validation PSNR).
+
+Multi-process: ``torchrun --nproc_per_node=N -m blindsr train CONFIG``; the effective batch is
+``train.batch x N``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from blindsr import __version__
+from blindsr.config import (
+    Config,
+    OptimConfig,
+    ScheduleConfig,
+    dump_config,
+    fail,
+    from_plain,
+    load_config,
+    save_config,
+)
+from blindsr.errors import BlindSRError
+
+# torch is imported inside functions, so that `blindsr --help` stays fast.
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor, nn
+
+    from blindsr import distributed
+    from blindsr.strategies import Strategy, Update
+
+EMA_KEY = "generator_ema"
+_POOL_SALT, _DEGRADE_SALT = 1, 2
+
+# ---------------------------------------------------------------------------------------------
+# Schedules
+
+
+def schedule_lr(s: ScheduleConfig, base: float, step: int, total: int) -> float:
+    """Learning rate of iteration ``step`` (0-based) out of ``total``: a pure function."""
+    lr = base
+    if s.type == "cosine":
+        periods = list(s.periods) or [total]
+        weights = list(s.restart_weights) or [1.0] * len(periods)
+        start = 0
+        lr = s.eta_min
+        for period, weight in zip(periods, weights, strict=True):
+            if step < start + period:
+                phase = (step - start) / period
+                lr = s.eta_min + weight * (base - s.eta_min) * 0.5 * (1 + math.cos(math.pi * phase))
+                break
+            start += period
+    elif s.type == "multistep":
+        lr = base * s.gamma ** bisect.bisect_right(list(s.milestones), step)
+    if s.warmup and step < s.warmup:
+        lr *= (step + 1) / s.warmup
+    return lr
+
+
+class Scheduler:
+    """Sets an optimiser's learning rate from the schedule at each iteration (no hidden state)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, schedule: ScheduleConfig,
+                 base_lr: float, total: int) -> None:
+        self.optimizer, self.schedule = optimizer, schedule
+        self.base_lr, self.total, self.last_step = base_lr, total, -1
+
+    def set(self, step: int) -> float:
+        lr = schedule_lr(self.schedule, self.base_lr, step, self.total)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.last_step = step
+        return lr
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"last_step": self.last_step, "base_lr": self.base_lr}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.last_step = int(state["last_step"])
+
+
+def make_optimizer(net: nn.Module, o: OptimConfig) -> torch.optim.Optimizer:
+    """Adam or AdamW over the trainable parameters of ``net``."""
+    import torch
+
+    params = [p for p in net.parameters() if p.requires_grad]
+    if not params:
+        raise BlindSRError(f"{type(net).__name__} has no trainable parameters")
+    cls = torch.optim.AdamW if o.type == "adamw" else torch.optim.Adam
+    return cls(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+
+
+# ---------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def derive_seed(*parts: int) -> int:
+    """A 32-bit seed mixed from integers (e.g. seed, step, rank, purpose)."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
+def ema_decay(decay: float, step: int) -> float:
+    """The EMA decay used after iteration ``step`` (0-based): ``min(decay, (1+step)/(10+step))``,
+    so that the average forgets the random initialisation within the first few hundred steps."""
+    return min(decay, (1 + step) / (10 + step))
+
+
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """``ema = decay * ema + (1 - decay) * model`` over parameters and float buffers."""
+    import torch
+
+    with torch.no_grad():
+        _lerp_all(ema, model, decay)
+
+
+def _lerp_all(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+        e.lerp_(p.detach(), 1.0 - decay)
+    for e, b in zip(ema.buffers(), model.buffers(), strict=True):
+        if e.is_floating_point():
+            e.lerp_(b, 1.0 - decay)
+        else:
+            e.copy_(b)
+
+
+def pick_device(name: str | None, local_rank: int, world: int) -> torch.device:
+    """The training device (``None``: CUDA when available), one GPU per local rank."""
+    import torch
+
+    dev = torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise fail("train.device", f"{name!r} asked for, but no CUDA device is available")
+        if world > 1 and dev.index is None:
+            dev = torch.device("cuda", local_rank)
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise fail("train.device", "mps asked for, but it is not available")
+    return dev
+
+
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or a clear error where the device cannot do it."""
+    import torch
+
+    if amp == "none":
+        return None
+    if amp == "fp16" and device.type == "cpu":
+        raise fail("train.amp", "fp16 is not supported on the CPU; use bf16 or none")
+    if amp == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise fail("train.amp", f"{torch.cuda.get_device_name(device)} has no bf16; use fp16")
+    return torch.float16 if amp == "fp16" else torch.bfloat16
+
+
+def _machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} logical CPUs"
+
+
+def _device_name(device: torch.device) -> str:
+    import torch
+
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({torch.get_num_threads()} threads)" if device.type == "cpu" else device.type
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: d}
+
+
+class Meter:
+    """Running sums of logged scalars (tensors stay on device until read)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, Any] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, logs: dict[str, Any]) -> None:
+        from torch import Tensor
+
+        for k, v in logs.items():
+            v = v.detach().float() if isinstance(v, Tensor) else float(v)
+            self.sums[k] = self.sums.get(k, 0.0) + v
+            self.counts[k] = self.counts.get(k, 0) + 1
+
+    def means(self) -> dict[str, float]:
+        out = {k: float(v) / self.counts[k] for k, v in self.sums.items()}
+        self.sums, self.counts = {}, {}
+        return out
+
+
+class MetricsLog:
+    """``metrics.jsonl``: one JSON object per row, each with ``step``; rank 0 only."""
+
+    def __init__(self, path: Path, enabled: bool, resume_step: int | None) -> None:
+        self.path, self.enabled = path, enabled
+        if not enabled:
+            return
+        rows = []
+        if resume_step is not None and path.is_file():
+            for line in path.read_text().splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:  # a line cut by a kill
+                    continue
+                if isinstance(row, dict) and row.get("step", 0) <= resume_step:
+                    rows.append(line)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(r + "\n" for r in rows))
+        tmp.replace(path)
+
+    def write(self, row: dict[str, Any]) -> None:
+        if self.enabled:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(row, sort_keys=False) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` leaves behind (for tests and scripts)."""
+
+    run_dir: Path
+    step: int
+    generator: nn.Module
+    ema: nn.Module | None
+    strategy: Strategy
+    networks: dict[str, nn.Module] = field(default_factory=dict)
+    best_psnr: float | None = None
+
+
+@dataclass
+class _Run:
+    cfg: Config
+    info: distributed.DistInfo
+    device: torch.device
+    run_dir: Path
+    strategy: Strategy
+    networks: dict[str, nn.Module]
+    optimizers: dict[str, torch.optim.Optimizer]
+    schedulers: dict[str, Scheduler]
+    ema: nn.Module | None
+    scaler: Any
+    autocast: Any
+    second_order: Any = None
+    pool: Any = None
+    pool_gen: torch.Generator | None = None
+    step: int = 0
+    wall_time: float = 0.0
+    bad_steps: int = 0
+    best_psnr: float | None = None
+    writer: Any = None
+    metrics: MetricsLog | None = None
+    bar: Any = None
+
+    @property
+    def generator(self) -> nn.Module:
+        return self.networks["generator"]
+
+    @property
+    def eval_model(self) -> nn.Module:
+        return self.ema if self.ema is not None else self.generator
+
+
+def _say(run: _Run | None, message: str, main: bool = True) -> None:
+    if not main:
+        return
+    if run is not None and run.bar is not None:
+        run.bar.write(message, file=sys.stderr)
+    else:
+        print(message, file=sys.stderr, flush=True)
+
+
+def build_generator(cfg: Config) -> nn.Module:
+    """The generator of ``cfg.model``, initialised from ``train.seed`` (seeds torch's global
+    RNG), or with the ``init`` checkpoint's weights when given."""
+    import torch
+
+    from blindsr import archs
+
+    torch.manual_seed(cfg.train.seed)
+    m = cfg.model
+    try:
+        model = archs.build(m.arch, scale=m.scale, **m.kwargs)
+    except BlindSRError as e:
+        raise fail("model", str(e)) from None
+    if m.init:
+        from blindsr.checkpoint import read_checkpoint
+
+        sd, _ = read_checkpoint(m.init)
+        try:
+            model.load_state_dict(sd, strict=True)
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()[0][:200]
+            raise fail("model.init", f"{m.init} does not fit {m.arch}({m.kwargs}): {first}") \
+                from None
+    return model
+
+
+def resolve_optim(cfg: Config, strategy: Strategy) -> dict[str, OptimConfig]:
+    """OptimConfig of the generator and of every strategy network (strategy defaults filled)."""
+    names = ["generator", *strategy.networks()]
+    unknown = [n for n in cfg.optim if n not in names]
+    if unknown:
+        raise fail(f"optim.{unknown[0]}", f"no network of that name; networks: {', '.join(names)}")
+    defaults = strategy.default_optim()
+    out = {}
+    for name in names:
+        given = cfg.optim.get(name)
+        out[name] = given if given is not None else from_plain(
+            OptimConfig, defaults.get(name, {}), f"optim.{name}")
+    return out
+
+
+def _build(cfg: Config, info: distributed.DistInfo, device: torch.device) -> _Run:
+    import torch
+
+    from blindsr.strategies import get_strategy
+
+    generator = build_generator(cfg).to(device)
+    cls = get_strategy(cfg.strategy.name)
+    strategy = cls(generator, cls.parse_params(cfg.strategy.params), cfg.model.scale, device)
+    extra = strategy.networks()
+    if "generator" in extra or EMA_KEY in extra:
+        raise BlindSRError(f"strategy {cls.name}: network names 'generator' and '{EMA_KEY}' "
+                           "are reserved")
+    nets = {"generator": generator, **extra}
+    fmt = torch.channels_last if cfg.train.channels_last else torch.preserve_format
+    for net in nets.values():
+        net.to(device=device, memory_format=fmt).train()
+    cfg.optim = resolve_optim(cfg, strategy)
+    optimizers = {n: make_optimizer(nets[n], o) for n, o in cfg.optim.items()}
+    schedulers = {
+        n: Scheduler(optimizers[n], o.schedule or cfg.schedule, o.lr, cfg.train.iterations)
+        for n, o in cfg.optim.items()
+    }
+    dtype = amp_dtype(cfg.train.amp, device)
+    autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else nullcontext
+    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
+    return _Run(cfg, info, device, cfg.run_dir, strategy, nets, optimizers, schedulers, None,
+                scaler, autocast)
+
+
+def _make_ema(run: _Run) -> None:
+    import copy
+
+    if run.cfg.train.ema > 0:
+        run.ema = copy.deepcopy(run.generator).eval()
+        for p in run.ema.parameters():
+            p.requires_grad_(False)
+
+
+def _make_pool(run: _Run) -> None:
+    import torch
+
+    from blindsr.data import PairPool
+
+    size = run.cfg.data.pool_size
+    if size:
+        if size % run.cfg.train.batch:
+            raise fail("data.pool_size", f"must be a multiple of train.batch "
+                                         f"({run.cfg.train.batch}), got {size}")
+        seed = derive_seed(run.cfg.train.seed, run.info.rank, _POOL_SALT)
+        run.pool_gen = torch.Generator().manual_seed(seed)
+        run.pool = PairPool(size, run.pool_gen)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def _state(run: _Run) -> dict[str, Any]:
+    from blindsr.train_state import rng_state
+
+    pool: dict[str, Any] = {}
+    if run.pool is not None:
+        ps = run.pool.state_dict()
+        pool = {"filled": int(ps["filled"]), "generator": run.pool_gen.get_state(),
+                "pool": {k: v.cpu() for k, v in ps["pool"].items()}}
+    return {
+        "optimizers": {n: o.state_dict() for n, o in run.optimizers.items()},
+        "schedulers": {n: s.state_dict() for n, s in run.schedulers.items()},
+        "scaler": run.scaler.state_dict() if run.scaler is not None else {},
+        "strategy": run.strategy.state_dict(),
+        "rng": rng_state(),
+        "data": {"step": run.step, "world": run.info.world, "batch": run.cfg.train.batch,
+                 "seed": run.cfg.train.seed},
+        "pool": pool,
+        "wall_time": run.wall_time,
+        "bad_steps": run.bad_steps,
+        "best_psnr": run.best_psnr,
+    }
+
+
+def _weights(run: _Run) -> dict[str, dict[str, Tensor]]:
+    out = {n: net.state_dict() for n, net in run.networks.items()}
+    if run.ema is not None:
+        out[EMA_KEY] = run.ema.state_dict()
+    return out
+
+
+def _restore(run: _Run, path: Path) -> None:
+    from blindsr.train_state import load_checkpoint, set_rng_state
+
+    weights, state = load_checkpoint(path)
+    for name, net in [*run.networks.items(), (EMA_KEY, run.ema)]:
+        if net is None:
+            continue
+        sd = weights.get(name, weights["generator"] if name == EMA_KEY else None)
+        if sd is None:
+            raise BlindSRError(f"checkpoint {path} has no weights for network {name!r}")
+        try:
+            net.load_state_dict(sd, strict=True)
+        except RuntimeError as e:
+            raise BlindSRError(f"checkpoint {path}: {name} weights do not fit the configured "
+                               f"network ({str(e).strip().splitlines()[0][:150]})") from None
+    for name, opt in run.optimizers.items():
+        if name in state["optimizers"]:
+            opt.load_state_dict(state["optimizers"][name])
+        if name in state["schedulers"]:
+            run.schedulers[name].load_state_dict(state["schedulers"][name])
+    if run.scaler is not None and state["scaler"]:
+        run.scaler.load_state_dict(state["scaler"])
+    run.strategy.load_state_dict(state["strategy"])
+    set_rng_state(state["rng"])
+    if run.pool is not None and state["pool"]:
+        run.pool_gen.set_state(state["pool"]["generator"])
+        run.pool.load_state_dict({"filled": state["pool"]["filled"], "pool": {
+            k: v.to(run.device) for k, v in state["pool"]["pool"].items()}})
+    data = state["data"]
+    if data["world"] != run.info.world or data["batch"] != run.cfg.train.batch:
+        _say(run, f"note: the checkpoint was made with {data['world']} process(es) x batch "
+                  f"{data['batch']}; the data order differs from an uninterrupted run",
+             run.info.is_main)
+    run.step = int(state["step"])
+    run.wall_time = float(state["wall_time"])
+    run.bad_steps = int(state["bad_steps"])
+    run.best_psnr = state["best_psnr"]
+
+
+def _summary(run: _Run) -> dict[str, Any]:
+    import torch
+
+    cfg = run.cfg
+    return {
+        "config": cfg.name,
+        "strategy": cfg.strategy.name,
+        "iterations": run.step,
+        "wall_time_s": round(run.wall_time, 1),
+        "machine": _machine(),
+        "device": _device_name(run.device),
+        "processes": run.info.world,
+        "batch": cfg.train.batch,
+        "effective_batch": cfg.train.batch * run.info.world,
+        "patch": cfg.train.patch,
+        "data": [s.path for s in cfg.data.train],
+        "degradation": cfg.degradation.kind if cfg.degradation.kind != "preset"
+        else cfg.degradation.preset,
+        "ema": cfg.train.ema,
+        "seed": cfg.train.seed,
+        "blindsr": __version__,
+        "torch": torch.__version__,
+    }
+
+
+def _checkpoint(run: _Run) -> None:
+    if not run.info.is_main:
+        return
+    from blindsr.checkpoint import save_model
+    from blindsr.train_state import save_checkpoint
+
+    save_checkpoint(run.run_dir, run.step, _weights(run), _state(run),
+                    run.cfg.train.keep_checkpoints)
+    save_model(run.eval_model, run.run_dir / "model.safetensors", _summary(run))
+
+
+# ---------------------------------------------------------------------------------------------
+# Batches
+
+
+def _degrade(run: _Run, hr: Tensor) -> Tensor:
+    import torch
+
+    from blindsr import degrade
+
+    d, scale, step = run.cfg.degradation, run.cfg.model.scale, run.step
+    seed = derive_seed(run.cfg.train.seed, step, run.info.rank, _DEGRADE_SALT)
+    with torch.no_grad():
+        if d.kind == "random":
+            g = torch.Generator().manual_seed(seed)
+            if run.second_order is None:
+                run.second_order = d.second_order()
+            return degrade.second_order(hr, scale, run.second_order, generator=g)
+        return degrade.apply(hr, d.preset, scale, seed=seed)
+
+
+def prepare_batch(run: _Run, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Move a loader batch to the device, sharpen HR (USM), synthesise LR where it is missing,
+    then pool and set the memory format."""
+    import torch
+
+    need = (~batch["has_lr"]) & batch["has_hr"]
+    batch = {k: v.to(run.device, non_blocking=True) for k, v in batch.items()}
+    if run.cfg.data.usm:  # as Real-ESRGAN: LR is made from the sharpened HR, the target too
+        from blindsr.data import usm_sharpen
+
+        batch["hr"] = usm_sharpen(batch["hr"])
+    if not run.strategy.degrades_itself() and bool(need.any()):
+        if run.cfg.degradation.kind == "none":
+            raise fail("degradation.kind", "is none, but the data has HR-only images: use "
+                                           "paired/LR data or choose random or preset")
+        if bool(need.all()):
+            batch["lr"] = _degrade(run, batch["hr"]).to(batch["lr"].dtype)
+        else:
+            idx = need.nonzero().flatten().to(run.device)
+            batch["lr"] = batch["lr"].clone()
+            batch["lr"][idx] = _degrade(run, batch["hr"][idx]).to(batch["lr"].dtype)
+        batch["has_lr"] = batch["has_lr"] | need.to(run.device)
+    if run.pool is not None:
+        batch = run.pool(batch)
+    if run.cfg.train.channels_last:
+        for k in ("hr", "lr"):
+            batch[k] = batch[k].contiguous(memory_format=torch.channels_last)
+    return batch
+
+
+# ---------------------------------------------------------------------------------------------
+# One iteration
+
+
+def _params(run: _Run, names: tuple[str, ...]) -> list[nn.Parameter]:
+    return [p for n in names for g in run.optimizers[n].param_groups for p in g["params"]]
+
+
+def apply_update(run: _Run, update: Update, meter: Meter) -> bool:
+    """Backward, average, clip and step one update; False when it was skipped (NaN/Inf)."""
+    import torch
+
+    from blindsr import distributed
+
+    names = tuple(update.optimizers)
+    unknown = [n for n in names if n not in run.optimizers]
+    if unknown or not names:
+        raise BlindSRError(f"strategy {run.strategy.name} asked to step unknown optimiser(s) "
+                           f"{unknown or '()'}; known: {', '.join(run.optimizers)}")
+    loss = update.loss
+    bad = not bool(torch.isfinite(loss.detach()).all())
+    if distributed.any_flag(bad, run.device):
+        return False
+    for n in names:
+        run.optimizers[n].zero_grad(set_to_none=True)
+    (run.scaler.scale(loss) if run.scaler is not None else loss).backward()
+    distributed.all_reduce_grads(_params(run, names))
+    clip = run.cfg.train.grad_clip
+    for n in names:
+        opt = run.optimizers[n]
+        if run.scaler is not None:
+            run.scaler.unscale_(opt)
+        params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
+        if clip is not None and params:
+            norm = torch.nn.utils.clip_grad_norm_(params, clip)
+            meter.add({f"grad_norm/{n}": norm})
+            if run.scaler is None and not bool(torch.isfinite(norm)):
+                bad = True
+    if bad:
+        for n in names:
+            run.optimizers[n].zero_grad(set_to_none=True)
+        return False
+    for n in names:
+        if run.scaler is not None:
+            run.scaler.step(run.optimizers[n])
+        else:
+            run.optimizers[n].step()
+    if run.scaler is not None:
+        run.scaler.update()
+    return True
+
+
+def run_iteration(run: _Run, batch: dict[str, Tensor], meter: Meter) -> tuple[bool, dict]:
+    """All updates of one iteration; returns (every update applied, this iteration's logs)."""
+    from blindsr.strategies import Update
+
+    ok, last = True, {}
+    updates: Iterator[Update] = iter(run.strategy.training_step(batch, run.step))
+    while True:
+        with run.autocast():
+            update = next(updates, None)
+        if update is None:
+            return ok, last
+        if not isinstance(update, Update):
+            raise BlindSRError(f"strategy {run.strategy.name} yielded "
+                               f"{type(update).__name__}, not an Update")
+        if apply_update(run, update, meter):
+            meter.add(update.logs)
+            last = {**last, **update.logs}
+        else:
+            ok = False
+
+
+# ---------------------------------------------------------------------------------------------
+# Logging and validation
+
+
+def _log_row(run: _Run, meter: Meter, it_s: float) -> None:
+    row: dict[str, Any] = {"step": run.step, "time": round(run.wall_time, 3),
+                           "it_s": round(it_s, 4)}
+    for k, v in meter.means().items():
+        row[k if "/" in k else f"train/{k}"] = v
+    for n, opt in run.optimizers.items():
+        row[f"lr/{n}"] = opt.param_groups[0]["lr"]
+    run.metrics.write(row)
+    if run.writer is not None:
+        for k, v in row.items():
+            if k not in ("step", "time"):
+                run.writer.add_scalar(k, v, run.step)
+
+
+def _postfix(run: _Run, logs: dict[str, Any]) -> None:
+    if run.bar is None or run.bar.disable:
+        return
+    shown = {k: f"{float(v):.4g}" for k, v in list(logs.items())[:4]}
+    shown["lr"] = f"{run.optimizers['generator'].param_groups[0]['lr']:.2e}"
+    run.bar.set_postfix(shown, refresh=False)
+
+
+def sample_grid(model: nn.Module, batch: dict[str, Tensor], scale: int, n: int = 4) -> Tensor:
+    """(3, n*P, 3*P) image: rows of LR (nearest-upsampled) | SR | HR for the first samples."""
+    import torch
+    import torch.nn.functional as F
+
+    keep = batch["has_hr"].nonzero().flatten()[:n]
+    lr, hr = batch["lr"][keep].float(), batch["hr"][keep].float()
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        sr = model(lr.contiguous()).float().clamp(0, 1)
+    model.train(was)
+    up = F.interpolate(lr, scale_factor=scale, mode="nearest")
+    rows = torch.cat([up, sr, hr], dim=-1)
+    return torch.cat(list(rows), dim=-2).cpu()
+
+
+def validate(run: _Run) -> dict[str, float]:
+    """Evaluate the EMA (or raw) generator on the validation sets; log; keep best.safetensors."""
+    from blindsr.checkpoint import save_model
+    from blindsr.evaluate import evaluate
+
+    v = run.cfg.val
+    model = run.eval_model
+    was = model.training
+    results = evaluate(models={"ema": model}, datasets=v.sets, degradations=v.degradations,
+                       metrics=["psnr", "ssim"], scale=run.cfg.model.scale,
+                       device=str(run.device), crop_border=v.crop_border, seed=v.seed,
+                       max_images=v.max_images)
+    model.train(was)
+    row = {f"val/{r.dataset}/{r.degradation}/{r.metric}": r.value for r in results}
+    psnrs = [r.value for r in results if r.metric == "psnr" and math.isfinite(r.value)]
+    if psnrs:
+        row["val/mean_psnr"] = sum(psnrs) / len(psnrs)
+    run.metrics.write({"step": run.step, **row})
+    if run.writer is not None:
+        for k, value in row.items():
+            run.writer.add_scalar(k, value, run.step)
+    text = ", ".join(f"{k[4:]} {value:.4f}" for k, value in row.items())
+    _say(run, f"step {run.step}: {text}")
+    mean = row.get("val/mean_psnr")
+    if mean is not None and (run.best_psnr is None or mean > run.best_psnr):
+        run.best_psnr = mean
+        save_model(model, run.run_dir / "best.safetensors",
+                   {**_summary(run), "val_mean_psnr": mean, "val_sets": list(v.sets)})
+    return row
+
+
+def _every(step: int, n: int) -> bool:
+    return n > 0 and step % n == 0
+
+
+def _after_iteration(run: _Run, batch: dict[str, Tensor], meter: Meter, state: dict) -> None:
+    cfg, main = run.cfg, run.info.is_main
+    if main and (_every(run.step, cfg.logging.every) or run.step == cfg.train.iterations):
+        now = time.perf_counter()
+        it_s = (run.step - state["log_step"]) / max(now - state["log_time"], 1e-9)
+        _log_row(run, meter, it_s)
+        state["log_step"], state["log_time"] = run.step, now
+    paused = time.perf_counter()  # time spent below does not count in it/s
+    if main and run.writer is not None and _every(run.step, cfg.logging.images_every):
+        grid = sample_grid(run.eval_model, batch, cfg.model.scale)
+        run.writer.add_image("samples/lr_sr_hr", grid, run.step)
+    if main and cfg.val.every and _every(run.step, cfg.val.every):
+        validate(run)
+    if _every(run.step, cfg.train.checkpoint_every):
+        _checkpoint(run)
+    state["log_time"] += time.perf_counter() - paused
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry points
+
+
+def _start(run: _Run, resume: bool) -> None:
+    """Resume from the newest checkpoint (always when one exists), or start fresh."""
+    from blindsr import distributed
+    from blindsr.train_state import latest_checkpoint, remove_partial
+
+    main = run.info.is_main
+    if main:
+        remove_partial(run.run_dir)
+    distributed.barrier()
+    ckpt = latest_checkpoint(run.run_dir)
+    if resume and ckpt is None:
+        raise BlindSRError(f"--resume: no checkpoint in {run.run_dir / 'checkpoints'}")
+    step = int(ckpt.name.split("_")[1]) if ckpt is not None else -1
+    if not distributed.all_equal(step, run.device):
+        raise BlindSRError("processes see different checkpoints: the run folder must be on a "
+                           "file system shared by all of them")
+    if ckpt is None:
+        distributed.broadcast_modules(run.networks.values())
+        _make_ema(run)
+        return
+    _make_ema(run)
+    _restore(run, ckpt)
+    _say(run, f"resuming {run.cfg.name} from step {run.step} ({ckpt})", main)
+
+
+def _open_logs(run: _Run, resumed: bool, progress: bool) -> None:
+    main = run.info.is_main
+    if main:
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        old = run.run_dir / "config.yaml"
+        if resumed and old.is_file():
+            _note_changes(run, old)
+        save_config(run.cfg, old)
+    run.metrics = MetricsLog(run.run_dir / "metrics.jsonl", main, run.step if resumed else None)
+    if main and run.cfg.logging.tensorboard:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            message = "needs the tensorboard package (pip install tensorboard), or set it false"
+            raise fail("logging.tensorboard", message) from None
+        # events after the step we start from (left by a killed run) are discarded
+        run.writer = SummaryWriter(str(run.run_dir / "tb"), purge_step=run.step + 1)
+    from tqdm import tqdm
+
+    run.bar = tqdm(total=run.cfg.train.iterations, initial=run.step, unit="it",
+                   dynamic_ncols=True, disable=not (main and progress), desc=run.cfg.name,
+                   mininterval=1.0, file=sys.stderr)
+
+
+def _note_changes(run: _Run, old_path: Path) -> None:
+    import yaml
+
+    try:
+        old = _flatten(yaml.safe_load(old_path.read_text()) or {})
+    except yaml.YAMLError:
+        return
+    new = _flatten(yaml.safe_load(dump_config(run.cfg)))
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if changed:
+        _say(run, f"note: config changed since the last run: {', '.join(changed[:8])}")
+
+
+def _loader(run: _Run) -> Iterator[dict[str, Tensor]]:
+    from blindsr.data import TrainSet, make_loader, resolve_dataset
+
+    cfg = run.cfg
+    sources = []
+    for i, src in enumerate(cfg.data.train):
+        try:
+            sources.append((resolve_dataset(src.path, cfg.model.scale), src.weight))
+        except BlindSRError as e:
+            raise fail(f"data.train[{i}].path", str(e)) from None
+    hr_only = [spec.name for spec, _ in sources if spec.kind == "hr"]
+    if hr_only and cfg.degradation.kind == "none" and not run.strategy.degrades_itself():
+        raise fail("degradation.kind", f"is none, but {hr_only[0]} has HR images only: use "
+                                       "paired/LR data or choose random or preset")
+    dataset = TrainSet(sources, cfg.train.patch, cfg.model.scale, seed=cfg.train.seed)
+    return make_loader(dataset, cfg.train.batch, cfg.data.workers, start_step=run.step,
+                       rank=run.info.rank, world=run.info.world,
+                       pin_memory=run.device.type == "cuda")
+
+
+def _loop(run: _Run, loader: Iterator[dict[str, Tensor]]) -> None:
+    cfg = run.cfg
+    meter = Meter()
+    state = {"log_step": run.step, "log_time": time.perf_counter(), "postfix": 0.0}
+    started = time.perf_counter()
+    base_wall = run.wall_time
+    while run.step < cfg.train.iterations:
+        for sched in run.schedulers.values():
+            sched.set(run.step)
+        batch = prepare_batch(run, next(loader))
+        ok, logs = run_iteration(run, batch, meter)
+        if run.ema is not None:
+            ema_update(run.ema, run.generator, ema_decay(cfg.train.ema, run.step))
+        run.step += 1
+        run.wall_time = base_wall + time.perf_counter() - started
+        _handle_bad(run, ok)
+        run.bar.update()
+        if time.perf_counter() - state["postfix"] > 1.0 and logs:
+            _postfix(run, logs)
+            state["postfix"] = time.perf_counter()
+        _after_iteration(run, batch, meter, state)
+
+
+def _handle_bad(run: _Run, ok: bool) -> None:
+    if ok:
+        run.bad_steps = 0
+        return
+    run.bad_steps += 1
+    run.metrics.write({"step": run.step, "event": "nonfinite_skipped",
+                       "consecutive": run.bad_steps})
+    _say(run, f"step {run.step}: NaN/Inf loss or gradients, update skipped "
+              f"({run.bad_steps} in a row)", run.info.is_main)
+    if run.bad_steps >= run.cfg.train.max_bad_steps:
+        raise BlindSRError(f"stopped at step {run.step}: {run.bad_steps} consecutive iterations "
+                           "with NaN/Inf losses or gradients (try a lower optim lr, "
+                           "train.grad_clip or train.amp none); the last checkpoint is intact")
+
+
+def train(cfg: Config, resume: bool = False, progress: bool = True) -> TrainResult:
+    """Run (or resume) the training described by ``cfg``; see the module docstring."""
+    from blindsr import distributed
+
+    info = distributed.env_info()
+    device = pick_device(cfg.train.device, info.local_rank, info.world)
+    amp_dtype(cfg.train.amp, device)  # fail early, before joining a process group
+    info = distributed.init(device.type)
+    run = None
+    try:
+        run = _build(cfg, info, device)
+        _make_pool(run)
+        _start(run, resume)
+        resumed = run.step > 0
+        loader = _loader(run)
+        _open_logs(run, resumed, progress)
+        if run.step >= cfg.train.iterations:
+            _say(run, f"{cfg.name}: already trained for {run.step} iterations "
+                      f"(train.iterations={cfg.train.iterations})", info.is_main)
+        _loop(run, loader)
+        _checkpoint(run)
+        distributed.barrier()
+        run.bar.close()
+        run.bar = None
+        _say(run, f"{cfg.name}: done, {run.step} iterations in {run.wall_time:.0f} s; "
+                  f"model: {run.run_dir / 'model.safetensors'}", info.is_main)
+        return TrainResult(run.run_dir, run.step, run.generator, run.ema, run.strategy,
+                           dict(run.networks), run.best_psnr)
+    finally:
+        if run is not None:
+            if run.bar is not None:
+                run.bar.close()
+            if run.writer is not None:
+                run.writer.close()
+        distributed.shutdown()
+
+
+def _add_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--resume", action="store_true",
+                   help="require a checkpoint to resume from (automatic when one exists)")
+    p.add_argument("--output-dir", default=None, help="parent folder of the run (output_dir)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``blindsr train``."""
+    p = sub.add_parser(
+        "train", help="train a model from a YAML config (resumable, multi-process)",
+        description="Train from a YAML config. Overrides: key.sub=value (value parsed as YAML). "
+                    "A run folder that already has checkpoints is resumed automatically. "
+                    "Multi-process: torchrun --nproc_per_node=N -m blindsr train CONFIG "
+                    "(effective batch = train.batch x N).")
+    p.add_argument("config", help="YAML config file")
+    _add_options(p)
+    # options may also follow the overrides: the rest is parsed again in run_command
+    p.add_argument("overrides", nargs=argparse.REMAINDER, metavar="KEY=VALUE",
+                   help="config overrides, e.g. train.iterations=2000 optim.generator.lr=1e-4")
+    p.set_defaults(run=run_command)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """``blindsr train``: load the config with overrides, then train (or resume)."""
+    rest = argparse.ArgumentParser(prog="blindsr train", add_help=False)
+    _add_options(rest)
+    rest.add_argument("overrides", nargs="*")
+    more = rest.parse_intermixed_args(args.overrides)
+    overrides = list(more.overrides)
+    output_dir = more.output_dir if more.output_dir is not None else args.output_dir
+    if output_dir is not None:
+        overrides.append(f"output_dir={json.dumps(str(output_dir))}")
+    cfg = load_config(args.config, overrides)
+    train(cfg, resume=args.resume or more.resume, progress=not (args.quiet or more.quiet))
+    return 0
+
+
+__all__ = ["Scheduler", "TrainResult", "add_parser", "apply_update", "build_generator",
+           "derive_seed", "ema_decay", "ema_update", "make_optimizer", "prepare_batch",
+           "resolve_optim", "sample_grid", "schedule_lr", "train", "validate"]

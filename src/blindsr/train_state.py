@@ -1,0 +1,200 @@
+"""Training checkpoints: atomic folders of safetensors weights + a tensors-only state file.
+
+Layout of one checkpoint, ``RUN/checkpoints/step_0001000/``:
+
+- ``weights.safetensors``: every network's raw weights with its name as key prefix
+  (``generator.conv_first.weight``, ``generator_ema.…``, ``discriminator.…``);
+- ``state.pt``: ``torch.save`` of plain containers holding only tensors and primitives
+  (optimisers, schedulers, GradScaler, strategy state, step, RNG states, data position), read back
+  with ``torch.load(weights_only=True)`` only.
+
+A checkpoint is written into ``step_XXXXXXX.tmp/`` (files fsynced), then renamed to
+``step_XXXXXXX``: a folder with that exact name is always complete. Old ones are renamed to
+``*.del`` before deletion. Resuming picks the newest complete folder and ignores the rest.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save as safetensors_bytes
+from torch import Tensor
+
+from blindsr.errors import BlindSRError
+
+CHECKPOINTS = "checkpoints"
+WEIGHTS = "weights.safetensors"
+STATE = "state.pt"
+FORMAT_VERSION = 1
+_NAME = re.compile(r"step_(\d{7,})")
+
+
+def step_dir(run_dir: str | os.PathLike, step: int) -> Path:
+    """The folder of the checkpoint taken after ``step`` iterations."""
+    return Path(run_dir) / CHECKPOINTS / f"step_{step:07d}"
+
+
+def list_checkpoints(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """Complete checkpoints ``(step, folder)`` of a run, oldest first."""
+    folder = Path(run_dir) / CHECKPOINTS
+    if not folder.is_dir():
+        return []
+    found = []
+    for p in folder.iterdir():
+        m = _NAME.fullmatch(p.name)
+        if m and p.is_dir() and (p / WEIGHTS).is_file() and (p / STATE).is_file():
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    """The newest complete checkpoint folder, or None."""
+    found = list_checkpoints(run_dir)
+    return found[-1][1] if found else None
+
+
+def remove_partial(run_dir: str | os.PathLike) -> None:
+    """Delete leftovers of interrupted saves or prunes (``*.tmp`` / ``*.del`` folders)."""
+    folder = Path(run_dir) / CHECKPOINTS
+    if folder.is_dir():
+        for p in folder.iterdir():
+            if p.suffix in (".tmp", ".del") and p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # some platforms cannot open folders
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def flatten_weights(networks: dict[str, dict[str, Tensor]]) -> dict[str, Tensor]:
+    """``{net: state_dict}`` -> one dict with ``net.`` key prefixes (CPU, contiguous copies)."""
+    flat = {}
+    for net, sd in networks.items():
+        if "." in net:
+            raise BlindSRError(f"network name {net!r} must not contain '.'")
+        for key, value in sd.items():
+            flat[f"{net}.{key}"] = value.detach().to("cpu").contiguous().clone()
+    return flat
+
+
+def unflatten_weights(flat: dict[str, Tensor]) -> dict[str, dict[str, Tensor]]:
+    """Inverse of :func:`flatten_weights`."""
+    nets: dict[str, dict[str, Tensor]] = {}
+    for key, value in flat.items():
+        net, _, rest = key.partition(".")
+        nets.setdefault(net, {})[rest] = value
+    return nets
+
+
+def save_checkpoint(run_dir: str | os.PathLike, step: int,
+                    weights: dict[str, dict[str, Tensor]], state: dict[str, Any],
+                    keep: int) -> Path:
+    """Write checkpoint ``step`` atomically, then keep only the newest ``keep``.
+
+    A complete checkpoint of the same step is left as it is.
+    """
+    final = step_dir(run_dir, step)
+    if final.is_dir() and (final / WEIGHTS).is_file() and (final / STATE).is_file():
+        return final
+    tmp = final.with_name(final.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    meta = {"format": "blindsr-train-state", "version": str(FORMAT_VERSION), "step": str(step)}
+    _write(tmp / WEIGHTS, safetensors_bytes(flatten_weights(weights), metadata=meta))
+    with open(tmp / STATE, "wb") as f:
+        torch.save({**state, "format_version": FORMAT_VERSION, "step": step}, f)
+        f.flush()
+        os.fsync(f.fileno())
+    _fsync_dir(tmp)
+    if final.exists():  # an incomplete folder of that name (not written by this module)
+        shutil.rmtree(final)
+    os.rename(tmp, final)
+    _fsync_dir(final.parent)
+    prune(run_dir, keep)
+    return final
+
+
+def prune(run_dir: str | os.PathLike, keep: int) -> None:
+    """Delete all but the newest ``keep`` complete checkpoints (renamed away first)."""
+    for _, path in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
+        doomed = path.with_name(path.name + ".del")
+        os.rename(path, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, dict[str, Tensor]], dict]:
+    """``(weights by network, state)`` of one checkpoint folder; never unpickles objects."""
+    path = Path(path)
+    try:
+        with safe_open(str(path / WEIGHTS), framework="pt", device="cpu") as f:
+            flat = {k: f.get_tensor(k) for k in f.keys()}
+        state = torch.load(path / STATE, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, pickle.UnpicklingError, ValueError, EOFError) as e:
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise BlindSRError(f"checkpoint {path} is unreadable ({first}); delete it to resume "
+                           "from the one before") from None
+    version = state.get("format_version") if isinstance(state, dict) else None
+    if version != FORMAT_VERSION:
+        raise BlindSRError(f"checkpoint {path}: not a blindsr training state of format "
+                           f"{FORMAT_VERSION} (found {version})")
+    return unflatten_weights(flat), state
+
+
+# ---------------------------------------------------------------------------------------------
+# RNG states as tensors / primitives (loadable with weights_only=True)
+
+
+def rng_state() -> dict[str, Any]:
+    """The global RNG states of torch (CPU and CUDA), Python and NumPy."""
+    version, internal, gauss = random.getstate()
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": {"version": version, "internal": torch.tensor(internal, dtype=torch.int64),
+                   "gauss": gauss},
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached": float(cached)},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    torch.set_rng_state(state["torch"])
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(v) for v in py["internal"].tolist()), py["gauss"]))
+    npy = state["numpy"]
+    np.random.set_state(("MT19937", npy["keys"].numpy().astype(np.uint32), npy["pos"],
+                         npy["has_gauss"], npy["cached"]))
+    if "cuda" in state and torch.cuda.is_available():
+        cuda = state["cuda"]
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)

@@ -1,0 +1,224 @@
+import csv
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from blindsr import archs, io
+from blindsr.checkpoint import save_model
+from blindsr.cli import main
+from blindsr.degrade import apply
+from blindsr.errors import BlindSRError
+from blindsr.evaluate import EvalLog, Result, evaluate, format_tables
+from blindsr.metrics import METRICS, Metric, psnr
+from blindsr.zoo import Bicubic
+
+
+def smooth(seed, h=64, w=64, c=3):
+    """A smooth random image (upsampled noise), so that SR numbers are meaningful."""
+    g = torch.Generator().manual_seed(seed)
+    small = torch.rand(1, c, h // 8, w // 8, generator=g)
+    return torch.nn.functional.interpolate(small, size=(h, w), mode="bilinear")
+
+
+def write(path, img):
+    io.write_image(path, io.ImageData(img, None, 8))
+    return path
+
+
+def hr_folder(tmp_path, n=2, name="hrset", gray=()):
+    folder = tmp_path / name
+    for k in range(n):
+        write(folder / f"im{k}.png", smooth(k, c=1 if k in gray else 3))
+    return folder
+
+
+def tiny(scale=4):
+    torch.manual_seed(0)
+    return archs.build("srresnet", num_feat=8, num_block=1, scale=scale).eval()
+
+
+def test_bicubic_set5_x4_clean_matches_the_literature(shared):
+    # Bicubic on Set5 x4 (MATLAB LR, PSNR on Y, border 4) is reported as 28.42 dB everywhere.
+    results = evaluate(["bicubic"], ["Set5"], ["clean"], ["psnr"], scale=4, device="cpu")
+    assert [(r.model, r.dataset, r.degradation, r.metric) for r in results] == [
+        ("bicubic", "Set5", "clean", "psnr")]
+    assert results[0].value == pytest.approx(28.42, abs=0.05)
+
+
+def test_same_call_same_numbers_and_seed_matters(tmp_path):
+    folder = str(hr_folder(tmp_path))
+    run = lambda seed: evaluate(["bicubic"], [folder], ["noise"], ["psnr"], device="cpu",  # noqa: E731
+                                seed=seed)
+    first, again, other = run(0), run(0), run(1)
+    assert first == again
+    assert first[0].value != other[0].value
+
+
+def test_degradation_seed_is_seed_plus_image_index(tmp_path):
+    folder = hr_folder(tmp_path)
+    got = evaluate(["bicubic"], [str(folder)], ["b+n"], ["psnr"], device="cpu", seed=5)[0].value
+    values = []
+    for k in range(2):
+        hr = io.read_image(folder / f"im{k}.png").color
+        sr = Bicubic(4)(apply(hr, "b+n", 4, seed=5 + k))
+        values.append(psnr(sr, hr, crop_border=4, y_channel=True).item())
+    assert got == pytest.approx(sum(values) / 2, abs=1e-6)
+
+
+def test_paired_clean_uses_given_lr_and_other_presets_degrade_the_hr(tmp_path):
+    hr_only = hr_folder(tmp_path, name="hr_only")
+    paired = tmp_path / "paired"
+    for k in range(2):
+        hr = smooth(k)
+        write(paired / "HR" / f"im{k}.png", hr)
+        write(paired / "LR" / f"im{k}.png", torch.full((1, 3, 16, 16), 0.5))  # not HR's LR
+    kw = dict(metrics=["psnr"], device="cpu")
+    on_pairs = {r.degradation: r.value
+                for r in evaluate(["bicubic"], [str(paired)], ["clean", "blur"], **kw)}
+    on_hr = {r.degradation: r.value
+             for r in evaluate(["bicubic"], [str(hr_only)], ["clean", "blur"], **kw)}
+    assert on_pairs["blur"] == pytest.approx(on_hr["blur"], abs=1e-9)  # degraded on the fly
+    assert on_pairs["clean"] < on_hr["clean"] - 3  # the flat LR files were used as given
+
+
+def test_gray_images_are_scored_on_their_one_channel(tmp_path):
+    folder = hr_folder(tmp_path, n=1, gray=(0,))
+    got = evaluate(["bicubic"], [str(folder)], ["clean"], ["psnr"], device="cpu")[0].value
+    hr = io.read_image(folder / "im0.png").color
+    assert hr.shape[1] == 1
+    expected = psnr(Bicubic(4)(apply(hr, "clean", 4)), hr, crop_border=4, y_channel=True)
+    assert got == pytest.approx(expected.item(), abs=1e-6)
+
+
+def test_tables_have_a_block_per_set_and_an_improvement_row():
+    values = {("A", "Set5", "clean"): 30.0, ("A", "Set5", "noise"): 25.0,
+              ("B", "Set5", "clean"): 30.5, ("B", "Set5", "noise"): 24.75,
+              ("A", "Set14", "clean"): 27.0, ("B", "Set14", "clean"): 27.25}
+    results = [Result(m, d, g, "psnr", v) for (m, d, g), v in values.items()]
+    results.append(Result("A", "Set5", "clean", "ssim", 0.8))
+    results.append(Result("B", "Set5", "clean", "ssim", 0.81))
+    text = format_tables(results)
+    psnr_table, ssim_table = text.split("\n\n**SSIM**")
+    lines = psnr_table.splitlines()
+    assert lines[0] == "**PSNR** (higher is better; Improvement = B − A)"
+    assert lines[2] == "| Dataset | Model | clean | noise |"
+    assert lines[4:] == [
+        "| Set5 | A | 30.00 | 25.00 |",
+        "|  | B | 30.50 | 24.75 |",
+        "|  | Improvement | +0.50 | -0.25 |",
+        "| Set14 | A | 27.00 | – |",
+        "|  | B | 27.25 | – |",
+        "|  | Improvement | +0.25 | – |",
+    ]
+    assert "|  | Improvement | +0.0100 |" in ssim_table
+
+
+def test_lower_better_metrics_say_so():
+    results = [Result("A", "S", "clean", "psnr", 30.0)]
+    assert "higher is better" in format_tables(results)
+    assert "Improvement" not in format_tables(results)  # one model: nothing to compare
+
+
+@pytest.fixture
+def no_reference_metric(monkeypatch):
+    """A stand-in no-reference, lower-is-better metric recording the shapes it was given."""
+    seen = []
+
+    def mean_level(x):
+        seen.append(tuple(x.shape))
+        return x.mean(dim=(1, 2, 3))
+
+    monkeypatch.setitem(METRICS, "nrmean", Metric("nrmean", mean_level, lower_better=True,
+                                                   full_reference=False))
+    return seen
+
+
+def test_lr_only_sets_get_only_no_reference_metrics(tmp_path, no_reference_metric):
+    folder = tmp_path / "real"
+    write(folder / "a.png", smooth(0, 24, 24))
+    write(folder / "b.png", smooth(1, 24, 24, c=1))  # gray: RGB metrics see three channels
+    report = EvalLog()
+    results = evaluate(["bicubic"], [f"lr:{folder}"], ["clean", "noise"], ["psnr", "nrmean"],
+                       device="cpu", report=report)
+    assert [(r.degradation, r.metric) for r in results] == [("given", "nrmean")]
+    assert no_reference_metric == [(1, 3, 96, 96)] * 2
+    assert any("psnr skipped" in line for line in report.notes)
+    assert not report.failures
+    assert "lower is better" in format_tables(results)
+
+
+def test_cli_writes_json_csv_and_images_and_compares_two_models(tmp_path, capsys):
+    folder = hr_folder(tmp_path, gray=(1,))
+    ckpt = save_model(tiny(), tmp_path / "ckpts" / "tiny.safetensors")
+    out, images = tmp_path / "res" / "results.json", tmp_path / "sr"
+    code = main(["eval", "--model", "bicubic", "--model", str(ckpt), "--data", str(folder),
+                 "--degrade", "clean,b+n", "--metrics", "psnr,ssim", "--out", str(out),
+                 "--save-images", str(images), "--seed", "3", "-q"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "| hrset | bicubic |" in printed and "|  | Improvement |" in printed
+    doc = json.loads(out.read_text())
+    assert {k for r in doc["results"] for k in r} == {"model", "dataset", "degradation",
+                                                      "metric", "value"}
+    assert len(doc["results"]) == 2 * 1 * 2 * 2
+    assert {"scale", "seed", "crop_border", "blindsr", "device", "date"} <= set(doc["meta"])
+    assert doc["meta"]["seed"] == 3 and doc["meta"]["crop_border"] == 4
+    with out.with_suffix(".csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [float(r["value"]) for r in rows] == [r["value"] for r in doc["results"]]
+    assert out.with_suffix(".md").read_text().startswith("**PSNR**")
+    # The Python API with the module itself gives the checkpoint's numbers.
+    api = evaluate({"net": tiny()}, [str(folder)], ["b+n"], ["psnr"], device="cpu", seed=3)
+    from_file = [r["value"] for r in doc["results"]
+                 if (r["model"], r["degradation"], r["metric"]) == (str(ckpt), "b+n", "psnr")]
+    assert [r.value for r in api] == pytest.approx(from_file, abs=1e-9)
+    safe = str(ckpt).strip("/").replace("/", "_")
+    for model in ("bicubic", safe):
+        for deg in ("clean", "b+n"):
+            assert Image.open(images / model / "hrset" / deg / "im0.png").size == (64, 64)
+            assert Image.open(images / model / "hrset" / deg / "im1.png").mode == "L"
+
+
+def test_bad_image_is_reported_and_the_rest_evaluated(tmp_path, capsys):
+    folder = hr_folder(tmp_path)
+    expected = evaluate(["bicubic"], [str(folder)], ["clean"], ["psnr"], device="cpu")
+    (folder / "broken.png").write_bytes(b"not a png")
+    report = EvalLog()
+    got = evaluate(["bicubic"], [str(folder)], ["clean"], ["psnr"], device="cpu", report=report)
+    assert got == expected
+    assert len(report.failures) == 1 and "broken.png" in report.failures[0]
+    assert main(["eval", "--model", "bicubic", "--data", str(folder), "--metrics", "psnr",
+                 "-q"]) == 1
+    captured = capsys.readouterr()
+    assert "| hrset | bicubic |" in captured.out and "broken.png" in captured.err
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--data", "NoSuchSet"], "NoSuchSet"),
+    (["--model", "nope.safetensors"], "nope.safetensors"),
+    (["--metrics", "psnr,fancy"], "fancy"),
+    (["--degrade", "clean,smudge"], "smudge"),
+    (["--scale", "2"], "x4"),
+])
+def test_user_errors_are_one_line(tmp_path, capsys, args, needle):
+    folder = hr_folder(tmp_path, n=1)
+    ckpt = save_model(tiny(), tmp_path / "tiny.safetensors")
+    base = {"--data": str(folder), "--model": str(ckpt), "--metrics": "psnr"}
+    base.update(dict(zip(args[::2], args[1::2], strict=True)))
+    argv = ["eval", *[x for kv in base.items() for x in kv], "-q"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("blindsr: error:") and needle in err
+    assert len(err.splitlines()) == 1
+
+
+def test_models_can_be_a_list_and_bad_arguments_raise(tmp_path):
+    folder = str(hr_folder(tmp_path, n=1))
+    with pytest.raises(BlindSRError, match="no models"):
+        evaluate({}, [folder], ["clean"], ["psnr"])
+    with pytest.raises(BlindSRError, match="not a degradation"):
+        evaluate(["bicubic"], [folder], ["given"], ["psnr"])
+    one = evaluate(["bicubic"], [folder, folder], None, ["psnr"], device="cpu", max_images=1)
+    assert [(r.dataset, r.degradation) for r in one] == [("hrset", "clean")]

@@ -1,0 +1,310 @@
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+from torch import nn
+
+from blindsr.checkpoint import load_model, read_checkpoint
+from blindsr.cli import main
+from blindsr.config import ScheduleConfig, load_config, parse_config
+from blindsr.errors import BlindSRError
+from blindsr.strategies import STRATEGIES, Strategy, Update
+from blindsr.train import build_generator, ema_decay, ema_update, schedule_lr, train
+from blindsr.train_state import list_checkpoints, load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "configs" / "tiny.yaml"
+
+
+def make_images(folder: Path, n: int = 3, size: tuple[int, int] = (40, 36), seed: int = 0) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        smooth = rng.random((size[1] // 4, size[0] // 4, 3)) * 255
+        img = Image.fromarray(smooth.astype(np.uint8)).resize(size, Image.BICUBIC)
+        img.save(folder / f"img{i}.png")
+    return folder
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    return make_images(tmp_path / "data")
+
+
+def tiny(tmp_path: Path, data_dir: Path, *overrides: str):
+    return load_config(TINY, [f"output_dir={json.dumps(str(tmp_path / 'runs'))}",
+                              f"data.train=[{{path: {json.dumps(str(data_dir))}}}]", *overrides])
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path / "weights.safetensors"))
+
+
+def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ------------------------------------------------------------------------------- pure helpers
+
+
+def test_cosine_schedule_with_warmup_and_restarts():
+    s = ScheduleConfig(type="cosine", warmup=2, periods=[4, 4], restart_weights=[1.0, 0.5],
+                       eta_min=0.1)
+    lrs = [schedule_lr(s, 1.0, t, 8) for t in range(10)]
+    assert lrs[0] == pytest.approx(0.5)
+    assert lrs[1] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 4)))
+    assert lrs[2] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 2)))
+    assert lrs[4] == pytest.approx(0.1 + 0.5 * 0.9)  # restart at half height
+    assert lrs[8] == lrs[9] == pytest.approx(0.1)  # after the last period: eta_min
+    one = ScheduleConfig(type="cosine")
+    assert schedule_lr(one, 2.0, 0, 10) == 2.0 and schedule_lr(one, 2.0, 5, 10) == pytest.approx(1)
+
+
+def test_multistep_and_constant_schedules():
+    s = ScheduleConfig(type="multistep", milestones=[3, 6], gamma=0.1)
+    assert [schedule_lr(s, 1.0, t, 10) for t in (0, 2, 3, 5, 6, 9)] == pytest.approx(
+        [1, 1, 0.1, 0.1, 0.01, 0.01])
+    assert schedule_lr(ScheduleConfig(warmup=4), 1.0, 1, 10) == pytest.approx(0.5)
+    assert schedule_lr(ScheduleConfig(), 1.0, 7, 10) == 1.0
+
+
+def test_ema_update_lerps_parameters_and_buffers():
+    a, b = nn.BatchNorm2d(2), nn.BatchNorm2d(2)
+    with torch.no_grad():
+        a.weight.fill_(0.0)
+        b.weight.fill_(1.0)
+        b.running_mean.fill_(2.0)
+        b.num_batches_tracked.fill_(5)
+    ema_update(a, b, 0.75)
+    assert torch.allclose(a.weight, torch.full((2,), 0.25))
+    assert torch.allclose(a.running_mean, torch.full((2,), 0.5))
+    assert int(a.num_batches_tracked) == 5
+    assert ema_decay(0.999, 0) == pytest.approx(0.1) and ema_decay(0.999, 90) == pytest.approx(0.91)
+    assert ema_decay(0.999, 10**6) == 0.999 and ema_decay(0.5, 100) == 0.5
+
+
+# ----------------------------------------------------------------------------------- full runs
+
+
+def test_tiny_run_writes_a_complete_run_folder(tmp_path, data_dir):
+    val_dir = make_images(tmp_path / "val", n=2, size=(32, 32), seed=1)
+    cfg = tiny(tmp_path, data_dir, "val.every=2", f"val.sets=[{json.dumps(str(val_dir))}]",
+               "logging.tensorboard=true", "logging.images_every=2", "train.amp=bf16")
+    init = {k: v.clone() for k, v in build_generator(cfg).state_dict().items()}
+    result = train(cfg, progress=False)
+    run = tmp_path / "runs" / "tiny"
+    assert result.run_dir == run and result.step == 4
+    assert parse_config(__import__("yaml").safe_load((run / "config.yaml").read_text())) == cfg
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if "train/l_l1" in r]
+    assert [r["step"] for r in train_rows] == [1, 2, 3, 4]
+    assert all(r["lr/generator"] > 0 and r["it_s"] > 0 for r in train_rows)
+    val_rows = [r for r in rows if "val/mean_psnr" in r]
+    assert [r["step"] for r in val_rows] == [2, 4]
+    assert f"val/{val_dir.name}/clean/psnr" in val_rows[0]
+    assert [s for s, _ in list_checkpoints(run)] == [2, 4]  # keep_checkpoints: 2
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    # the inference model is the EMA, with a training summary
+    model = load_model(run / "model.safetensors")
+    _, meta = read_checkpoint(run / "model.safetensors")
+    summary = json.loads(meta["summary"])
+    assert summary["iterations"] == 4 and summary["strategy"] == "plain"
+    assert summary["config"] == "tiny" and "wall_time_s" in summary and "machine" in summary
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, result.ema.state_dict()[k])
+    assert any(not torch.equal(v, init[k]) for k, v in result.generator.state_dict().items())
+    assert (run / "best.safetensors").is_file()
+
+
+def test_resume_continues_bit_identically(tmp_path, data_dir, capsys):
+    # pool, USM, channels_last and the random degradation all have state or randomness to restore
+    cfg = tiny(tmp_path, data_dir, "data.pool_size=4", "data.usm=true",
+               "train.channels_last=true", "train.grad_clip=0.5")
+    train(cfg, progress=False)
+    run = tmp_path / "runs" / "tiny"
+    reference = weights(run / "checkpoints" / "step_0000004")
+    _, ref_state = load_checkpoint(run / "checkpoints" / "step_0000004")
+    # forget the last checkpoint, as if the process had died after step 3
+    import shutil
+
+    shutil.rmtree(run / "checkpoints" / "step_0000004")
+    (run / "model.safetensors").unlink()
+    capsys.readouterr()
+    train(cfg, progress=False)
+    assert "resuming tiny from step 2" in capsys.readouterr().err
+    assert same(weights(run / "checkpoints" / "step_0000004"), reference)
+    _, state = load_checkpoint(run / "checkpoints" / "step_0000004")
+    for a, b in zip(state["optimizers"]["generator"]["state"].values(),
+                    ref_state["optimizers"]["generator"]["state"].values(), strict=True):
+        assert torch.equal(a["exp_avg_sq"], b["exp_avg_sq"])
+    steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]  # rows after the checkpoint were replaced, not duplicated
+    # a finished run is not trained further
+    train(cfg, progress=False)
+    assert "already trained for 4 iterations" in capsys.readouterr().err
+
+
+KILL_SCRIPT = """
+import sys, time
+from blindsr.strategies import plain
+step = plain.Plain.training_step
+def slow(self, batch, i):
+    time.sleep(0.25)
+    yield from step(self, batch, i)
+plain.Plain.training_step = slow
+from blindsr.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_killed_run_resumes_to_the_same_weights(tmp_path, data_dir):
+    overrides = ["train.iterations=8", "train.checkpoint_every=2", "train.keep_checkpoints=5"]
+    killed = tmp_path / "killed"
+    args = [sys.executable, "-c", KILL_SCRIPT, "train", str(TINY), "-q", "--output-dir",
+            str(killed / "runs"), f"data.train=[{{path: {json.dumps(str(data_dir))}}}]", *overrides]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    run = killed / "runs" / "tiny"
+    deadline = time.time() + 120
+    while not (run / "checkpoints" / "step_0000004").exists():
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.time() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = list_checkpoints(run)
+    assert 4 in [s for s, _ in done] and max(s for s, _ in done) < 8
+    for _, path in done:  # whatever the moment of the kill, every complete checkpoint loads
+        load_checkpoint(path)
+    resumed = train(tiny(killed, data_dir, *overrides), progress=False)
+    reference = train(tiny(tmp_path / "ref", data_dir, *overrides), progress=False)
+    for k, v in reference.generator.state_dict().items():
+        assert torch.equal(v, resumed.generator.state_dict()[k]), k
+    for k, v in reference.ema.state_dict().items():
+        assert torch.equal(v, resumed.ema.state_dict()[k]), k
+
+
+# ------------------------------------------------------------------------ strategies in the loop
+
+
+@dataclass
+class DuoParams:
+    nan_steps: int = 0  # iterations whose generator loss is NaN
+
+
+class Duo(Strategy):
+    """A two-network strategy: the generator and a 'critic' with its own optimiser."""
+
+    name = "duo"
+    Params = DuoParams
+
+    def __init__(self, generator, params, scale, device):
+        super().__init__(generator, params, scale, device)
+        self.critic = nn.Conv2d(3, 1, 3).to(device)
+        self.calls = 0
+
+    def networks(self):
+        return {"critic": self.critic}
+
+    def default_optim(self):
+        return {"critic": {"lr": 1e-3, "type": "adamw"}}
+
+    def training_step(self, batch, step):
+        self.calls += 1
+        sr = self.generator(batch["lr"])
+        loss = (sr - batch["hr"]).abs().mean()
+        if step < self.params.nan_steps:
+            loss = loss * float("nan")
+        yield Update(loss, ("generator",), {"l_g": loss.detach()})
+        critic = self.critic(sr.detach()).square().mean()
+        yield Update(critic, ("critic",), {"l_c": critic.detach()})
+
+    def state_dict(self):
+        return {"calls": self.calls}
+
+    def load_state_dict(self, state):
+        self.calls = state["calls"]
+
+
+@pytest.fixture
+def duo(monkeypatch):
+    monkeypatch.setitem(STRATEGIES, "duo", Duo)
+
+
+def test_extra_networks_get_optimisers_checkpoints_and_state(tmp_path, data_dir, duo):
+    cfg = tiny(tmp_path, data_dir, "strategy={name: duo}")
+    before = build_generator(cfg).state_dict()
+    result = train(cfg, progress=False)
+    assert cfg.optim["critic"].lr == 1e-3 and cfg.optim["critic"].type == "adamw"
+    ckpt = tmp_path / "runs" / "tiny" / "checkpoints" / "step_0000004"
+    nets, state = load_checkpoint(ckpt)
+    assert set(nets) == {"generator", "generator_ema", "critic"}
+    assert set(state["optimizers"]) == {"generator", "critic"}
+    assert state["strategy"] == {"calls": 4}
+    assert torch.equal(nets["critic"]["weight"], result.networks["critic"].weight.detach())
+    assert not torch.equal(nets["generator"]["conv_first.weight"], before["conv_first.weight"])
+    row = json.loads((tmp_path / "runs" / "tiny" / "metrics.jsonl").read_text().splitlines()[0])
+    assert {"train/l_g", "train/l_c", "lr/generator", "lr/critic"} <= set(row)
+    with pytest.raises(BlindSRError, match="optim.critc: no network of that name"):
+        train(tiny(tmp_path / "b", data_dir, "strategy={name: duo}", "optim.critc.lr=1"))
+
+
+def test_nan_losses_skip_updates_then_stop_clearly(tmp_path, data_dir, duo):
+    cfg = tiny(tmp_path, data_dir, "strategy={name: duo, params: {nan_steps: 1}}")
+    train(cfg, progress=False)  # one bad iteration is skipped, training goes on
+    rows = [json.loads(x) for x in (tmp_path / "runs/tiny/metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r.get("event") == "nonfinite_skipped"] == [1]
+    cfg = tiny(tmp_path / "b", data_dir, "strategy={name: duo, params: {nan_steps: 99}}",
+               "train.max_bad_steps=3")
+    before = build_generator(cfg).state_dict()
+    with pytest.raises(BlindSRError, match="stopped at step 3: 3 consecutive iterations"):
+        train(cfg, progress=False)
+    nets, _ = load_checkpoint(tmp_path / "b/runs/tiny/checkpoints/step_0000002")
+    for k, v in before.items():  # the generator was never stepped
+        assert torch.equal(nets["generator"][k], v)
+
+
+# ------------------------------------------------------------------------------------ the CLI
+
+
+def test_cli_trains_and_reports_bad_options_in_one_line(tmp_path, data_dir, capsys):
+    data = f"data.train=[{{path: {json.dumps(str(data_dir))}}}]"
+    assert main(["train", str(TINY), data, "--output-dir", str(tmp_path), "-q",
+                 "train.iterations=2"]) == 0
+    assert (tmp_path / "tiny" / "model.safetensors").is_file()
+    for args, message in [
+        (["train.amp=fp16"], "fp16 is not supported on the CPU"),
+        (["--resume", "name=fresh"], "--resume: no checkpoint in"),
+        (["degradation.kind=none", "name=x"], "degradation.kind: is none, but data has HR"),
+        (["train.itrations=3"], "did you mean 'iterations'"),
+    ]:
+        capsys.readouterr()
+        assert main(["train", str(TINY), data, "--output-dir", str(tmp_path), "-q", *args]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0] and err[0].startswith("blindsr: error:"), err
+
+
+def test_init_checkpoint_starts_the_generator(tmp_path, data_dir):
+    from blindsr import archs
+    from blindsr.checkpoint import save_model
+
+    src = archs.build("srresnet", num_feat=4, num_block=1, scale=4)
+    save_model(src, tmp_path / "init.safetensors")
+    cfg = tiny(tmp_path, data_dir, f"model.init={json.dumps(str(tmp_path / 'init.safetensors'))}")
+    for k, v in build_generator(cfg).state_dict().items():
+        assert torch.equal(v, src.state_dict()[k])
+    bad = tiny(tmp_path, data_dir, f"model.init={json.dumps(str(tmp_path / 'init.safetensors'))}",
+               "model.kwargs.num_feat=8")
+    with pytest.raises(BlindSRError, match="model.init: .* does not fit srresnet"):
+        build_generator(bad)
