@@ -93,3 +93,24 @@ def test_command_runs_as_a_module():
     result = subprocess.run([sys.executable, "-m", "blindsr", "--version"], capture_output=True,
                             text=True, check=True)
     assert result.stdout.startswith("blindsr ")
+
+
+def test_degrade_and_writes_a_grid_of_samples(tmp_path, capsys):
+    src = write_png(tmp_path / "hr.png", size=(40, 36))
+    small = write_png(tmp_path / "small.png", size=(12, 12))
+    cfg = tmp_path / "and.yaml"  # a training config: its strategy.params are used
+    cfg.write_text("strategy:\n  name: and\n  params: {channels: 8, epsilon: 0.2, alpha: 0.06, "
+                   "steps: 2}\n")
+    args = ["degrade", str(src), "-o", str(tmp_path / "a"), "--preset", "and", "--config",
+            str(cfg), "--model", "bicubic"]
+    assert main([*args, "--seed", "1"]) == 0
+    grid = np.asarray(Image.open(tmp_path / "a" / "hr.png"))
+    side = 36 + 2  # the 36-pixel crop and a 1-pixel border
+    assert grid.shape == (2 * side, 4 * side, 3)  # HR + 3 adversarial / identity + 3 random
+    tiles = [grid[r * side + 1:(r + 1) * side - 1, c * side + 1:(c + 1) * side - 1]
+             for r in range(2) for c in range(4)]
+    assert all(not np.array_equal(tiles[0], t) for t in tiles[1:])
+    assert main([*args, "--seed", "1", "-o", str(tmp_path / "b")]) == 0
+    assert np.array_equal(grid, np.asarray(Image.open(tmp_path / "b" / "hr.png")))
+    assert main(["degrade", str(small), "-o", str(tmp_path / "c"), "--preset", "and"]) == 1
+    assert "too small for an AND grid" in capsys.readouterr().err

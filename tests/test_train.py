@@ -308,3 +308,28 @@ def test_init_checkpoint_starts_the_generator(tmp_path, data_dir):
                "model.kwargs.num_feat=8")
     with pytest.raises(BlindSRError, match="model.init: .* does not fit srresnet"):
         build_generator(bad)
+
+
+class Recorder(Strategy):
+    """Keeps the (LR, HR) pairs the loop hands over; trains nothing useful."""
+
+    name = "recorder"
+    seen: list = []
+
+    def training_step(self, batch, step):
+        Recorder.seen.append((batch["lr"].clone(), batch["hr"].clone()))
+        yield Update(self.generator(batch["lr"]).mean() * 0, ("generator",))
+
+
+@pytest.mark.parametrize("prob", [0.0, 1.0])
+def test_preset_prob_mixes_preset_lr_into_random_degradation(tmp_path, data_dir, monkeypatch,
+                                                              prob):
+    from blindsr.degrade import apply
+
+    monkeypatch.setitem(STRATEGIES, "recorder", Recorder)
+    Recorder.seen = []
+    train(tiny(tmp_path, data_dir, "strategy={name: recorder}", "degradation.kind=random",
+               f"degradation.preset_prob={prob}", "train.iterations=2"), progress=False)
+    for lr, hr in Recorder.seen:
+        bicubic = apply(hr, "bicubic", 4)
+        assert torch.equal(lr, bicubic) == (prob == 1.0)

@@ -67,14 +67,19 @@ def _add_degrade(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--preset", default="bicubic",
                    help="bicubic, BD, DN, nearest, clean, blur, noise, jpeg, b+n, b+j, n+j, b+n+j, "
-                        "iso<sigma>")
+                        "iso<sigma>; 'and': a PNG grid per input of an HR crop with adversarial "
+                        "(top) and random (bottom) AND samples")
     p.add_argument("--random", action="store_true",
                    help="use the random second-order pipeline instead of a preset")
     p.add_argument("--config", default=None,
-                   help="YAML file overriding the random pipeline's parameters")
+                   help="YAML file overriding the random pipeline's parameters; with --preset and: "
+                        "a training config (its strategy.params) or a mapping of 'and' params")
     p.add_argument("--scale", type=int, default=4)
     p.add_argument("--seed", type=int, default=0, help="the same seed gives the same LR")
     p.add_argument("--max-pixels", type=int, default=None)
+    p.add_argument("--model", default=None,
+                   help="--preset and: the restorer the adversarial samples attack (shipped name, "
+                        "'bicubic' or a checkpoint path; default: bicubic)")
     p.set_defaults(run=_run_degrade)
 
 
@@ -83,7 +88,7 @@ def _run_degrade(args: argparse.Namespace) -> int:
 
     report = degrade_files(args.inputs, args.output, preset=args.preset, scale=args.scale,
                            seed=args.seed, random=args.random, config=args.config,
-                           max_pixels=args.max_pixels)
+                           max_pixels=args.max_pixels, model=args.model)
     print(report.summary(), file=sys.stderr)
     return 1 if report.failures else 0
 
@@ -117,7 +122,8 @@ def _run_models(args: argparse.Namespace) -> int:
 
 # Commands whose arguments live beside their implementation: each module defines
 # `add_parser(subparsers)`, which registers the command and sets `run=` to a function of the args.
-COMMAND_MODULES = ("blindsr.evaluate", "blindsr.metrics.assets", "blindsr.train", "blindsr.plot")
+COMMAND_MODULES = ("blindsr.evaluate", "blindsr.metrics.assets", "blindsr.train", "blindsr.plot",
+                   "blindsr.analyze")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -273,6 +273,9 @@ class DegradationConfig:
     kind: Literal["random", "preset", "none"] = "random"
     preset: str = "bicubic"
     random: dict[str, Any] = field(default_factory=dict)  # SecondOrderConfig overrides
+    # kind random: the fraction of samples that get `preset` instead (e.g. clean bicubic LR, so a
+    # blind model also keeps the detail of clean inputs); 0 = the pipeline alone.
+    preset_prob: float = bounded(0.0, ge=0, le=1)
 
     def check(self, path: str) -> None:
         from blindsr.degrade import SecondOrderConfig

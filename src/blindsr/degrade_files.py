@@ -1,4 +1,5 @@
-"""`blindsr degrade`: make LR images from HR files with a preset or the random pipeline."""
+"""`blindsr degrade`: make LR images from HR files with a preset or the random pipeline, or (preset
+``and``) a grid of what AND's adversarial neural degradation produces."""
 
 from __future__ import annotations
 
@@ -28,18 +29,101 @@ def load_random_config(path: str | Path | None):
     return SecondOrderConfig.from_dict(data)
 
 
+AND_SAMPLES = 3  # adversarial and random samples per grid
+AND_CROP = 128  # side of the HR crop of the grid
+
+
+def and_grid(hr: torch.Tensor, restorer: torch.nn.Module, scale: int, seed: int,
+             params: dict | None = None, n: int = AND_SAMPLES,
+             crop: int = AND_CROP) -> torch.Tensor:
+    """(1, 3, 2 S, (n + 1) S) grid for HR ``hr`` (1, 3, H, W): its centre crop (S = the side) and
+    ``n`` LRs of the ``and`` strategy with ``params`` (default: the paper's numbers) attacking
+    ``restorer`` on top; the identity LR (BlurPool) and ``n`` random LRs of the same ball below.
+
+    The attack maximises the restorer's pixel loss (perceptual and GAN terms are dropped). LRs
+    are nearest-upsampled; tiles have a 1-pixel white border.
+    """
+    from blindsr.ops.blurpool import blurpool
+    from blindsr.strategies.and_ import AND
+
+    side = min(crop, hr.shape[-2], hr.shape[-1]) // scale * scale
+    if side < 4 * scale:
+        raise BlindSRError(f"image of {hr.shape[-2]}x{hr.shape[-1]} is too small for an AND grid "
+                           f"(at least {4 * scale} pixels a side)")
+    top, left = (hr.shape[-2] - side) // 2, (hr.shape[-1] - side) // 2
+    hr = hr[..., top:top + side, left:left + side].contiguous()
+    base = {**(params or {}), "perceptual_weight": 0.0, "gan_weight": 0.0}
+    rows = []
+    for perturbation in (None, "random"):
+        raw = base if perturbation is None else {**base, "perturbation": perturbation}
+        strategy = AND(restorer, AND.parse_params(raw), scale, hr.device)
+        strategy.rng.manual_seed(seed)
+        first = hr if perturbation is None else blurpool(hr, scale, strategy.params.blur_taps)
+        rows.append([first, *(strategy.degrade(hr)[0] for _ in range(n))])
+
+    def tile(x: torch.Tensor) -> torch.Tensor:
+        x = torch.nn.functional.interpolate(x, scale_factor=side // x.shape[-1], mode="nearest")
+        return torch.nn.functional.pad(x.clamp(0, 1), (1, 1, 1, 1), value=1.0)
+
+    return torch.cat([torch.cat([tile(t) for t in row], dim=-1) for row in rows], dim=-2)
+
+
+def load_and_params(path: str | Path | None) -> dict:
+    """``and`` strategy params from a YAML file: a training config (its ``strategy.params``) or
+    a plain mapping of params; ``{}`` without a file."""
+    import yaml
+
+    if path is None:
+        return {}
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise BlindSRError(f"{path}: cannot read the AND params ({err})") from None
+    if isinstance(data, dict) and isinstance(data.get("strategy"), dict):
+        data = data["strategy"].get("params") or {}
+    if not isinstance(data, dict):
+        raise BlindSRError(f"{path}: the AND params must be a mapping of keys to values")
+    from blindsr.strategies.and_ import AND
+
+    AND.parse_params(data)  # one-line error now rather than per file
+    return data
+
+
+def _restorer(model: str | None, scale: int) -> torch.nn.Module:
+    from blindsr import zoo
+
+    restorer = zoo.load(model or "bicubic", scale=scale)
+    if int(getattr(restorer, "scale", scale)) != scale:
+        raise BlindSRError(f"--model {model} upscales x{restorer.scale}, not x{scale} (--scale)")
+    return restorer
+
+
 def degrade_files(inputs: list[str], output: str | Path, preset: str = "bicubic", scale: int = 4,
                   seed: int = 0, random: bool = False, config: str | Path | None = None,
-                  max_pixels: int | None = None, progress: bool = True) -> Report:
+                  max_pixels: int | None = None, progress: bool = True,
+                  model: str | None = None) -> Report:
     """Degrade every input image (the same seed for each file) and write PNGs into ``output``.
 
     Colour is degraded; alpha is dropped; grayscale stays grayscale. The HR image is cropped to a
-    multiple of ``scale`` first, as the SR benchmarks do.
+    multiple of ``scale`` first, as the SR benchmarks do. Preset ``and`` writes an
+    :func:`and_grid` per input instead, attacking ``model`` (default: bicubic), with the ``and``
+    params of ``config`` (a training config or a mapping of params; default: the paper's).
     """
     from blindsr import degrade
 
     if scale < 1:
         raise BlindSRError("--scale must be a positive integer")
+    if preset == "and" and not random:
+        restorer = _restorer(model, scale)
+        params = load_and_params(config)
+
+        def grid_job(image: io.ImageData, _advance) -> io.ImageData:
+            hr = image.color.expand(-1, 3, -1, -1).contiguous()
+            return io.ImageData(color=and_grid(hr, restorer, scale, seed, params), alpha=None,
+                                bit_depth=8)
+
+        return process_files(inputs, output, grid_job, verb="sampled (AND grid)", ext="png",
+                             max_pixels=max_pixels, progress=progress)
     random_config = load_random_config(config) if random else None
     if not random:
         degrade.apply(torch.zeros(1, 3, scale * 4, scale * 4), preset, scale)  # validates the name

@@ -532,7 +532,12 @@ def _degrade(run: _Run, hr: Tensor) -> Tensor:
             g = torch.Generator().manual_seed(seed)
             if run.second_order is None:
                 run.second_order = d.second_order()
-            return degrade.second_order(hr, scale, run.second_order, generator=g)
+            lr = degrade.second_order(hr, scale, run.second_order, generator=g)
+            if d.preset_prob > 0:
+                use_preset = (torch.rand(hr.shape[0], generator=g) < d.preset_prob).to(hr.device)
+                preset = degrade.apply(hr, d.preset, scale, seed=seed)
+                lr = torch.where(use_preset[:, None, None, None], preset, lr)
+            return lr
         return degrade.apply(hr, d.preset, scale, seed=seed)
 
 

@@ -13,10 +13,10 @@ from typing import Any
 from torch import nn
 
 from ..errors import BlindSRError
-from . import rrdbnet, srresnet
+from . import han, rrdbnet, srresnet
 from .common import ArchSpec, StateDict
 
-_MODULES = (srresnet, rrdbnet)
+_MODULES = (srresnet, rrdbnet, han)
 
 ARCHS: dict[str, ArchSpec] = {m.SPEC.name: m.SPEC for m in _MODULES}
 

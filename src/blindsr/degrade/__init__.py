@@ -1,9 +1,10 @@
-"""HR -> LR degradations: named deterministic presets and Real-ESRGAN's random second order.
-
-``blindsr.degrade.neural`` (the AND degradation network) lives in its own submodule.
+"""HR -> LR degradations: named deterministic presets, Real-ESRGAN's random second order, and
+the AND degradation network (``blindsr.degrade.neural``).
 """
 
+from blindsr.degrade.neural import NeuralDegradation
 from blindsr.degrade.presets import PRESETS, apply, preset_names
 from blindsr.degrade.random import SecondOrderConfig, second_order
 
-__all__ = ["PRESETS", "SecondOrderConfig", "apply", "preset_names", "second_order"]
+__all__ = ["PRESETS", "NeuralDegradation", "SecondOrderConfig", "apply", "preset_names",
+           "second_order"]

@@ -8,10 +8,13 @@ from __future__ import annotations
 import difflib
 
 from blindsr.errors import BlindSRError
+from blindsr.strategies.and_ import AND
 from blindsr.strategies.base import NoParams, Strategy, Update
+from blindsr.strategies.dropout import ChannelDropout
+from blindsr.strategies.eats import EATS
 from blindsr.strategies.plain import Plain
 
-_CLASSES: tuple[type[Strategy], ...] = (Plain,)
+_CLASSES: tuple[type[Strategy], ...] = (Plain, ChannelDropout, EATS, AND)
 
 STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in _CLASSES}
 

@@ -1,0 +1,319 @@
+"""AND's neural degradation (Luo, Wu, Guo, NeurIPS 2023): an identity-initialised network whose
+parameters are perturbed, adversarially (PGD) or at random, inside a ball of a scaled L2 norm.
+
+:class:`NeuralDegradation` maps an HR batch to an LR batch: five basic blocks [3x3 conv ->
+LeakyReLU with a learnable per-channel negative slope -> noise injection], one BlurPool with the
+SR scale as stride, five more basic blocks and a final 3x3 conv (3 channels in and out).
+
+Design choices the paper leaves open:
+
+- **No biases.** A bias would let the attack shift a whole colour channel, and the identity needs
+  them zero anyway; the perturbed parameters are exactly the paper's three kinds.
+- **Reflect padding** in the convs (as the BlurPool), so perturbed kernels do not darken borders.
+- **Noise maps** are one N(0, 1) map per sample and block, shared by the channels and scaled by a
+  per-channel strength (StyleGAN's noise injection); drawn by :meth:`NeuralDegradation.sample_noise`
+  from a caller's generator and kept fixed during an attack.
+- **Xavier uniform** for the random matrices (1x1 fan mode for the identity: fans = channels).
+
+The perturbation set (:class:`Ball`) is ``||delta||_s <= epsilon`` with
+``||delta||_s^2 = sum_kind (factor_kind * ||delta_kind||_2)^2`` (conv x1, noise x10, slope x50),
+conv deviations being measured in units of each layer's He scale ``1/sqrt(fan_in)`` (see
+:class:`Ball`). The paper does not publish its parameter units: here, as with raw units, its
+epsilon = 20 lets the attack saturate the LR to a flat colour (a conv deviation whose taps agree
+adds up coherently over the fan-in, so colour casts are cheap); the CPU configs in
+``configs/and/`` use a radius measured to give visible but not destroyed LR.
+:func:`pgd` and :func:`random_perturbation` work in the scaled coordinates ``u = factor * delta``,
+where the ball is round: a PGD step moves ``u`` by ``alpha`` along the normalised gradient with
+respect to ``u`` and projects by rescaling. Parameters are never changed in place: perturbed
+parameters are dicts passed through :func:`torch.func.functional_call` (see :func:`run`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from blindsr.errors import BlindSRError
+from blindsr.ops.blurpool import BlurPool
+
+KINDS = ("conv", "noise", "slope")
+Params = dict[str, Tensor]
+
+
+class NoiseInjection(nn.Module):
+    """``x + strength[c] * noise``: a per-pixel noise map (N, 1, H, W) scaled per channel."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: Tensor, noise: Tensor | None = None) -> Tensor:
+        if noise is None:
+            return x
+        return x + self.weight.view(1, -1, 1, 1).to(x.dtype) * noise.to(x.dtype)
+
+
+class BasicBlock(nn.Module):
+    """3x3 conv (no bias, reflect padding) -> LeakyReLU with per-channel slopes -> noise."""
+
+    def __init__(self, in_ch: int, out_ch: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_ch, out_ch, 3, padding=1, padding_mode="reflect", bias=False)
+        self.act = nn.PReLU(out_ch, init=1.0)  # a LeakyReLU whose negative slope is a parameter
+        self.noise = NoiseInjection(out_ch)
+
+    def forward(self, x: Tensor, noise: Tensor | None = None) -> Tensor:
+        return self.noise(self.act(self.conv(x)), noise)
+
+
+def _xavier(rows: int, cols: int, fan_sum: int, generator: torch.Generator | None) -> Tensor:
+    """A (rows, cols) Xavier-uniform float32 CPU matrix: bound ``sqrt(6 / (fan_in + fan_out))``."""
+    u = torch.rand(rows, cols, generator=generator, dtype=torch.float64)
+    return ((u * 2 - 1) * math.sqrt(6.0 / fan_sum)).float()
+
+
+def _cpu_generator(generator: torch.Generator | None) -> torch.Generator | None:
+    if generator is not None and generator.device.type != "cpu":
+        raise BlindSRError("NeuralDegradation draws its random weights from a CPU generator")
+    return generator
+
+
+class NeuralDegradation(nn.Module):
+    """HR (N, 3, H, W) -> LR (N, 3, ceil(H/scale), ceil(W/scale)); equals BlurPool after
+    :meth:`identity_` (the constructor calls it with the global RNG)."""
+
+    def __init__(self, scale: int = 4, channels: int = 64, blocks: int = 5, taps: int = 4) -> None:
+        super().__init__()
+        for name, v in (("scale", scale), ("channels", channels), ("blocks", blocks)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise BlindSRError(f"NeuralDegradation: {name} must be a positive integer, "
+                                   f"got {v!r}")
+        self.scale, self.channels = scale, channels
+        self.head = nn.ModuleList(BasicBlock(3 if i == 0 else channels, channels)
+                                  for i in range(blocks))
+        self.pool = BlurPool(scale, taps)
+        self.tail = nn.ModuleList(BasicBlock(channels, channels) for _ in range(blocks))
+        self.last = nn.Conv2d(channels, 3, 3, padding=1, padding_mode="reflect", bias=False)
+        self.identity_()
+
+    def blocks(self) -> list[BasicBlock]:
+        """The basic blocks in order (head, then tail)."""
+        return [*self.head, *self.tail]
+
+    def convs(self) -> list[nn.Conv2d]:
+        """Every conv in order; the last one is the output conv."""
+        return [b.conv for b in self.blocks()] + [self.last]
+
+    def sample_noise(self, x: Tensor, generator: torch.Generator | None = None) -> list[Tensor]:
+        """One N(0, 1) map (N, 1, h, w) per block for input ``x``, on ``x``'s device and dtype.
+
+        Drawn on the generator's device (CPU by default), so a seed gives the same maps on any
+        device.
+        """
+        n, (h, w) = x.shape[0], x.shape[-2:]
+        lh, lw = -(-h // self.scale), -(-w // self.scale)
+        shapes = [(n, 1, h, w)] * len(self.head) + [(n, 1, lh, lw)] * len(self.tail)
+        sizes = [math.prod(s) for s in shapes]
+        device = generator.device if generator is not None else torch.device("cpu")
+        flat = torch.randn(sum(sizes), generator=generator, device=device)
+        flat = flat.to(device=x.device, dtype=x.dtype)
+        return [m.view(s) for m, s in zip(flat.split(sizes), shapes, strict=True)]
+
+    def forward(self, x: Tensor, noise: Sequence[Tensor] | None = None) -> Tensor:
+        """Degrade ``x``; ``noise``: the maps of :meth:`sample_noise` (None: no noise)."""
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise BlindSRError(f"NeuralDegradation expects an N,3,H,W batch, got {tuple(x.shape)}")
+        blocks = self.blocks()
+        if noise is not None and len(noise) != len(blocks):
+            raise BlindSRError(f"NeuralDegradation needs {len(blocks)} noise maps, "
+                               f"got {len(noise)}")
+        maps = list(noise) if noise is not None else [None] * len(blocks)
+        for block, m in zip(self.head, maps[: len(self.head)], strict=True):
+            x = block(x, m)
+        x = self.pool(x)
+        for block, m in zip(self.tail, maps[len(self.head):], strict=True):
+            x = block(x, m)
+        return self.last(x)
+
+    @torch.no_grad()
+    def identity_(self, generator: torch.Generator | None = None) -> NeuralDegradation:
+        """Identity initialisation (fresh random matrices each call; ``generator``: a CPU one).
+
+        Slopes 1, noise strengths 0; the centre taps of every conv but the last are Xavier
+        matrices (1x1 fan mode), other taps 0; the last conv's centre is the pseudoinverse (SVD)
+        of their product, so the network equals BlurPool downsampling.
+        """
+        generator = _cpu_generator(generator)
+        product = None
+        for conv in self.convs()[:-1]:
+            out_ch, in_ch = conv.weight.shape[:2]
+            w = _xavier(out_ch, in_ch, in_ch + out_ch, generator)
+            _set_centre(conv, w)
+            w64 = w.double()
+            product = w64 if product is None else w64 @ product
+        u, s, vh = torch.linalg.svd(product, full_matrices=False)
+        _set_centre(self.last, (vh.mT / s) @ u.mT)  # Moore-Penrose pseudoinverse
+        self._reset_act_noise()
+        return self
+
+    @torch.no_grad()
+    def xavier_(self, generator: torch.Generator | None = None) -> NeuralDegradation:
+        """The ablation without identity initialisation: Xavier-uniform on every tap of every conv
+        (3x3 fan mode), slopes 1 and noise strengths 0 as in :meth:`identity_`."""
+        generator = _cpu_generator(generator)
+        for conv in self.convs():
+            out_ch, in_ch, kh, kw = conv.weight.shape
+            w = _xavier(out_ch, in_ch * kh * kw, (in_ch + out_ch) * kh * kw, generator)
+            conv.weight.copy_(w.view_as(conv.weight))
+        self._reset_act_noise()
+        return self
+
+    def _reset_act_noise(self) -> None:
+        for block in self.blocks():
+            block.act.weight.fill_(1.0)
+            block.noise.weight.zero_()
+
+
+def _set_centre(conv: nn.Conv2d, matrix: Tensor) -> None:
+    kh, kw = conv.weight.shape[-2:]
+    conv.weight.zero_()
+    conv.weight[:, :, kh // 2, kw // 2] = matrix.to(conv.weight)
+
+
+def param_kind(name: str) -> str:
+    """``conv``, ``noise`` or ``slope`` for a parameter name of :class:`NeuralDegradation`."""
+    if name.endswith("noise.weight"):
+        return "noise"
+    if name.endswith("act.weight"):
+        return "slope"
+    if name.endswith("conv.weight") or name == "last.weight":
+        return "conv"
+    raise BlindSRError(f"NeuralDegradation has no parameter kind for {name!r}")
+
+
+@dataclass(frozen=True)
+class Ball:
+    """``{delta : ||delta||_s <= epsilon}`` with per-kind factors (larger: that kind costs more).
+
+    ``conv_units``: ``"fan_in"`` (default) measures a conv weight's deviation in units of its
+    layer's He scale ``1 / sqrt(fan_in)`` (``fan_in = in_channels * kh * kw``), the equalised
+    learning-rate convention of StyleGAN, whose noise injection AND borrows: a unit deviation
+    changes a layer's output by about its input's size whatever the width; ``"raw"`` counts raw
+    weight deviations (then a 64 -> 64 layer is 24 times cheaper to change).
+    """
+
+    epsilon: float = 20.0
+    conv: float = 1.0
+    noise: float = 10.0
+    slope: float = 50.0
+    conv_units: Literal["fan_in", "raw"] = "fan_in"
+
+    def factors(self, net: nn.Module) -> dict[str, float]:
+        """Each parameter name of ``net`` with its factor."""
+        if self.conv_units not in ("fan_in", "raw"):
+            raise BlindSRError(f"conv_units must be fan_in or raw, got {self.conv_units!r}")
+        out = {}
+        for n, p in net.named_parameters():
+            kind = param_kind(n)
+            if kind == "conv":
+                fan = math.prod(p.shape[1:]) if self.conv_units == "fan_in" else 1
+                out[n] = self.conv * math.sqrt(fan)
+            else:
+                out[n] = self.noise if kind == "noise" else self.slope
+        return out
+
+
+def scaled_norm(delta: Mapping[str, Tensor], factors: Mapping[str, float]) -> Tensor:
+    """``||delta||_s``: the L2 norm of ``factor * delta`` over every parameter."""
+    return torch.sqrt(sum((factors[n] * d.float()).square().sum() for n, d in delta.items()))
+
+
+def kind_shares(delta: Mapping[str, Tensor], factors: Mapping[str, float]) -> dict[str, Tensor]:
+    """Share of ``||delta||_s^2`` spent on each kind (sums to 1 for a non-zero delta)."""
+    sq = {k: 0.0 for k in KINDS}
+    for n, d in delta.items():
+        sq[param_kind(n)] = sq[param_kind(n)] + (factors[n] * d.detach().float()).square().sum()
+    total = max(float(sum(sq.values())), 1e-30)
+    return {k: torch.as_tensor(v) / total for k, v in sq.items()}
+
+
+def base_params(net: nn.Module) -> Params:
+    """``net``'s current parameters, detached (the centre ``theta`` of the ball)."""
+    return {n: p.detach() for n, p in net.named_parameters()}
+
+
+def run(net: nn.Module, params: Mapping[str, Tensor], x: Tensor,
+        noise: Sequence[Tensor] | None = None) -> Tensor:
+    """``net(x, noise)`` with ``params`` in place of its own (nothing is changed in place)."""
+    return functional_call(net, dict(params), (x,), {"noise": noise})
+
+
+def _norm(tensors: Sequence[Tensor]) -> Tensor:
+    return torch.sqrt(sum(t.float().square().sum() for t in tensors))
+
+
+def pgd(net: NeuralDegradation, x: Tensor, loss_fn: Callable[[Tensor], Tensor], ball: Ball,
+        steps: int = 5, alpha: float = 6.0, noise: Sequence[Tensor] | None = None,
+        ) -> tuple[Params, list[Tensor]]:
+    """Projected gradient ascent on ``loss_fn(clamp(F_{theta+delta}(x), 0, 1))`` over the ball.
+
+    ``theta`` is ``net``'s current parameters; ``delta`` starts at 0. Each of the ``steps``
+    steps: gradient with respect to ``u = factor * delta`` only (``torch.autograd.grad``, so no
+    ``.grad`` anywhere is touched), ``u += alpha * g / ||g||``, then ``u *= min(1, eps / ||u||)``.
+    ``loss_fn`` should run any network it uses without parameter gradients. Returns the perturbed
+    parameters (detached) and the loss at each evaluated point (detached; ``[0]`` is theta's).
+    """
+    theta = base_params(net)
+    factors = ball.factors(net)
+    u = {n: torch.zeros_like(t) for n, t in theta.items()}
+    losses: list[Tensor] = []
+    with torch.enable_grad():
+        for _ in range(steps):
+            for t in u.values():
+                t.requires_grad_(True)
+            params = {n: theta[n] + u[n] / factors[n] for n in theta}
+            loss = loss_fn(run(net, params, x, noise).clamp(0, 1))
+            grads = torch.autograd.grad(loss, list(u.values()), allow_unused=True)
+            grads = [torch.zeros_like(t) if g is None else g  # unused: noise strengths
+                     for t, g in zip(u.values(), grads, strict=True)]  # without noise maps
+            losses.append(loss.detach())
+            with torch.no_grad():
+                gnorm = _norm(grads)
+                if not bool(torch.isfinite(gnorm)) or float(gnorm) == 0.0:
+                    break  # a flat or broken loss: keep the last point
+                u = {n: t.detach() + (alpha / gnorm) * g.to(t.dtype)
+                     for (n, t), g in zip(u.items(), grads, strict=True)}
+                shrink = (ball.epsilon / _norm(list(u.values())).clamp_min(1e-30)).clamp(max=1.0)
+                u = {n: t * shrink for n, t in u.items()}
+    return {n: theta[n] + u[n].detach() / factors[n] for n in theta}, losses
+
+
+def random_perturbation(net: NeuralDegradation, ball: Ball,
+                        generator: torch.Generator | None = None) -> Params:
+    """``theta + delta`` with ``delta`` uniform in the ball (Gaussian direction in the scaled
+    coordinates, radius ``epsilon * U^(1/d)``: in these dimensions almost always ~epsilon)."""
+    generator = _cpu_generator(generator)
+    theta = base_params(net)
+    factors = ball.factors(net)
+    z = {n: torch.randn(t.shape, generator=generator) for n, t in theta.items()}
+    d = sum(t.numel() for t in z.values())
+    radius = ball.epsilon * float(torch.rand((), generator=generator)) ** (1.0 / d)
+    scale = radius / float(_norm(list(z.values())))
+    return {n: theta[n] + (z[n] * (scale / factors[n])).to(theta[n]) for n in theta}
+
+
+def identity_error(net: NeuralDegradation, x: Tensor) -> float:
+    """``max |F(x) - BlurPool(x)|`` without noise (0 up to rounding after :meth:`identity_`)."""
+    with torch.no_grad():
+        return float((net(x) - net.pool(x)).abs().max())
+
+
+__all__ = ["KINDS", "BasicBlock", "Ball", "NeuralDegradation", "NoiseInjection", "base_params",
+           "identity_error", "kind_shares", "param_kind", "pgd", "random_perturbation", "run",
+           "scaled_norm"]

@@ -1,0 +1,397 @@
+"""``eats``: the erase-and-awaken training strategy (EATS), for any convolutional SR network.
+
+Each step picks a conv layer ``l`` uniformly among the eligible ones, ``filters`` erased filters
+``j`` in it and, for each, a disruptor ``k != j`` (drawn among the filters not erased), all from
+a ``torch.Generator`` owned by the strategy. The *erased network* ``f'`` is the generator with
+output channel ``j`` of ``l`` replaced by a copy of channel ``k`` (kernel and bias). One update
+minimises ``||f(LR) - HR||_1 + erased_weight * ||f'(LR) - Bicubic(LR)||_1`` (MATLAB bicubic);
+the gradients of both terms reach the shared parameters, nothing is modified in place and
+nothing carries over to the next step.
+
+Eligible layers: every ``nn.Conv2d`` of the generator in the order of its first call in a
+forward pass (traced once on one sample), except the last one (the output conv: its filters
+are colour channels, not interchangeable "players"), grouped convs (copying an output channel
+is not a filter copy there) and convs with fewer than ``filters + 1`` outputs. ``layer_ratio``
+(paper Table 6) keeps the first ``ceil(ratio * L)`` of them from the input side (``layer_pick:
+shallow``, our reading of the paper: a larger ratio adds deeper layers), or the deepest ones
+(``deep``), or evenly spaced ones (``spread``). With ``filters > 1`` (Table 7) the erased
+filters are distinct and all in the same layer, one erased network per step.
+
+The branched pass (``branch: replay``, the default). Because the erased layer sees the same
+input in both networks, its erased output is exactly ``y_l`` with channel ``j`` replaced by
+channel ``k``: the layers before ``l`` need not run twice. Generically, by hooks, knowing only
+the module tree:
+
+1. pass 1 is the ordinary ``f(LR)``; forward hooks on the *frontier* modules (the children of
+   ``l``'s ancestors in the module tree, e.g. ``conv_first``, ``body.0``..``body.4`` for
+   ``body.5.conv1``) record a copy of the output of every outermost call that ends before ``l``
+   first runs, and a hook on ``l`` records ``y_l[:, src]`` (``src``: channel ``j`` -> ``k``);
+2. pass 2 runs ``f(LR)`` again while those modules' ``forward`` is intercepted (an instance
+   attribute set for the pass and removed afterwards): recorded calls return their copies, so
+   only the glue code of the ancestors (a concatenation, a bilinear skip) runs again before
+   ``l``; ``l``'s first call returns the erased output; everything after runs normally, later
+   calls of ``l`` (weight sharing) get their channel replaced on the output.
+
+Copies are taken at return time, so in-place ops on module outputs (``LeakyReLU(inplace=True)``,
+``h.mul_()``) cannot corrupt them, and gradients from pass 2 flow through the copies into the
+prefix (whose backward runs once, with both contributions summed). The call sequence of pass 2
+is checked against pass 1 (a network whose module calls change between two passes on the same
+input, e.g. random or stateful routing, gets a clear error; use ``branch: full`` for it).
+``branch: full`` is the reference: ``torch.func.functional_call`` with the erased weights, a
+complete second forward pass.
+
+Cost: pass 2 costs the layers from ``l`` on, forward and backward, so a step costs
+``1 + mean_l share(l..end)`` plain steps; the alternatives (``full``, or one forward of the
+batch twice with a hook erasing in the second half) cost 2x. For SRResNet most of the conv
+work is at the output resolution after the upsampler, which every suffix contains: for the CPU
+configs (32 features, 8 blocks) the model predicts 1.82x and ``python
+benchmarks/eats_overhead.py --quick`` measured replay 1.79x, full 2.00x, batched 2.01x (one
+thread, compute only); RRDBNet saves more (1.54x predicted at 64 features, 23 blocks).
+The paper's ~1.4x / the target 1.25x are not reachable exactly with a uniform layer choice on
+SRResNet; per loop iteration the data and degradation time dilute the ratio. On a tiny model
+(8 features, 2 blocks), where per-op overhead dominates, ``batched`` measured 1.30x against
+replay 1.58x: launch-bound GPUs with small patches may favour it (not measured on a GPU).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from blindsr.config import bounded
+from blindsr.errors import BlindSRError
+from blindsr.losses.pixel import l1_loss
+from blindsr.ops import imresize
+from blindsr.strategies.base import Strategy, Update
+
+_SEED_SALT = 0xEA75
+
+
+@dataclass
+class EATSParams:
+    filters: int = bounded(1, ge=1)  # erased filters per step (paper Table 7: 1, 3, 5)
+    layer_ratio: float = bounded(1.0, gt=0, le=1)  # fraction of eligible layers (Table 6)
+    layer_pick: Literal["shallow", "deep", "spread"] = "shallow"  # which fraction
+    erased_weight: float = bounded(1.0, ge=0)  # weight of the awakening term
+    branch: Literal["replay", "full"] = "replay"  # how the erased pass is computed
+    seed: int | None = bounded(None, ge=0)  # None: torch.initial_seed() (= train.seed)
+
+
+@dataclass(frozen=True)
+class Erasure:
+    """One erased network: in conv ``layer``, output channel ``erased[i]`` becomes a copy of
+    channel ``disruptors[i]``."""
+
+    layer: str
+    erased: tuple[int, ...]
+    disruptors: tuple[int, ...]
+
+    def source(self, channels: int, device: torch.device | str = "cpu") -> Tensor:
+        """Index map ``src`` with ``erased_output = output[:, src]`` (identity elsewhere)."""
+        src = torch.arange(channels)
+        src[list(self.erased)] = torch.tensor(self.disruptors, dtype=torch.long)
+        return src.to(device)
+
+
+# ---------------------------------------------------------------------------------------------
+# Layers
+
+
+def conv_call_order(model: nn.Module, x: Tensor) -> list[str]:
+    """Names of the ``nn.Conv2d`` modules of ``model`` in the order of their first call during
+    ``model(x)`` (run without gradients; the training mode is left as it was)."""
+    names = {id(m): n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    order: list[str] = []
+
+    def record(module: nn.Module, args: Any) -> None:
+        name = names[id(module)]
+        if name not in order:
+            order.append(name)
+
+    with ExitStack() as stack:
+        for _, module in model.named_modules():
+            if isinstance(module, nn.Conv2d):
+                stack.callback(module.register_forward_pre_hook(record).remove)
+        with torch.no_grad():
+            model(x)
+    return order
+
+
+def pick_layers(names: list[str], ratio: float, pick: str) -> list[str]:
+    """The ``ceil(ratio * len(names))`` names kept by ``pick`` (shallow, deep or spread)."""
+    n = max(1, math.ceil(ratio * len(names) - 1e-9))
+    if pick == "shallow":
+        return names[:n]
+    if pick == "deep":
+        return names[len(names) - n:]
+    if pick == "spread":
+        idx = sorted({round(i * (len(names) - 1) / max(n - 1, 1)) for i in range(n)})
+        return [names[i] for i in idx]
+    raise BlindSRError(f"layer_pick must be shallow, deep or spread, got {pick!r}")
+
+
+def eligible_layers(model: nn.Module, x: Tensor, filters: int = 1, ratio: float = 1.0,
+                    pick: str = "shallow") -> list[str]:
+    """The conv layers EATS may erase in, shallow to deep (see the module docstring)."""
+    order = conv_call_order(model, x)
+    convs = [n for n in order[:-1] if _erasable(model.get_submodule(n), filters)]
+    if not convs:
+        name = getattr(model, "arch_name", type(model).__name__)
+        raise BlindSRError(f"eats: {name} has no conv layer (before the output conv) with at "
+                           f"least {filters + 1} output channels to erase {filters} filter(s) in")
+    return pick_layers(convs, ratio, pick)
+
+
+def _erasable(conv: nn.Module, filters: int) -> bool:
+    return isinstance(conv, nn.Conv2d) and conv.groups == 1 and conv.out_channels > filters
+
+
+def sample_erasure(model: nn.Module, layers: list[str], filters: int,
+                   generator: torch.Generator) -> Erasure:
+    """A layer uniformly among ``layers``, ``filters`` distinct erased channels and, for each, a
+    disruptor drawn uniformly among the channels not erased."""
+    layer = layers[int(torch.randint(len(layers), (1,), generator=generator))]
+    channels = model.get_submodule(layer).out_channels
+    perm = torch.randperm(channels, generator=generator)
+    erased, rest = perm[:filters], perm[filters:]
+    disruptors = rest[torch.randint(len(rest), (filters,), generator=generator)]
+    return Erasure(layer, tuple(erased.tolist()), tuple(disruptors.tolist()))
+
+
+# ---------------------------------------------------------------------------------------------
+# The erased forward pass
+
+
+def erased_weights(model: nn.Module, erasure: Erasure) -> dict[str, Tensor]:
+    """Parameters of the erased network that differ (out-of-place copies), by name."""
+    conv = model.get_submodule(erasure.layer)
+    src = erasure.source(conv.out_channels, conv.weight.device)
+    out = {f"{erasure.layer}.weight": conv.weight.index_select(0, src)}
+    if conv.bias is not None:
+        out[f"{erasure.layer}.bias"] = conv.bias.index_select(0, src)
+    return out
+
+
+def full_forward(model: nn.Module, x: Tensor, erasure: Erasure) -> tuple[Tensor, Tensor]:
+    """``(f(x), f'(x))`` by two complete passes (the reference)."""
+    out = model(x)
+    erased = torch.func.functional_call(model, erased_weights(model, erasure), (x,))
+    return out, erased
+
+
+def _frontier(model: nn.Module, layer: str) -> list[nn.Module]:
+    """Children of ``layer``'s ancestors, other than the ancestors and ``layer`` itself."""
+    parts = layer.split(".")
+    ancestors = [model.get_submodule(".".join(parts[:i])) for i in range(len(parts))]
+    skip = {id(m) for m in ancestors} | {id(model.get_submodule(layer))}
+    out: list[nn.Module] = []
+    for parent in ancestors:
+        for child in parent.children():
+            if id(child) not in skip:
+                skip.add(id(child))
+                out.append(child)
+    return out
+
+
+def select_channels(y: Tensor, src: Tensor) -> Tensor:
+    """``y[:, src]`` (a new tensor), keeping the channels-last layout when ``y`` has it."""
+    out = y.index_select(1, src)
+    if y.ndim == 4 and not y.is_contiguous() and y.is_contiguous(
+            memory_format=torch.channels_last):
+        out = out.contiguous(memory_format=torch.channels_last)
+    return out
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, Tensor):
+        return value.clone()
+    if type(value) in (tuple, list):
+        return type(value)(_copy(v) for v in value)
+    if type(value) is dict:
+        return {k: _copy(v) for k, v in value.items()}
+    return value
+
+
+@contextmanager
+def _intercept(module: nn.Module, forward: Callable[..., Any]) -> Iterator[None]:
+    """Calls of ``module`` go to ``forward`` (an instance attribute) inside the block."""
+    had = "forward" in module.__dict__
+    old = module.__dict__.get("forward")
+    module.forward = forward
+    try:
+        yield
+    finally:
+        if had:
+            module.forward = old
+        else:
+            del module.__dict__["forward"]
+
+
+def _mismatch(layer: str) -> BlindSRError:
+    return BlindSRError(f"eats: the network's module calls before {layer} differ between two "
+                        "forward passes (data-dependent control flow?); use branch: full")
+
+
+class _Recorder:
+    """Pass 1: outputs of the outermost frontier calls that end before ``layer`` first runs,
+    and ``layer``'s erased output."""
+
+    def __init__(self, src: Tensor) -> None:
+        self.src = src
+        self.calls: list[tuple[nn.Module, Any]] = []
+        self.depth = 0
+        self.erased: Tensor | None = None
+
+    def enter(self, module: nn.Module, args: Any) -> None:
+        self.depth += 1
+
+    def leave(self, module: nn.Module, args: Any, out: Any) -> None:
+        self.depth -= 1
+        if self.depth == 0 and self.erased is None:
+            self.calls.append((module, _copy(out)))
+
+    def layer(self, module: nn.Module, args: Any, out: Tensor) -> None:
+        if self.erased is None:
+            self.erased = select_channels(out, self.src)
+
+
+def _record(model: nn.Module, x: Tensor, erasure: Erasure,
+            frontier: list[nn.Module]) -> tuple[Tensor, _Recorder]:
+    conv = model.get_submodule(erasure.layer)
+    rec = _Recorder(erasure.source(conv.out_channels, x.device))
+    with ExitStack() as stack:
+        for m in frontier:
+            stack.callback(m.register_forward_pre_hook(rec.enter).remove)
+            stack.callback(m.register_forward_hook(rec.leave).remove)
+        stack.callback(conv.register_forward_hook(rec.layer).remove)
+        out = model(x)
+    if rec.erased is None:
+        raise BlindSRError(f"eats: layer {erasure.layer} was not called in the forward pass")
+    return out, rec
+
+
+def _replay(model: nn.Module, x: Tensor, erasure: Erasure, frontier: list[nn.Module],
+            rec: _Recorder) -> Tensor:
+    conv = model.get_submodule(erasure.layer)
+    state = {"pos": 0, "reached": False}
+
+    def replayed(module: nn.Module) -> Callable[..., Any]:
+        original = module.forward
+
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            if state["reached"] or state["pos"] >= len(rec.calls):
+                return original(*args, **kwargs)
+            recorded, out = rec.calls[state["pos"]]
+            if recorded is not module:
+                raise _mismatch(erasure.layer)
+            state["pos"] += 1
+            return out
+
+        return forward
+
+    original_conv = conv.forward
+
+    def erased_conv(*args: Any, **kwargs: Any) -> Tensor:
+        if state["reached"]:  # a later call of a shared layer
+            return select_channels(original_conv(*args, **kwargs), rec.src)
+        if state["pos"] != len(rec.calls):
+            raise _mismatch(erasure.layer)
+        state["reached"] = True
+        return rec.erased
+
+    with ExitStack() as stack:
+        for m in frontier:
+            stack.enter_context(_intercept(m, replayed(m)))
+        stack.enter_context(_intercept(conv, erased_conv))
+        out = model(x)
+    if not state["reached"]:
+        raise _mismatch(erasure.layer)
+    return out
+
+
+def branched_forward(model: nn.Module, x: Tensor, erasure: Erasure) -> tuple[Tensor, Tensor]:
+    """``(f(x), f'(x))``, running the layers before the erased one only once (see above)."""
+    frontier = _frontier(model, erasure.layer)
+    out, rec = _record(model, x, erasure, frontier)
+    return out, _replay(model, x, erasure, frontier, rec)
+
+
+# ---------------------------------------------------------------------------------------------
+# The strategy
+
+
+def _mix_seed(seed: int) -> int:
+    return int(np.random.SeedSequence([int(seed), _SEED_SALT]).generate_state(1)[0])
+
+
+class EATS(Strategy):
+    """Erase-and-awaken: L1 to HR plus L1 of a randomly erased network to Bicubic(LR)."""
+
+    name = "eats"
+    Params = EATSParams
+
+    def __init__(self, generator: nn.Module, params: EATSParams, scale: int,
+                 device: torch.device) -> None:
+        super().__init__(generator, params, scale, device)
+        seed = params.seed if params.seed is not None else torch.initial_seed()
+        self.rng = torch.Generator().manual_seed(_mix_seed(seed))
+        self.layers: list[str] | None = None  # traced on the first batch
+        self.last: Erasure | None = None  # the erasure of the latest step
+
+    def eligible(self, lr: Tensor) -> list[str]:
+        """The eligible layers (traced once, on the first sample of ``lr``)."""
+        if self.layers is None:
+            p = self.params
+            self.layers = eligible_layers(self.generator, lr[:1], p.filters, p.layer_ratio,
+                                          p.layer_pick)
+        return self.layers
+
+    def sample(self, lr: Tensor) -> Erasure:
+        """Draw the next erasure from the strategy's generator."""
+        return sample_erasure(self.generator, self.eligible(lr), self.params.filters, self.rng)
+
+    def forward_pair(self, lr: Tensor, erasure: Erasure) -> tuple[Tensor, Tensor]:
+        """``(f(lr), f'(lr))`` by the configured branch method."""
+        if self.params.branch == "full":
+            return full_forward(self.generator, lr, erasure)
+        return branched_forward(self.generator, lr, erasure)
+
+    def loss(self, lr: Tensor, hr: Tensor, erasure: Erasure) -> tuple[Tensor, dict[str, Tensor]]:
+        """The EATS loss of one batch and its logged terms."""
+        sr, sr_erased = self.forward_pair(lr, erasure)
+        with torch.no_grad(), torch.autocast(lr.device.type, enabled=False):
+            bicubic = imresize(lr.float(), scale=self.scale)
+        l_hr = l1_loss(sr.float(), hr.float())
+        l_erased = l1_loss(sr_erased.float(), bicubic)
+        total = l_hr + self.params.erased_weight * l_erased
+        return total, {"l_l1": l_hr.detach(), "l_erased": l_erased.detach()}
+
+    def training_step(self, batch: dict[str, Tensor], step: int) -> Iterator[Update]:
+        lr, hr, has_hr = batch["lr"], batch["hr"], batch["has_hr"]
+        if not bool(has_hr.all()):
+            if not bool(has_hr.any()):
+                return  # nothing to supervise in this batch
+            lr, hr = lr[has_hr], hr[has_hr]
+        self.last = self.sample(lr)
+        loss, logs = self.loss(lr, hr, self.last)
+        yield Update(loss, ("generator",), logs)
+
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "rng" not in state:
+            raise BlindSRError(f"strategy eats: checkpoint state lacks 'rng' (got {list(state)})")
+        self.rng.set_state(state["rng"])
+
+
+__all__ = ["EATS", "EATSParams", "Erasure", "branched_forward", "conv_call_order",
+           "eligible_layers", "erased_weights", "full_forward", "pick_layers", "sample_erasure",
+           "select_channels"]
