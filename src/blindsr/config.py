@@ -1,9 +1,9 @@
 """Training configuration: YAML -> typed dataclasses, validated with one-line errors.
 
-One generic converter (:func:`from_plain` / :func:`to_plain`) maps nested dicts onto the
-dataclasses below (and onto a strategy's own ``Params``): unknown keys get a "did you mean"
-suggestion, wrong types and out-of-range numbers name the offending key. ``key=value`` overrides
-from the command line are applied to the raw YAML before conversion (values parsed as YAML).
+The generic converter of :mod:`blindsr.schema` maps nested dicts onto the sections below: unknown
+keys get a "did you mean" suggestion, wrong types and out-of-range numbers name the offending key.
+``key=value`` overrides from the command line are applied to the raw YAML before conversion
+(values parsed as YAML).
 
 Distributed training (``torchrun --nproc_per_node=N``): ``train.batch`` is the batch of ONE
 process, so the effective batch of an optimiser step is ``train.batch x N``; the learning rate is
@@ -12,11 +12,6 @@ not rescaled automatically.
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import math
-import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,208 +20,7 @@ from typing import Any, Literal
 import yaml
 
 from blindsr.errors import BlindSRError
-
-# ---------------------------------------------------------------------------------------------
-# Field helpers
-
-
-def bounded(default: Any = dataclasses.MISSING, *, gt: float | None = None,
-            ge: float | None = None, lt: float | None = None, le: float | None = None,
-            **kw: Any) -> Any:
-    """A dataclass field whose numeric value (when not None) must satisfy the given bounds."""
-    bounds = {k: v for k, v in (("gt", gt), ("ge", ge), ("lt", lt), ("le", le)) if v is not None}
-    return field(default=default, metadata={"bounds": bounds}, **kw)
-
-
-_BOUND_TEXT = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
-_BOUND_OK = {
-    "gt": lambda v, b: v > b,
-    "ge": lambda v, b: v >= b,
-    "lt": lambda v, b: v < b,
-    "le": lambda v, b: v <= b,
-}
-
-
-def fail(path: str, message: str) -> BlindSRError:
-    """A one-line config error about the key at ``path``."""
-    return BlindSRError(f"config {path}: {message}" if path else f"config: {message}")
-
-
-def _join(path: str, key: Any) -> str:
-    return f"{path}.{key}" if path else str(key)
-
-
-# ---------------------------------------------------------------------------------------------
-# Generic conversion
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return " | ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin is not None:
-        return getattr(origin, "__name__", str(origin))
-    return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
-
-
-def _scalar(tp: type, value: Any, path: str) -> Any:
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise fail(path, f"must be true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise fail(path, f"must be an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, str):  # PyYAML reads 1e-4 (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                raise fail(path, f"must be a number, got {value!r}") from None
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if not math.isfinite(value):
-                raise fail(path, f"must be a finite number, got {value!r}")
-            return float(value)
-        raise fail(path, f"must be a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise fail(path, f"must be a string, got {value!r}")
-    raise fail(path, f"unsupported field type {tp!r}")  # a programming error, said plainly
-
-
-def _union(args: tuple, value: Any, path: str) -> Any:
-    if value is None:
-        if type(None) in args:
-            return None
-        raise fail(path, f"must be {' or '.join(_type_name(a) for a in args)}, got null")
-    options = [a for a in args if a is not type(None)]
-    first_error = None
-    for option in options:
-        try:
-            return from_plain(option, value, path)
-        except BlindSRError as e:
-            first_error = first_error or e
-    if len(options) == 1:
-        raise first_error
-    raise fail(path, f"must be {' or '.join(_type_name(a) for a in args)}, got {value!r}")
-
-
-def _literal(args: tuple, value: Any, path: str) -> Any:
-    if value in args and not isinstance(value, bool):
-        return value
-    hint = ""
-    if isinstance(value, str):
-        close = difflib.get_close_matches(value, [str(a) for a in args], n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise fail(path, f"must be one of {', '.join(map(str, args))}, got {value!r}{hint}")
-
-
-def _sequence(tp: Any, value: Any, path: str) -> Any:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if not isinstance(value, (list, tuple)):
-        raise fail(path, f"must be a list, got {value!r}")
-    if origin is tuple and args and args[-1] is not Ellipsis:
-        if len(value) != len(args):
-            raise fail(path, f"must be a list of {len(args)} values, got {list(value)!r}")
-        pairs = enumerate(zip(args, value, strict=True))
-        return tuple(from_plain(a, v, f"{path}[{i}]") for i, (a, v) in pairs)
-    item = args[0] if args else Any
-    out = [from_plain(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
-    return tuple(out) if origin is tuple else out
-
-
-def _mapping(tp: Any, value: Any, path: str) -> dict:
-    if not isinstance(value, Mapping):
-        raise fail(path, f"must be a mapping, got {value!r}")
-    args = typing.get_args(tp)
-    item = args[1] if len(args) == 2 else Any
-    return {str(k): from_plain(item, v, _join(path, k)) for k, v in value.items()}
-
-
-def unknown_key(path: str, key: Any, allowed: list[str]) -> BlindSRError:
-    """'unknown key' error with a difflib suggestion and the allowed keys."""
-    close = difflib.get_close_matches(str(key), allowed, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return fail("", f"unknown key {_join(path, key)!r}{hint}; allowed: {', '.join(allowed)}")
-
-
-def _check_bounds(f: dataclasses.Field, value: Any, path: str) -> None:
-    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
-        return
-    for kind, bound in f.metadata.get("bounds", {}).items():
-        if not _BOUND_OK[kind](value, bound):
-            raise fail(path, f"must be {_BOUND_TEXT[kind]} {bound}, got {value!r}")
-
-
-def _dataclass(cls: type, value: Any, path: str) -> Any:
-    if isinstance(value, cls):
-        return value
-    if value is None:
-        value = {}
-    if not isinstance(value, Mapping):
-        keys = ", ".join(f.name for f in dataclasses.fields(cls))
-        raise fail(path, f"must be a mapping of {keys}, got {value!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    hints = typing.get_type_hints(cls)
-    for key in value:
-        if key not in fields:
-            raise unknown_key(path, key, list(fields))
-    kwargs = {}
-    for name, f in fields.items():
-        sub = _join(path, name)
-        if name not in value:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise fail(sub, "missing (required)")
-            continue
-        kwargs[name] = from_plain(hints[name], value[name], sub)
-        _check_bounds(f, kwargs[name], sub)
-    obj = cls(**kwargs)
-    check = getattr(obj, "check", None)
-    if callable(check):
-        check(path)
-    return obj
-
-
-def from_plain(tp: Any, value: Any, path: str = "") -> Any:
-    """Convert plain YAML data ``value`` to type ``tp`` (dataclasses, lists, tuples, dicts,
-    Optional / unions, Literal, bool / int / float / str, Any), raising a one-line
-    BlindSRError that names ``path`` on any mismatch."""
-    if tp is Any:
-        return value
-    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
-        return _dataclass(tp, value, path)
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        return _union(args, value, path)
-    if origin is Literal:
-        return _literal(args, value, path)
-    if origin in (list, tuple) or tp in (list, tuple):
-        return _sequence(tp, value, path)
-    if origin is dict or tp is dict:
-        return _mapping(tp, value, path)
-    if value is None:
-        raise fail(path, f"must be {_type_name(tp)}, got null")
-    return _scalar(tp, value, path)
-
-
-def to_plain(obj: Any) -> Any:
-    """Dataclasses -> dicts, tuples -> lists, recursively (the inverse of :func:`from_plain`)."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, Mapping):
-        return {str(k): to_plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_plain(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
+from blindsr.schema import bounded, fail, from_plain, join_path, to_plain
 
 # ---------------------------------------------------------------------------------------------
 # Sections
@@ -243,7 +37,7 @@ class ModelConfig:
 
     def check(self, path: str) -> None:
         if "scale" in self.kwargs:
-            raise fail(_join(path, "kwargs.scale"), "set the scale with model.scale instead")
+            raise fail(join_path(path, "kwargs.scale"), "set the scale with model.scale instead")
 
 
 @dataclass
@@ -263,7 +57,7 @@ class DataConfig:
 
     def check(self, path: str) -> None:
         if not self.train:
-            raise fail(_join(path, "train"), "list at least one dataset, e.g. [{path: T91}]")
+            raise fail(join_path(path, "train"), "list at least one dataset, e.g. [{path: T91}]")
 
 
 @dataclass
@@ -288,7 +82,7 @@ class DegradationConfig:
                 SecondOrderConfig.from_dict(self.random)
         except BlindSRError as e:
             key = "preset" if self.kind == "preset" else "random"
-            raise fail(_join(path, key), str(e)) from None
+            raise fail(join_path(path, key), str(e)) from None
 
     def second_order(self) -> Any:
         """The validated :class:`SecondOrderConfig` of ``kind: random``."""
@@ -306,10 +100,10 @@ class StrategyConfig:
         from blindsr.strategies import get_strategy
 
         try:
-            get_strategy(self.name).parse_params(self.params, _join(path, "params"))
+            get_strategy(self.name).parse_params(self.params, join_path(path, "params"))
         except BlindSRError as e:
             msg = str(e)
-            raise (e if msg.startswith("config") else fail(_join(path, "name"), msg)) from None
+            raise (e if msg.startswith("config") else fail(join_path(path, "name"), msg)) from None
 
 
 @dataclass
@@ -331,21 +125,21 @@ class ScheduleConfig:
 
     def check(self, path: str) -> None:
         if any(p <= 0 for p in self.periods):
-            raise fail(_join(path, "periods"), f"must be positive, got {self.periods}")
+            raise fail(join_path(path, "periods"), f"must be positive, got {self.periods}")
         if self.restart_weights and len(self.restart_weights) != len(self.periods):
-            raise fail(_join(path, "restart_weights"),
+            raise fail(join_path(path, "restart_weights"),
                        f"needs one weight per period ({len(self.periods)}), "
                        f"got {len(self.restart_weights)}")
         if any(w < 0 for w in self.restart_weights):
-            raise fail(_join(path, "restart_weights"), "must be >= 0")
+            raise fail(join_path(path, "restart_weights"), "must be >= 0")
         if list(self.milestones) != sorted(self.milestones) or any(m <= 0 for m in self.milestones):
-            raise fail(_join(path, "milestones"),
+            raise fail(join_path(path, "milestones"),
                        f"must be increasing positive iterations, got {self.milestones}")
         wrong = [k for k, used in (("periods", self.periods), ("restart_weights",
                  self.restart_weights)) if used and self.type != "cosine"]
         wrong += ["milestones"] * (bool(self.milestones) and self.type != "multistep")
         if wrong:
-            raise fail(_join(path, wrong[0]), f"does not apply to schedule type {self.type!r}")
+            raise fail(join_path(path, wrong[0]), f"does not apply to schedule type {self.type!r}")
 
 
 @dataclass
@@ -360,7 +154,7 @@ class OptimConfig:
 
     def check(self, path: str) -> None:
         if not all(0 <= b < 1 for b in self.betas):
-            raise fail(_join(path, "betas"), f"must lie in [0, 1), got {list(self.betas)}")
+            raise fail(join_path(path, "betas"), f"must lie in [0, 1), got {list(self.betas)}")
 
 
 @dataclass
@@ -385,7 +179,7 @@ class TrainConfig:
             try:
                 torch.device(self.device)
             except (RuntimeError, ValueError):
-                raise fail(_join(path, "device"),
+                raise fail(join_path(path, "device"),
                            f"not a device name: {self.device!r} (cpu, cuda, cuda:N, mps)") from None
 
 
@@ -400,9 +194,10 @@ class ValConfig:
 
     def check(self, path: str) -> None:
         if self.every and not self.sets:
-            raise fail(_join(path, "sets"), "list validation sets (e.g. [Set5]) or set every: 0")
+            raise fail(join_path(path, "sets"),
+                       "list validation sets (e.g. [Set5]) or set every: 0")
         if self.every and not self.degradations:
-            raise fail(_join(path, "degradations"), "list at least one preset (e.g. [clean])")
+            raise fail(join_path(path, "degradations"), "list at least one preset (e.g. [clean])")
 
 
 @dataclass

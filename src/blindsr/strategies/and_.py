@@ -47,9 +47,9 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from blindsr.config import bounded, fail
 from blindsr.errors import BlindSRError
 from blindsr.losses.pixel import pixel_loss
+from blindsr.schema import bounded, fail
 from blindsr.strategies.base import Strategy, Update
 
 VGG16_LAYERS = {"conv1_2": 0.1, "conv2_2": 0.1, "conv3_3": 1.0, "conv4_3": 1.0, "conv5_3": 1.0}

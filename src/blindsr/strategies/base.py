@@ -59,7 +59,7 @@ class Strategy:
     @classmethod
     def parse_params(cls, raw: Mapping[str, Any] | Any, path: str = "strategy.params") -> Any:
         """Validate a plain mapping into ``cls.Params`` (one-line error listing allowed keys)."""
-        from blindsr.config import from_plain
+        from blindsr.schema import from_plain
 
         return from_plain(cls.Params, raw, path)
 

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from blindsr.config import bounded
 from blindsr.errors import BlindSRError
+from blindsr.schema import bounded
 from blindsr.strategies.base import Update
 from blindsr.strategies.eats import conv_call_order
 from blindsr.strategies.plain import Plain, PlainParams

@@ -65,10 +65,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from blindsr.config import bounded
 from blindsr.errors import BlindSRError
 from blindsr.losses.pixel import l1_loss
 from blindsr.ops import imresize
+from blindsr.schema import bounded
 from blindsr.strategies.base import Strategy, Update
 
 _SEED_SALT = 0xEA75

@@ -8,8 +8,8 @@ from typing import Literal
 
 from torch import Tensor
 
-from blindsr.config import bounded
 from blindsr.losses.pixel import pixel_loss
+from blindsr.schema import bounded
 from blindsr.strategies.base import Strategy, Update
 
 
