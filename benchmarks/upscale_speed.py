@@ -82,6 +82,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny widths (smoke test)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--sizes", type=int, nargs=2, default=(128, 64),
+                        metavar=("SRRESNET", "RRDB"),
+                        help="input image side for the full-size SRResNet and RRDBNet")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -89,8 +92,9 @@ def main() -> None:
         cases = [("srresnet", {"num_feat": 16, "num_block": 2}, 48, 32, 8, 4),
                  ("rrdbnet", {"num_feat": 16, "num_block": 1, "num_grow_ch": 8}, 48, 32, 8, 4)]
     else:
-        cases = [("srresnet", {}, 128, 64, 16, 4),
-                 ("rrdbnet", {}, 64, 32, 8, 4)]
+        sr_side, rrdb_side = args.sizes
+        cases = [("srresnet", {}, sr_side, sr_side // 2, 16, 4),
+                 ("rrdbnet", {}, rrdb_side, rrdb_side // 2, 8, 4)]
     print(f"machine: {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}")
     print("| model | tiles (tile+pad) | dtype | reference ms/MP | blindsr ms/MP | speed-up "
