@@ -135,18 +135,23 @@ def resolve(preset: str) -> Callable[[Tensor, int, torch.Generator], Tensor]:
     raise _unknown(preset)
 
 
-def _check_input(img: Tensor, scale: int, seed: int) -> None:
+def check_hr(img: Tensor, scale: int, who: str = "degrade") -> None:
+    """One-line errors for anything but a float (N, 1|3, H, W) image at least ``scale`` wide."""
     if not isinstance(img, Tensor) or img.ndim != 4 or not img.is_floating_point():
         shape = tuple(img.shape) if isinstance(img, Tensor) else type(img).__name__
-        raise BlindSRError(f"degrade expects a float N,C,H,W image tensor, got {shape}")
+        raise BlindSRError(f"{who} expects a float N,C,H,W image tensor, got {shape}")
     if img.shape[1] not in (1, 3):
-        raise BlindSRError(f"degrade expects 1 or 3 channels, got {img.shape[1]}")
+        raise BlindSRError(f"{who} expects 1 or 3 channels, got {img.shape[1]}")
     if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
         raise BlindSRError(f"scale must be a positive integer, got {scale!r}")
     if min(img.shape[-2:]) < scale:
         raise BlindSRError(
             f"image of {img.shape[-2]}x{img.shape[-1]} is smaller than the scale {scale}"
         )
+
+
+def _check_input(img: Tensor, scale: int, seed: int) -> None:
+    check_hr(img, scale)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise BlindSRError(f"seed must be an integer, got {seed!r}")
 

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from blindsr.degrade.presets import check_hr
 from blindsr.errors import BlindSRError
 from blindsr.ops.jpeg import jpeg
 from blindsr.ops.kernels import (
@@ -429,16 +430,8 @@ def second_order(
     Real-ESRGAN's second-order pipeline (see the module docstring); the LR is clamped to [0, 1]
     and rounded to 8-bit levels. ``generator`` must be a CPU generator.
     """
-    if not isinstance(hr, Tensor) or hr.ndim != 4 or not hr.is_floating_point():
-        shape = tuple(hr.shape) if isinstance(hr, Tensor) else type(hr).__name__
-        raise BlindSRError(f"second_order expects a float N,C,H,W tensor, got {shape}")
-    if hr.shape[1] not in (1, 3):
-        raise BlindSRError(f"second_order expects 1 or 3 channels, got {hr.shape[1]}")
-    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
-        raise BlindSRError(f"scale must be a positive integer, got {scale!r}")
+    check_hr(hr, scale, "second_order")
     h, w = hr.shape[-2:]
-    if h < scale or w < scale:
-        raise BlindSRError(f"image of {h}x{w} is smaller than the scale {scale}")
     check_generator(generator)
     cfg = config if config is not None else SecondOrderConfig()
     cfg.validate()
