@@ -45,6 +45,13 @@ def check_int(
     return value
 
 
+def check_kwargs(arch: str, scales: Iterable[int], **values: object) -> dict[str, Any]:
+    """Check every constructor argument (positive ints; ``scale`` one of ``scales``) and return
+    them as the model's ``arch_kwargs``."""
+    return {name: check_int(arch, name, value, choices=scales if name == "scale" else None)
+            for name, value in values.items()}
+
+
 def shape_of(sd: StateDict, key: str) -> tuple[int, ...]:
     """Shape of ``sd[key]``; BlindSRError naming the key when it is absent."""
     if key not in sd:

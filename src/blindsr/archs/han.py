@@ -24,7 +24,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import BlindSRError
-from .common import ArchSpec, StateDict, check_int, conv3x3, count_blocks, has_keys, shape_of
+from .common import (
+    ArchSpec,
+    StateDict,
+    check_kwargs,
+    conv3x3,
+    count_blocks,
+    has_keys,
+    shape_of,
+)
 
 NAME = "han-lite"
 SCALES = (2, 3, 4)
@@ -160,15 +168,9 @@ class HANLite(nn.Module):
         scale: int = 4,
     ) -> None:
         super().__init__()
-        self.arch_kwargs: dict[str, Any] = {
-            "num_in_ch": check_int(NAME, "num_in_ch", num_in_ch),
-            "num_out_ch": check_int(NAME, "num_out_ch", num_out_ch),
-            "num_feat": check_int(NAME, "num_feat", num_feat),
-            "num_group": check_int(NAME, "num_group", num_group),
-            "num_block": check_int(NAME, "num_block", num_block),
-            "reduction": check_int(NAME, "reduction", reduction),
-            "scale": check_int(NAME, "scale", scale, choices=SCALES),
-        }
+        self.arch_kwargs: dict[str, Any] = check_kwargs(
+            NAME, SCALES, num_in_ch=num_in_ch, num_out_ch=num_out_ch, num_feat=num_feat,
+            num_group=num_group, num_block=num_block, reduction=reduction, scale=scale)
         if num_feat % reduction:
             raise BlindSRError(
                 f"{NAME}: num_feat ({num_feat}) must be a multiple of reduction ({reduction})"

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from .common import (
     ArchSpec,
     StateDict,
-    check_int,
+    check_kwargs,
     conv3x3,
     count_blocks,
     has_keys,
@@ -75,14 +75,9 @@ class RRDBNet(nn.Module):
         scale: int = 4,
     ) -> None:
         super().__init__()
-        self.arch_kwargs: dict[str, Any] = {
-            "num_in_ch": check_int(NAME, "num_in_ch", num_in_ch),
-            "num_out_ch": check_int(NAME, "num_out_ch", num_out_ch),
-            "num_feat": check_int(NAME, "num_feat", num_feat),
-            "num_block": check_int(NAME, "num_block", num_block),
-            "num_grow_ch": check_int(NAME, "num_grow_ch", num_grow_ch),
-            "scale": check_int(NAME, "scale", scale, choices=sorted(UNSHUFFLE)),
-        }
+        self.arch_kwargs: dict[str, Any] = check_kwargs(
+            NAME, sorted(UNSHUFFLE), num_in_ch=num_in_ch, num_out_ch=num_out_ch, num_feat=num_feat,
+            num_block=num_block, num_grow_ch=num_grow_ch, scale=scale)
         self.scale = scale
         self.unshuffle = UNSHUFFLE[scale]
         self.conv_first = conv3x3(num_in_ch * self.unshuffle**2, num_feat)

@@ -13,7 +13,7 @@ from .common import (
     ArchSpec,
     ResidualBlockNoBN,
     StateDict,
-    check_int,
+    check_kwargs,
     conv3x3,
     count_blocks,
     has_keys,
@@ -39,13 +39,9 @@ class SRResNet(nn.Module):
         scale: int = 4,
     ) -> None:
         super().__init__()
-        self.arch_kwargs: dict[str, Any] = {
-            "num_in_ch": check_int(NAME, "num_in_ch", num_in_ch),
-            "num_out_ch": check_int(NAME, "num_out_ch", num_out_ch),
-            "num_feat": check_int(NAME, "num_feat", num_feat),
-            "num_block": check_int(NAME, "num_block", num_block),
-            "scale": check_int(NAME, "scale", scale, choices=SCALES),
-        }
+        self.arch_kwargs: dict[str, Any] = check_kwargs(
+            NAME, SCALES, num_in_ch=num_in_ch, num_out_ch=num_out_ch, num_feat=num_feat,
+            num_block=num_block, scale=scale)
         self.scale = scale
         self.conv_first = conv3x3(num_in_ch, num_feat)
         self.body = nn.Sequential(*(ResidualBlockNoBN(num_feat) for _ in range(num_block)))
