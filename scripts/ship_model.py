@@ -15,14 +15,29 @@ import argparse
 import json
 from pathlib import Path
 
+import yaml
+
 from blindsr.checkpoint import load_model, read_checkpoint, save_model
 from blindsr.zoo import WEIGHTS_DIR
+
+
+def init_stage(run: Path) -> dict | None:
+    """The training summary of the checkpoint that started this run (``model.init``), if any."""
+    config = run / "config.yaml"
+    if not config.is_file():
+        return None
+    init = (yaml.safe_load(config.read_text()) or {}).get("model", {}).get("init")
+    if not init:
+        return None
+    _, meta = read_checkpoint(init)
+    return {"path": init, **json.loads(meta.get("summary", "{}"))}
 
 
 def card(name: str, summary: str, meta: dict, run: Path, eval_md: str | None,
          eval_command: str | None, path: Path) -> str:
     """The Markdown model card."""
     info = json.loads(meta.get("summary", "{}"))
+    stage = init_stage(run)
     kwargs = json.loads(meta.get("kwargs", "{}"))
     model = load_model(path)
     params = sum(p.numel() for p in model.parameters())
@@ -41,8 +56,17 @@ def card(name: str, summary: str, meta: dict, run: Path, eval_md: str | None,
         f"HR patch {info.get('patch')}, EMA {info.get('ema')}, seed {info.get('seed')}) |",
         f"| wall time | {hours:.2f} h on {info.get('device')} ({info.get('machine')}) |",
         f"| software | blindsr {info.get('blindsr')}, torch {info.get('torch')} |",
-        "",
     ]
+    if stage:
+        total_h = hours + stage.get("wall_time_s", 0) / 3600
+        lines += [
+            f"| initialised from | `{stage['path']}`: `configs/{stage.get('config')}.yaml`, "
+            f"{stage.get('iterations')} iterations on {stage.get('degradation')}, "
+            f"{stage.get('wall_time_s', 0) / 3600:.2f} h |",
+            f"| total | {stage.get('iterations', 0) + (info.get('iterations') or 0)} iterations, "
+            f"{total_h:.2f} h |",
+        ]
+    lines.append("")
     if eval_md:
         lines += ["## Evaluation", ""]
         if eval_command:

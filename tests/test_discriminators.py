@@ -51,7 +51,7 @@ def test_vgg_style_gives_one_logit_per_image():
 
 
 def test_builder_errors_and_not_a_generator_arch():
-    assert set(DISCRIMINATORS) == {"unet", "vgg"}
+    assert set(DISCRIMINATORS) == {"unet", "vgg", "realness"}
     assert not set(DISCRIMINATORS) & set(archs.ARCHS)
     with pytest.raises(BlindSRError, match="unknown discriminator 'patch'; known: unet, vgg"):
         build_discriminator("patch")

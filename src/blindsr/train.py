@@ -500,6 +500,7 @@ def _summary(run: _Run) -> dict[str, Any]:
         else cfg.degradation.preset,
         "ema": cfg.train.ema,
         "seed": cfg.train.seed,
+        "init": cfg.model.init,
         "blindsr": __version__,
         "torch": torch.__version__,
     }
@@ -671,11 +672,14 @@ def _postfix(run: _Run, logs: dict[str, Any]) -> None:
 
 
 def sample_grid(model: nn.Module, batch: dict[str, Tensor], scale: int, n: int = 4) -> Tensor:
-    """(3, n*P, 3*P) image: rows of LR (nearest-upsampled) | SR | HR for the first samples."""
+    """(3, n*P, 3*P) image: rows of LR (nearest-upsampled) | SR | HR for the first samples
+    with an HR (the first samples, HR black, when the batch is all LR-only)."""
     import torch
     import torch.nn.functional as F
 
     keep = batch["has_hr"].nonzero().flatten()[:n]
+    if keep.numel() == 0:
+        keep = torch.arange(min(n, batch["lr"].shape[0]), device=batch["lr"].device)
     lr, hr = batch["lr"][keep].float(), batch["hr"][keep].float()
     was = model.training
     model.eval()

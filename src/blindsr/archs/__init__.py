@@ -13,12 +13,17 @@ from typing import Any
 from torch import nn
 
 from ..errors import BlindSRError
-from . import han, rrdbnet, srresnet
+from . import amnet, drn, han, rrdbnet, srresnet
 from .common import ArchSpec, StateDict
 
-_MODULES = (srresnet, rrdbnet, han)
+_MODULES = (srresnet, rrdbnet, han, amnet, drn)
 
 ARCHS: dict[str, ArchSpec] = {m.SPEC.name: m.SPEC for m in _MODULES}
+
+# Preset names: alias -> (architecture, constructor kwargs by scale); explicit kwargs win.
+ALIASES: dict[str, tuple[str, dict[int, dict[str, Any]]]] = {
+    name: (drn.NAME, presets) for name, presets in drn.PRESETS.items()
+}
 
 __all__ = ["ARCHS", "ArchSpec", "arch_names", "build", "detect_arch", "from_state_dict"]
 
@@ -35,7 +40,12 @@ def _spec(name: str) -> ArchSpec:
 
 
 def build(name: str, **kwargs: Any) -> nn.Module:
-    """Build architecture ``name`` with constructor ``kwargs`` (plain numbers)."""
+    """Build architecture ``name`` (or a preset alias such as ``drn-s``) with constructor
+    ``kwargs`` (plain numbers)."""
+    if name in ALIASES:
+        name, presets = ALIASES[name]
+        scale = kwargs.get("scale", 4)
+        kwargs = {**(presets.get(scale, {}) if isinstance(scale, int) else {}), **kwargs}
     spec = _spec(name)
     params = inspect.signature(spec.constructor.__init__).parameters
     allowed = [p for p in params if p != "self"]

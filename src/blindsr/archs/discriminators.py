@@ -8,6 +8,12 @@
   [3x3 conv, 4x4 stride-2 conv] with batch norm, then two linear layers; output (N, 1) logits for
   inputs of exactly ``input_size`` (a multiple of 32).
 
+- ``realness``: :class:`RealnessDiscriminator`, a plain strided-conv classifier for any input size:
+  a 3x3 conv, ``num_down`` spectral-normalised 4x4 stride-2 convs (widths doubling from
+  ``num_feat``, capped at 8x), a 3x3 conv to ``num_outcomes`` channels and global average
+  pooling; output (N, num_outcomes) logits: a distribution over outcomes for RealnessGAN (51),
+  or one logit (``num_outcomes=1``) for the other GAN losses (AMGAN and AMGAN*).
+
 ``build_discriminator(name, **kwargs)`` builds one by name with plain-number arguments.
 """
 
@@ -104,12 +110,43 @@ class VGGStyleDiscriminator(nn.Module):
         return self.head(self.features(x))
 
 
+class RealnessDiscriminator(nn.Module):
+    """Strided-conv discriminator with ``num_outcomes`` globally pooled logits."""
+
+    def __init__(self, num_in_ch: int = 3, num_feat: int = 64, num_outcomes: int = 51,
+                 num_down: int = 4) -> None:
+        super().__init__()
+        for name, value in (("num_in_ch", num_in_ch), ("num_feat", num_feat),
+                            ("num_outcomes", num_outcomes), ("num_down", num_down)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise BlindSRError(f"RealnessDiscriminator: {name} must be a positive integer, "
+                                   f"got {value!r}")
+        self.num_outcomes, self.num_down = num_outcomes, num_down
+        widths = [num_feat * min(2 ** i, 8) for i in range(num_down + 1)]
+        self.conv_in = nn.Conv2d(num_in_ch, widths[0], 3, 1, 1)
+        self.down = nn.ModuleList(
+            spectral_norm(nn.Conv2d(widths[i], widths[i + 1], 4, 2, 1)) for i in range(num_down))
+        self.conv_out = nn.Conv2d(widths[-1], num_outcomes, 3, 1, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check_batch(x, "RealnessDiscriminator")
+        if min(x.shape[-2:]) < 2 ** self.num_down:
+            raise BlindSRError(f"RealnessDiscriminator(num_down={self.num_down}) needs inputs of "
+                               f"at least {2 ** self.num_down} pixels, got "
+                               f"{x.shape[-2]}x{x.shape[-1]}")
+        y = _lrelu(self.conv_in(x))
+        for conv in self.down:
+            y = _lrelu(conv(y))
+        return self.conv_out(y).mean(dim=(-2, -1))
+
+
 DISCRIMINATORS: dict[str, type[nn.Module]] = {"unet": UNetDiscriminatorSN,
-                                              "vgg": VGGStyleDiscriminator}
+                                              "vgg": VGGStyleDiscriminator,
+                                              "realness": RealnessDiscriminator}
 
 
 def build_discriminator(name: str, **kwargs: Any) -> nn.Module:
-    """Discriminator ``name`` (``unet`` or ``vgg``) with constructor ``kwargs``."""
+    """Discriminator ``name`` (``unet``, ``vgg`` or ``realness``) with constructor ``kwargs``."""
     if name not in DISCRIMINATORS:
         raise BlindSRError(f"unknown discriminator {name!r}; known: {', '.join(DISCRIMINATORS)}")
     cls = DISCRIMINATORS[name]
@@ -121,5 +158,5 @@ def build_discriminator(name: str, **kwargs: Any) -> nn.Module:
     return cls(**kwargs)
 
 
-__all__ = ["DISCRIMINATORS", "UNetDiscriminatorSN", "VGGStyleDiscriminator",
-           "build_discriminator"]
+__all__ = ["DISCRIMINATORS", "RealnessDiscriminator", "UNetDiscriminatorSN",
+           "VGGStyleDiscriminator", "build_discriminator"]

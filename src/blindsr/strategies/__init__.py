@@ -8,13 +8,18 @@ from __future__ import annotations
 import difflib
 
 from blindsr.errors import BlindSRError
+from blindsr.strategies.amgan import AMGAN
+from blindsr.strategies.amgan_rl import AMRL
+from blindsr.strategies.amnet import AMNetTraining
 from blindsr.strategies.and_ import AND
 from blindsr.strategies.base import NoParams, Strategy, Update
 from blindsr.strategies.dropout import ChannelDropout
+from blindsr.strategies.dual import Dual
 from blindsr.strategies.eats import EATS
 from blindsr.strategies.plain import Plain
 
-_CLASSES: tuple[type[Strategy], ...] = (Plain, ChannelDropout, EATS, AND)
+_CLASSES: tuple[type[Strategy], ...] = (Plain, ChannelDropout, EATS, AND, Dual, AMRL,
+                                        AMNetTraining, AMGAN)
 
 STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in _CLASSES}
 

@@ -1,0 +1,282 @@
+"""AMNet / AMGAN / RL evaluation (issue 8): the "Measured" table of the kernel-modulated models.
+
+For each Gaussian kernel width sigma (default 0.2 / 1.3 / 2.6) on each set (default Set5 and
+Set14 x4, their HR images), LR = ``blur_downsample(HR, sigma, 4, quantize=True)`` (21x21
+isotropic Gaussian + MATLAB bicubic, 8-bit: the ``iso<sigma>`` preset). Every model runs on the
+whole LR image in one pass (no tiles, so the predictor sees the whole image):
+
+- AMNet with the true code (the upper bound), AMNet with its supervised predictor,
+  AMNet-RL (its RL-trained predictor), AMGAN with the true code and with its predictor,
+  AMGAN-RL; bicubic as a reference.
+- PSNR / SSIM on Y and LPIPS (AlexNet), ``crop_border`` = 4 (the literature's conventions, as
+  ``blindsr eval``); grayscale images are taken as RGB with three equal channels.
+- The reward each RL model optimises (``--amnet-rl-reward``, default ``psnr``;
+  ``--amgan-rl-reward``, default ``neg_niqe``: :mod:`blindsr.rewards` on whole images), RL
+  against its own supervised predictor on the same held-out images, with the RL run's budget
+  (iterations, wall time, device) read from the checkpoint's metadata.
+- NIQE (MATLAB conventions, gray) on RealSRSet (LR only, no ground truth) for every model run
+  with its predictor.
+
+Writes ``OUT.json`` (every mean, per set / sigma / model) and ``OUT.md`` (the tables), OUT
+defaulting to ``benchmarks/results/amgan_eval``. Any model may be left out.
+
+    python benchmarks/amgan_eval.py --amnet runs/amnet_cpu/model.safetensors \\
+        --amnet-rl runs/amnet_rl_psnr/model.safetensors --amgan runs/amgan_cpu/model.safetensors \\
+        --amgan-rl runs/amgan_rl_niqe/model.safetensors
+    python benchmarks/amgan_eval.py ... --max-images 2 --sigmas 1.3   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from blindsr import data, io
+from blindsr.checkpoint import load_model, read_checkpoint
+from blindsr.degrade.kernel_code import KernelCoder, blur_downsample, sigma_range_for
+from blindsr.errors import BlindSRError
+from blindsr.metrics import lpips, niqe, psnr, ssim
+from blindsr.ops.resize import imresize
+from blindsr.rewards import get_reward
+
+SCALE = 4
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ("amnet", "amnet-rl", "amgan", "amgan-rl")
+
+
+@dataclass
+class Variant:
+    """One row of the tables: a model and how its kernel code is chosen."""
+
+    label: str
+    model: nn.Module | None  # None: bicubic
+    code: str  # "true" | "predictor" | "none"
+
+
+def _coder(model: nn.Module) -> KernelCoder:
+    dim = int(model.code_dim)
+    return KernelCoder("sigma" if dim == 1 else "pca", max(dim, 1), sigma_range_for(SCALE))
+
+
+def run(variant: Variant, lr: Tensor, sigma: float | None) -> Tensor:
+    """SR of one LR image (1, 3, h, w) in [0, 1]."""
+    with torch.inference_mode():
+        if variant.model is None:
+            return imresize(lr, SCALE).clamp(0, 1)
+        if variant.code == "true":
+            code = _coder(variant.model).encode(torch.tensor([sigma])).to(lr)
+            return variant.model.render(lr, code).clamp(0, 1)
+        return variant.model(lr).clamp(0, 1)
+
+
+def variants(models: dict[str, nn.Module]) -> list[Variant]:
+    """The table rows available for the given models, in a fixed order."""
+    out = [Variant("bicubic", None, "none")]
+    for name in MODELS:
+        m = models.get(name)
+        if m is None:
+            continue
+        if not name.endswith("-rl"):
+            out.append(Variant(f"{name} (true code)", m, "true"))
+        if getattr(m, "predictor", None) is not None:
+            label = name if name.endswith("-rl") else f"{name} (predictor)"
+            out.append(Variant(label, m, "predictor"))
+    return out
+
+
+def _rgb(img: Tensor) -> Tensor:
+    return img.expand(-1, 3, -1, -1) if img.shape[1] == 1 else img
+
+
+def load_images(spec: str, max_images: int | None, kind: str) -> list[tuple[str, Tensor]]:
+    """(name, 1x3xHxW image) pairs: the HR images of a set (``kind`` "hr") or its LR ones."""
+    ds = data.resolve_dataset(spec, SCALE)
+    pairs = data.list_pairs(ds)[:max_images]
+    out = []
+    for hr, lr in pairs:
+        path = hr if kind == "hr" else (lr if lr is not None else hr)
+        if path is None:
+            raise BlindSRError(f"{spec}: has no {kind.upper()} images")
+        out.append((path.stem, _rgb(io.read_image(path).color.float())))
+    return out
+
+
+def score_synthetic(rows: list[Variant], sets: list[str], sigmas: list[float],
+                    rewards: list[str], device: torch.device,
+                    max_images: int | None) -> list[dict]:
+    """Mean PSNR/SSIM-Y, LPIPS and rewards per (set, sigma, variant)."""
+    reward_fns = {name: get_reward(name) for name in rewards}
+    results = []
+    for spec in sets:
+        images = load_images(spec, max_images, "hr")
+        for sigma in sigmas:
+            sums: dict[str, dict[str, list[float]]] = {v.label: {} for v in rows}
+            for _, hr in images:
+                h, w = hr.shape[-2:]
+                hr = hr[..., : h - h % SCALE, : w - w % SCALE].to(device)
+                lr = blur_downsample(hr, sigma, SCALE, quantize=True)
+                for v in rows:
+                    sr = run(v, lr, sigma)
+                    vals = {"psnr": psnr(sr, hr, SCALE, True), "ssim": ssim(sr, hr, SCALE, True),
+                            "lpips": lpips(sr, hr, crop_border=SCALE)}
+                    vals.update({f"reward/{n}": f(sr, hr, lr) for n, f in reward_fns.items()})
+                    for k, val in vals.items():
+                        sums[v.label].setdefault(k, []).append(float(val.double().mean()))
+            for label, metrics in sums.items():
+                results.append({"set": Path(spec).name, "sigma": sigma, "model": label,
+                                "images": len(images),
+                                **{k: sum(x) / len(x) for k, x in metrics.items()}})
+    return results
+
+
+def score_real(rows: list[Variant], real: str, device: torch.device,
+               max_images: int | None) -> list[dict]:
+    """Mean NIQE of every predictor-driven variant (and bicubic) on LR-only images."""
+    images = load_images(real, max_images, "lr")
+    out = []
+    for v in rows:
+        if v.code == "true":
+            continue  # no true kernel for real images
+        scores = [float(niqe(run(v, lr.to(device), None))[0]) for _, lr in images]
+        finite = [s for s in scores if math.isfinite(s)]
+        out.append({"set": Path(real).name, "model": v.label, "images": len(finite),
+                    "niqe": sum(finite) / len(finite) if finite else math.nan})
+    return out
+
+
+def rl_comparison(synthetic: list[dict], rl: dict[str, str]) -> list[dict]:
+    """For each RL model: its reward next to its supervised predictor's, per set and sigma."""
+    out = []
+    by_key = {(r["set"], r["sigma"], r["model"]): r for r in synthetic}
+    for rl_name, reward in rl.items():
+        base = f"{rl_name[:-3]} (predictor)"
+        for (set_name, sigma, model), row in by_key.items():
+            if model != rl_name or (set_name, sigma, base) not in by_key:
+                continue
+            before = by_key[(set_name, sigma, base)][f"reward/{reward}"]
+            after = row[f"reward/{reward}"]
+            out.append({"rl_model": rl_name, "baseline": base, "reward": reward, "set": set_name,
+                        "sigma": sigma, "predictor": before, "rl": after, "gain": after - before})
+    return out
+
+
+def budget(path: str) -> dict:
+    """The training summary saved with a model (iterations, wall time, machine, ...)."""
+    _, meta = read_checkpoint(path)
+    try:
+        summary = json.loads(meta.get("summary", "{}"))
+    except json.JSONDecodeError:
+        summary = {}
+    keys = ("config", "strategy", "iterations", "wall_time_s", "device", "batch", "patch")
+    return {k: summary[k] for k in keys if k in summary}
+
+
+def _f(x: float, digits: int) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
+
+
+def markdown(result: dict) -> str:
+    """The tables of ``result`` as Markdown."""
+    lines = ["# AMNet / AMGAN / RL evaluation", "",
+             f"`{result['command']}`", "", f"Machine: {result['machine']}.", ""]
+    syn = result["synthetic"]
+    for set_name in dict.fromkeys(r["set"] for r in syn):
+        lines += [f"## {set_name} x{SCALE}: PSNR-Y / SSIM-Y / LPIPS by kernel width", ""]
+        sigmas = list(dict.fromkeys(r["sigma"] for r in syn if r["set"] == set_name))
+        lines.append("| model | " + " | ".join(f"sigma {s}" for s in sigmas) + " |")
+        lines.append("|---|" + "---|" * len(sigmas))
+        for model in dict.fromkeys(r["model"] for r in syn):
+            cells = []
+            for s in sigmas:
+                r = next(x for x in syn if (x["set"], x["sigma"], x["model"]) ==
+                         (set_name, s, model))
+                cells.append(f"{_f(r['psnr'], 2)} / {_f(r['ssim'], 4)} / {_f(r['lpips'], 4)}")
+            lines.append(f"| {model} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if result["rl"]:
+        lines += ["## RL against its supervised predictor (the reward it optimises)", "",
+                  "| RL model | reward | set | sigma | predictor | RL | gain |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in result["rl"]:
+            lines.append(f"| {r['rl_model']} | {r['reward']} | {r['set']} | {r['sigma']} | "
+                         f"{_f(r['predictor'], 4)} | {_f(r['rl'], 4)} | {r['gain']:+.4f} |")
+        lines.append("")
+        for name, b in result["budgets"].items():
+            if name.endswith("-rl"):
+                lines.append(f"- {name} budget: " + ", ".join(f"{k} {v}" for k, v in b.items()))
+        lines.append("")
+    if result["real"]:
+        lines += [f"## NIQE on {result['real'][0]['set']} (LR only; lower is better)", "",
+                  "| model | NIQE | images |", "|---|---|---|"]
+        for r in result["real"]:
+            lines.append(f"| {r['model']} | {_f(r['niqe'], 4)} | {r['images']} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for name in MODELS:
+        p.add_argument(f"--{name}", default=None, metavar="PATH", help=f"{name} model file")
+    p.add_argument("--amnet-rl-reward", default="psnr", help="reward AMNet-RL was trained on")
+    p.add_argument("--amgan-rl-reward", default="neg_niqe", help="reward AMGAN-RL was trained on")
+    p.add_argument("--sets", nargs="+", default=["Set5", "Set14"])
+    p.add_argument("--sigmas", nargs="+", type=float, default=[0.2, 1.3, 2.6])
+    p.add_argument("--real", default="RealSRSet", help="LR-only set for NIQE ('' to skip)")
+    p.add_argument("--max-images", type=int, default=None)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "amgan_eval"))
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    paths = {n: getattr(args, n.replace("-", "_")) for n in MODELS}
+    paths = {n: p for n, p in paths.items() if p}
+    models = {n: load_model(p, device=device) for n, p in paths.items()}
+    for name, m in models.items():
+        if getattr(m, "arch_name", None) != "amnet" or m.scale != SCALE:
+            raise BlindSRError(f"--{name}: expected an x{SCALE} amnet model, got "
+                               f"{getattr(m, 'arch_name', '?')} x{getattr(m, 'scale', '?')}")
+    rl = {n: getattr(args, f"{n.replace('-', '_')}_reward") for n in models if n.endswith("-rl")}
+    rows = variants(models)
+    started = time.perf_counter()
+    synthetic = score_synthetic(rows, args.sets, args.sigmas, sorted(set(rl.values())), device,
+                                args.max_images)
+    real = score_real(rows, args.real, device, args.max_images) if args.real else []
+    result = {
+        "command": "python benchmarks/amgan_eval.py " + " ".join(argv if argv is not None
+                                                                  else sys.argv[1:]),
+        "machine": f"{platform.machine()} {platform.processor() or ''}, {args.device}, "
+                   f"{torch.get_num_threads()} threads, torch {torch.__version__}",
+        "seconds": round(time.perf_counter() - started, 1),
+        "models": paths, "budgets": {n: budget(p) for n, p in paths.items()},
+        "synthetic": synthetic, "rl": rl_comparison(synthetic, rl), "real": real,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    out.with_suffix(".md").write_text(markdown(result) + "\n")
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BlindSRError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

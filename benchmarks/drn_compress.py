@@ -1,0 +1,190 @@
+"""DRN compression table (the layout of DRC's Tables 1 and 3): a trained DRN and its prunings at
+30 / 50 / 70% by dual regression (channel search + DR channel selection + fine-tuning) and by
+the uniform L1-norm filter baseline (same ratio, same fine-tuning budget).
+
+Columns: prunable channels removed, #params (and the reduction), #MACs of one forward pass of a
+96x96 LR input (forward-hook counter, :func:`blindsr.compress.measure.count_macs`), CPU latency
+(median of ``--latency-repeats`` forward passes of that input, after one warm-up, with
+``--threads`` torch threads), PSNR / SSIM on the Y channel (border = scale) on Set5 and Set14
+(``blindsr.evaluate``, the given bicubic LR), and the compression time.
+
+    python benchmarks/drn_compress.py --model runs/drn_s_cpu/model.safetensors \\
+        --duals runs/drn_s_cpu --search-steps 200 --finetune-steps 1000
+    python benchmarks/drn_compress.py --model M.safetensors --quick   # tiny budgets: minutes
+
+Writes ``benchmarks/results/drn_compress.{json,md}`` (``--out`` changes the stem) and, with
+``--save-models DIR``, every pruned model as ``DIR/<name>.safetensors``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from blindsr.checkpoint import load_model, save_model
+from blindsr.compress.measure import count_macs, count_params, latency
+from blindsr.compress.objective import load_duals
+from blindsr.compress.pipeline import CompressSettings, compress
+from blindsr.compress.prune import require_drn
+from blindsr.evaluate import evaluate
+from blindsr.inference import pick_device
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = ROOT / "benchmarks" / "results" / "drn_compress"
+
+
+def _machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} logical CPUs"
+
+
+def _split(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def measure(name: str, model: nn.Module, args: argparse.Namespace) -> dict:
+    """Params, MACs, CPU latency and PSNR/SSIM of one model."""
+    size = (args.macs_size, args.macs_size)
+    cpu = model.to("cpu").eval()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        seconds = latency(cpu, size, repeats=args.latency_repeats)
+    finally:
+        torch.set_num_threads(threads)
+    row = {"model": name, "params": count_params(cpu), "macs_g": count_macs(cpu, size) / 1e9,
+           "latency_ms": 1000 * seconds}
+    results = evaluate(models={name: cpu}, datasets=args.sets, metrics=["psnr", "ssim"],
+                       scale=cpu.scale, device=args.device, max_images=args.max_images)
+    for r in results:
+        row[f"{r.dataset}/{r.metric}"] = r.value
+    return row
+
+
+def _settings(args: argparse.Namespace, ratio: float, method: str) -> CompressSettings:
+    return CompressSettings(
+        ratio=ratio, method=method, search_steps=args.search_steps,
+        finetune_steps=args.finetune_steps, batch=args.batch, patch=args.patch, seed=args.seed,
+        multiple=args.multiple, dual_steps=args.dual_steps, select_batches=args.select_batches,
+        tune_steps=args.tune_steps, per_round=args.per_round, device=args.device)
+
+
+def _markdown(rows: list[dict], meta: dict) -> str:
+    sets = [k.split("/")[0] for k in rows[0] if k.endswith("/psnr")]
+    head = ["model", "method", "channels removed", "#params", "params removed",
+            f"#MACs (G, {meta['macs_size']}x{meta['macs_size']} LR)", "CPU latency (ms)"]
+    head += [f"{s} PSNR / SSIM" for s in sets] + ["compress time (s)"]
+    lines = [f"# DRN compression (x{meta['scale']})", "",
+             f"Command: `{meta['command']}`", "",
+             f"Machine: {meta['machine']}; compression on {meta['device']}; latency with "
+             f"{meta['threads']} thread(s). Budgets: {meta['budgets']}.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["model"], r.get("method", "-"),
+                 f"{100 * r['channels_removed']:.1f}%" if "channels_removed" in r else "-",
+                 f"{r['params'] / 1e6:.3f}M",
+                 f"{100 * r['params_removed']:.1f}%" if "params_removed" in r else "-",
+                 f"{r['macs_g']:.2f}", f"{r['latency_ms']:.1f}"]
+        for s in sets:
+            p, q = r.get(f"{s}/psnr"), r.get(f"{s}/ssim")
+            cells.append(f"{p:.2f} / {q:.4f}" if p is not None and q is not None else "-")
+        cells.append(f"{r['time_s']:.0f}" if "time_s" in r else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="trained DRN checkpoint")
+    p.add_argument("--name", default="DRN-S", help="row label of the unpruned model")
+    p.add_argument("--duals", default=None, help="dual training run/checkpoint folder")
+    p.add_argument("--data", default="T91,BSD200")
+    p.add_argument("--ratios", default="0.3,0.5,0.7")
+    p.add_argument("--methods", default="dr,l1")
+    p.add_argument("--sets", default="Set5,Set14")
+    p.add_argument("--search-steps", type=int, default=200)
+    p.add_argument("--finetune-steps", type=int, default=1000)
+    p.add_argument("--dual-steps", type=int, default=200)
+    p.add_argument("--select-batches", type=int, default=1)
+    p.add_argument("--tune-steps", type=int, default=1)
+    p.add_argument("--per-round", type=int, default=1)
+    p.add_argument("--multiple", type=int, default=4)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--patch", type=int, default=96)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="compression / evaluation device")
+    p.add_argument("--macs-size", type=int, default=96, help="LR size of the MAC / latency input")
+    p.add_argument("--latency-repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--max-images", type=int, default=None)
+    p.add_argument("--save-models", default=None, help="folder for the pruned models")
+    p.add_argument("--out", default=str(DEFAULT_OUT), help="output stem (.json and .md)")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny budgets (search 5, fine-tune 5, duals 5, 16 channels per round)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.search_steps = args.finetune_steps = args.dual_steps = 5
+        args.per_round = 16
+    args.sets = _split(args.sets)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    model = require_drn(load_model(args.model))
+    duals = load_duals(args.duals, model.scale) if args.duals else None
+    rows = [measure(args.name, model, args)]
+    reports = {}
+    for ratio in (float(r) for r in _split(args.ratios)):
+        for method in _split(args.methods):
+            name = f"{args.name}{round(100 * ratio)}-{method}"
+            print(f"== {name}", file=sys.stderr, flush=True)
+            start = time.perf_counter()
+            result = compress(model, _split(args.data), _settings(args, ratio, method),
+                              duals=duals, log=lambda line: print(line, file=sys.stderr))
+            seconds = time.perf_counter() - start
+            r = result.report
+            reports[name] = r
+            if args.save_models:
+                save_model(result.model.cpu(), Path(args.save_models) / f"{name}.safetensors",
+                           {"compress": {k: r[k] for k in ("method", "ratio", "block_widths",
+                                                             "up_widths")}})
+            row = measure(name, result.model, args)
+            row.update(method=method, ratio=ratio, channels_removed=r["channels_removed"],
+                       params_removed=r["params_removed"], time_s=seconds)
+            rows.append(row)
+    meta = {"command": " ".join(["python", "benchmarks/drn_compress.py", *(argv or sys.argv[1:])]),
+            "machine": _machine(), "device": str(pick_device(args.device)),
+            "threads": args.threads, "scale": model.scale, "macs_size": args.macs_size,
+            "torch": torch.__version__,
+            "budgets": f"search {args.search_steps}, fine-tune {args.finetune_steps}, duals "
+                       f"{args.dual_steps} steps; batch {args.batch}, patch {args.patch}; "
+                       f"selection {args.select_batches} batch(es) + {args.tune_steps} tuning "
+                       f"step(s) per {args.per_round} channel(s)"}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(
+        json.dumps({"meta": meta, "rows": rows, "reports": reports}, indent=2) + "\n")
+    out.with_suffix(".md").write_text(_markdown(rows, meta))
+    print(out.with_suffix(".md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Quality tables of a method against its baseline, with the issue's pass criteria counted.
+
+Each group evaluates the final (EMA) weights of its runs, all trained with the same architecture,
+data, iterations and seed, on Set5 and Set14 x the eight EATS degradation configs (PSNR/SSIM-Y,
+`blindsr.evaluate`, the same numbers as `blindsr eval`), plus NIQE of each model's outputs on
+RealSRSet, and counts the PSNR cells where the method beats the baseline:
+
+    python benchmarks/method_tables.py and     # classical, 3 ablations, ANDNet (paper Table 2)
+    python benchmarks/method_tables.py eats    # Original, Dropout, EATS (paper Table 1)
+    python benchmarks/method_tables.py and --runs-dir runs --max-images 2   # a smoke run
+
+Writes benchmarks/results/<group>_table.{json,csv,md}. Runs missing their model.safetensors are
+reported and left out (the table says which).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+from blindsr.evaluate import Result, evaluate, format_tables, write_results
+
+HERE = Path(__file__).resolve().parent
+CONFIGS = ["clean", "blur", "noise", "jpeg", "b+n", "b+j", "n+j", "b+n+j"]
+
+# group -> (baseline label, {label: run folder name}, the method whose wins are counted)
+GROUPS: dict[str, tuple[str, dict[str, str], str]] = {
+    "and": ("classical", {
+        "classical": "default_x4_classical",  # configs/and/classical.yaml = this config
+        "adv. noise": "and_noise",
+        "synthetic aug.": "and_random",
+        "no identity init": "and_no_identity",
+        "ANDNet": "and_net",
+    }, "ANDNet"),
+    "eats": ("Original", {
+        "Original": "eats_srresnet_original",
+        "Dropout": "eats_srresnet_dropout",
+        "EATS": "eats_srresnet_eats",
+    }, "EATS"),
+}
+
+
+def wins(results: list[Result], method: str, baseline: str) -> dict[str, dict[str, object]]:
+    """Per dataset: the PSNR configs where ``method`` beats ``baseline`` (clean included)."""
+    psnr = {(r.model, r.dataset, r.degradation): r.value for r in results if r.metric == "psnr"}
+    out: dict[str, dict[str, object]] = {}
+    for (model, dataset, deg), value in psnr.items():
+        if model != method or (baseline, dataset, deg) not in psnr:
+            continue
+        row = out.setdefault(dataset, {"beats": [], "loses": []})
+        key = "beats" if value > psnr[(baseline, dataset, deg)] else "loses"
+        row[key].append(deg)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("group", choices=sorted(GROUPS))
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    parser.add_argument("--max-images", type=int, default=None, help="per set (smoke runs)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="default: benchmarks/results/<group>_table")
+    args = parser.parse_args(argv)
+    baseline, runs, method = GROUPS[args.group]
+    models, missing = {}, []
+    for label, folder in runs.items():
+        path = args.runs_dir / folder / "model.safetensors"
+        (models.__setitem__(label, path) if path.is_file() else missing.append(f"{label} ({path})"))
+    if missing:
+        print("missing (left out): " + ", ".join(missing), file=sys.stderr)
+    if baseline not in models or method not in models:
+        print(f"error: {baseline} and {method} are both needed", file=sys.stderr)
+        return 1
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    results = evaluate(models, ["Set5", "Set14"], CONFIGS, ("psnr", "ssim"),
+                       max_images=args.max_images, progress=True)
+    results += evaluate(models, ["RealSRSet"], None, ("niqe",), max_images=args.max_images,
+                        progress=True)
+    counted = wins(results, method, baseline)
+    out = args.out or HERE / "results" / f"{args.group}_table"
+    meta = {"group": args.group, "baseline": baseline, "method": method,
+            "runs": {k: str(v) for k, v in models.items()}, "missing": missing,
+            "wins_psnr": counted, "machine": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "command": "python benchmarks/method_tables.py " + " ".join(argv or sys.argv[1:])}
+    write_results(results, out, meta)
+    print(format_tables(results))
+    print(json.dumps({"wins_psnr": counted}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""Dual regression channel pruning (DRC, Guo et al., arXiv 2207.07929, Eq. 5).
+
+Layer by layer in forward order, each prunable layer (the input channels of its consumer conv,
+see :mod:`blindsr.compress.prune`) keeps ``widths[layer]`` channels, chosen greedily as in
+discrimination-aware channel pruning (the authors' ``dcp`` selection):
+
+1. the consumer's weight is replaced by a copy ``W'`` that is zero on every input channel (no
+   channel selected yet);
+2. repeat until enough channels are selected: accumulate over ``select_batches`` batches the
+   gradient of ``L = L_M + gamma * L_DR`` with respect to ``W'``, where ``L_M`` is the MSE between
+   the consumer's output in the network being pruned and in the original network (feature
+   reconstruction) and ``L_DR`` the dual regression loss of the final outputs; select the
+   unselected channel(s) with the largest ``sum_out ||dL/dW'[out, c]||_F``; warm-start their
+   weights from the original; fine-tune ``W'`` on the selected channels only (and the consumer's
+   bias) for ``tune_steps`` steps on ``L``;
+3. the layer is frozen with its masked weights, and the next layer sees the pruned features.
+
+Finally the unselected channels (zero weights in their consumer) are removed physically together
+with the producer outputs that make them (:func:`~blindsr.compress.prune.prune_channels`), which
+leaves the network's function unchanged.
+
+Choices where the paper is silent: ``gamma`` = 1; the sub-problem fine-tuning uses Adam
+(lr ``tune_lr`` = 1e-4, the DRN learning rate) instead of the authors' SGD with momentum;
+``select_batches`` / ``tune_steps`` (default 1 / 1) stand for the authors' passes over the whole
+training set, which are out of reach on a CPU; ``per_round`` > 1 selects that many channels per
+gradient evaluation (1 = the paper's one-at-a-time greedy selection). The dual models are frozen
+throughout.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from blindsr.compress.objective import Batches, DualObjective
+from blindsr.compress.prune import PrunableLayer, prunable_layers, prune_channels, require_drn
+from blindsr.errors import BlindSRError
+
+
+class _Stop(Exception):
+    """Raised by a hook to end a forward pass once the wanted feature is captured."""
+
+
+def capture(model: nn.Module, path: str, x: Tensor) -> Tensor:
+    """The output of submodule ``path`` when ``model`` runs on ``x`` (the rest is skipped)."""
+    found: list[Tensor] = []
+
+    def hook(module: nn.Module, args: tuple, output: Tensor) -> None:
+        found.append(output)
+        raise _Stop
+
+    handle = model.get_submodule(path).register_forward_hook(hook)
+    try:
+        model(x)
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    if not found:
+        raise BlindSRError(f"module {path} did not run in the forward pass")
+    return found[0]
+
+
+class _LayerLoss:
+    """``L_M + gamma * L_DR`` for one layer: feature MSE against the original network's
+    consumer output plus the dual regression loss of the whole network being pruned."""
+
+    def __init__(self, work: nn.Module, original: nn.Module, layer: PrunableLayer,
+                 objective: DualObjective, gamma: float) -> None:
+        self.work, self.original, self.layer = work, original, layer
+        self.objective, self.gamma = objective, gamma
+        self.feature: list[Tensor] = []
+        conv = work.get_submodule(layer.consumer)
+        self.handle = conv.register_forward_hook(lambda m, a, out: self.feature.append(out))
+
+    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
+        with torch.no_grad():
+            target = capture(self.original, self.layer.consumer, x)
+        self.feature.clear()
+        loss_dr = self.objective(self.work, x, y)
+        loss_m = F.mse_loss(self.feature[-1].float(), target.float())
+        self.feature.clear()
+        return loss_m + self.gamma * loss_dr
+
+    def close(self) -> None:
+        self.handle.remove()
+
+
+def channel_scores(grad: Tensor) -> Tensor:
+    """Per input channel: ``sum over outputs of the Frobenius norm of the kernel gradient``."""
+    return grad.float().pow(2).sum(dim=(2, 3)).sqrt().sum(dim=0)
+
+
+def _select_layer(work: nn.Module, original: nn.Module, layer: PrunableLayer, keep: int,
+                  batches: Batches, objective: DualObjective, settings: dict) -> Tensor:
+    """Greedy selection for one layer; leaves the masked weight in ``work``; returns the kept
+    channel indices."""
+    conv = work.get_submodule(layer.consumer)
+    w0 = conv.weight.detach().clone()
+    pw = nn.Parameter(torch.zeros_like(w0))
+    conv.weight = pw
+    conv.bias.requires_grad_(True)
+    params = [pw, conv.bias]
+    loss_fn = _LayerLoss(work, original, layer, objective, settings["gamma"])
+    opt = torch.optim.Adam(params, lr=settings["tune_lr"])
+    selected = torch.zeros(layer.width, dtype=torch.bool, device=w0.device)
+    try:
+        while int(selected.sum()) < keep:
+            grad = torch.zeros_like(w0)
+            for _ in range(settings["select_batches"]):
+                loss = loss_fn(*next(batches))
+                (g,) = torch.autograd.grad(loss, [pw])
+                grad += g
+            scores = channel_scores(grad).masked_fill(selected, -float("inf"))
+            n = min(settings["per_round"], keep - int(selected.sum()))
+            pick = scores.topk(n).indices
+            selected[pick] = True
+            with torch.no_grad():
+                pw[:, pick] = w0[:, pick]
+            mask = selected.to(pw.dtype).view(1, -1, 1, 1)
+            for _ in range(settings["tune_steps"]):
+                loss = loss_fn(*next(batches))
+                opt.zero_grad(set_to_none=True)
+                loss.backward(inputs=params)
+                pw.grad.mul_(mask)
+                opt.step()
+    finally:
+        loss_fn.close()
+    pw.requires_grad_(False)
+    conv.bias.requires_grad_(False)
+    return selected.nonzero().flatten()
+
+
+def dr_prune(model: nn.Module, widths: Mapping[str, int], batches: Batches,
+             objective: DualObjective, gamma: float = 1.0, select_batches: int = 1,
+             tune_steps: int = 1, tune_lr: float = 1e-4, per_round: int = 1,
+             progress: Callable[[str, int, int], None] | None = None,
+             ) -> tuple[nn.Module, dict[str, list[int]]]:
+    """Prune ``model`` to ``widths`` (channels kept per layer name) by dual regression channel
+    selection (module docstring). Returns the smaller DRN and the kept indices per layer.
+
+    ``progress(layer_name, kept, full)`` is called after each layer.
+    """
+    require_drn(model)
+    for name, value in (("select_batches", select_batches), ("per_round", per_round)):
+        if value < 1:
+            raise BlindSRError(f"{name} must be >= 1, got {value}")
+    if tune_steps < 0 or gamma < 0:
+        raise BlindSRError("tune_steps and gamma must be >= 0")
+    settings = {"gamma": gamma, "select_batches": select_batches, "tune_steps": tune_steps,
+                "tune_lr": tune_lr, "per_round": per_round}
+    original = copy.deepcopy(model).eval().requires_grad_(False)
+    work = copy.deepcopy(model).train().requires_grad_(False)
+    trainable = objective.parameters()
+    for p in trainable:
+        p.requires_grad_(False)
+    kept: dict[str, list[int]] = {}
+    try:
+        for layer in prunable_layers(work):
+            keep = int(widths.get(layer.name, layer.width))
+            if not 1 <= keep <= layer.width:
+                raise BlindSRError(f"layer {layer.name}: cannot keep {keep} of "
+                                   f"{layer.width} channels")
+            if keep == layer.width:
+                idx = torch.arange(layer.width)
+            else:
+                idx = _select_layer(work, original, layer, keep, batches, objective, settings)
+            kept[layer.name] = idx.tolist()
+            if progress is not None:
+                progress(layer.name, keep, layer.width)
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
+    pruned = prune_channels(work, kept)
+    return pruned.requires_grad_(True), kept
+
+
+__all__ = ["capture", "channel_scores", "dr_prune"]

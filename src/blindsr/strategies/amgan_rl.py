@@ -1,0 +1,466 @@
+"""``amrl``: the kernel predictor of a frozen AMNet / AMGAN trained as an actor with
+reinforcement learning on any reward (AMNet-RL / AMGAN-RL: Hui, Li, Wang, Gao, "Learning the
+Non-differentiable Optimization for Blind Super-Resolution", CVPR 2021).
+
+The generator is an AMNet with its predictor (``model.init``: the renderer + supervised
+predictor of an ``amnet`` / ``amgan`` run). Only ``generator.predictor`` (the actor mu(s)) is
+trained: every other generator parameter gets ``requires_grad=False`` in ``__init__``, so the
+loop's optimiser never sees it (``make_optimizer`` keeps trainable parameters only) and the EMA
+of the renderer stays equal to it. The environment is the frozen renderer plus a reward
+(:mod:`blindsr.rewards`: ``neg_niqe``, ``psnr``, ``neg_lpips`` or ``module:function``).
+
+One iteration (the strategy makes LR itself):
+
+1. sigma ~ U(IKC range of the scale); ``s`` = LR = ``blur_downsample(HR, sigma)`` rounded to
+   8-bit levels (so the state stored as uint8 is exactly what the actor saw);
+2. ``a = clip(mu(s) + noise, box)``; ``SR = render(s, a)`` and ``r = reward(SR, HR, s)`` under
+   no_grad; the transition (s, a, r) goes into the replay buffer (non-finite rewards, e.g. NIQE
+   of a flat image, are dropped and counted in ``dropped``);
+3. ``updates`` times: a minibatch from the buffer; critic loss ``(Q(s, a) - y)^2`` ->
+   ``Update(l_critic, ("critic",))``; then (after ``warmup`` iterations) the deterministic
+   policy gradient ``-Q(s, mu(s))`` through the critic with detached weights
+   (``functional_call``), so only the predictor gets gradients -> ``Update(l_actor,
+   ("generator",))``.
+
+Choices where the paper is silent (its supplementary's Algorithm 1 could not be consulted; the
+structure is DDPG's, which the paper names):
+
+- Episodes are one step long: the action (a kernel code) ends the episode, the image does not
+  change. The target is therefore ``y = r`` (``gamma: 0``, the default). With ``gamma > 0`` the
+  DDPG target ``y = r + gamma Q'(s', clip(mu'(s')))`` is used with target networks mu', Q'
+  (soft updates, rate ``tau``), and ``s' = s`` (the same LR: the action does not move the
+  state); the targets are non-trained state, checkpointed by :meth:`AMRL.state_dict`.
+- Baseline (``baseline: true``, default): the stored reward is ``r(s, a) - r(s, clip(mu(s)))``,
+  the gain of the explored action over the actor's own action at collection time. It costs one
+  more render and reward per sample, and removes the image-content part of the reward (PSNR
+  varies by several dB between crops, the action by tenths). The baseline does not depend on
+  the explored action given s (only on the actor at collection time), so ``grad_a Q`` and the
+  policy gradient are unchanged while the critic's target variance drops.
+  ``baseline: false`` stores the raw reward. ``reward_scale`` multiplies what is stored.
+- Action box: the per-dimension min/max of the kernel codes of 256 sigmas over the range
+  (``[0, 1]`` for ``sigma`` codes). Exploration noise is Gaussian with standard deviation
+  ``noise * (hi - lo)`` per dimension, ``noise`` decaying linearly from ``noise_start`` to
+  ``noise_end`` over ``noise_steps`` iterations; actions are clipped to the box. The actor's
+  loss adds ``box_weight * sum(((mu - clip(mu)) / W)^2)``, W the box's largest width, so that
+  a predictor leaving the box is pulled back (the clipped action would give it no gradient).
+  PCA codes have widths from ~1 down to ~1e-4 (the higher components hardly vary over
+  isotropic kernels): per-dimension noise keeps the actions near the kernel family, while the
+  critic's input and the penalty use the one scale W, so tiny dimensions are not magnified.
+- Critic Q(s, a): a 4-conv CNN (LeakyReLU 0.2, two stride-2) on the LR, global average pooled,
+  concatenated with an MLP embedding of the action centred on the box and divided by W/2 (the
+  sigma code maps to [-1, 1]), then a 2-layer MLP to one value. Adam, lr 1e-3 by default
+  (``optim.critic``). With ``critic_reference`` (default) the action MLP also gets the code
+  that a frozen copy of the *initial* (supervised) predictor gives for s: a function of the
+  state only, so still a critic Q(s, a), but one that need not rediscover blur estimation from
+  scratch. The reward peaks near the true code, which the supervised predictor estimates;
+  without this input the critic's CNN learns the state dependence slowly and a pilot actor
+  (300 iterations) collapsed to one code for every image. The copy is a frozen submodule of
+  the critic (``critic.reference.*``), so it travels with the critic's checkpoint weights;
+  the optimiser skips it (no trainable parameters).
+- Replay buffer: a ring of ``buffer_size`` transitions on the CPU, states as uint8 (2000 LR
+  crops of 24x24: 3.5 MB), sampled uniformly with the strategy's own CPU generator (seeded from
+  ``seed`` and the process rank); buffer, generator state and target networks are checkpointed,
+  so a resumed run continues bit-identically.
+- The code: ``code: auto`` uses ``sigma`` codes for a 1-D generator code, else ``pca`` codes of
+  the generator's code length (:class:`~blindsr.degrade.kernel_code.KernelCoder`), over
+  ``sigma_range`` (default IKC's range for the scale); both must match the ``amnet`` /
+  ``amgan`` run the model comes from (their defaults do).
+
+Logs: ``reward`` (mean raw reward of the explored actions), ``gain`` (mean explored minus
+actor reward, with the baseline), ``q`` (critic on the minibatch), ``l_critic``, ``l_actor``,
+``q_actor`` (Q(s, mu(s))), ``code`` (mean predicted code), ``sigma_err`` (mean |decoded sigma of
+mu(s) - true sigma|), ``noise``, ``buffer`` (transitions held), ``dropped`` (non-finite
+rewards, when any).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from blindsr.errors import BlindSRError
+from blindsr.schema import bounded, fail
+from blindsr.strategies.and_ import _rank, frozen_call
+from blindsr.strategies.base import Strategy, Update
+
+BOX_POINTS = 256  # sigmas whose codes define the action box
+
+
+@dataclass
+class AMRLParams:
+    reward: str = "neg_niqe"  # neg_niqe | psnr | neg_lpips | module.path:function
+    reward_scale: float = bounded(1.0, gt=0)
+    baseline: bool = True  # store r(a) - r(mu(s)) (see the module docstring)
+    code: Literal["auto", "sigma", "pca"] = "auto"
+    sigma_range: list[float] | None = None  # [lo, hi]; default: IKC's range for the scale
+    gamma: float = bounded(0.0, ge=0, lt=1)  # 0: one-step episodes, y = r
+    tau: float = bounded(0.005, gt=0, le=1)  # target networks' soft update (gamma > 0)
+    buffer_size: int = bounded(2000, ge=1)
+    minibatch: int = bounded(32, ge=1)
+    updates: int = bounded(1, ge=1)  # critic + actor updates per iteration
+    warmup: int = bounded(50, ge=0)  # iterations that fill the buffer before the actor learns
+    noise_start: float = bounded(0.1, ge=0)  # exploration std, fraction of the box width
+    noise_end: float = bounded(0.02, ge=0)
+    noise_steps: int = bounded(1000, ge=1)
+    box_weight: float = bounded(1.0, ge=0)
+    critic_feat: int = bounded(32, ge=1)
+    critic_hidden: int = bounded(64, ge=1)
+    critic_reference: bool = True  # the critic also sees the initial predictor's code for s
+    seed: int = bounded(0, ge=0)
+
+    def check(self, path: str) -> None:
+        from blindsr.rewards import get_reward
+
+        r = self.sigma_range
+        if r is not None and (len(r) != 2 or not 0 < r[0] < r[1]):
+            raise fail(f"{path}.sigma_range", f"must be [lo, hi] with 0 < lo < hi, got {r}")
+
+        try:
+            get_reward(self.reward)
+        except BlindSRError as e:
+            raise fail(f"{path}.reward", str(e)) from None
+
+
+class Critic(nn.Module):
+    """Q(s, a): CNN features of the LR image + an embedding of the action (and, with a
+    ``reference`` predictor, of its frozen estimate for s) -> one value per sample."""
+
+    def __init__(self, code_dim: int, lo: Tensor, hi: Tensor, num_feat: int = 32,
+                 hidden: int = 64, in_ch: int = 3, reference: nn.Module | None = None) -> None:
+        super().__init__()
+        f = num_feat
+        act = nn.LeakyReLU(0.2, inplace=True)
+        self.features = nn.Sequential(
+            nn.Conv2d(in_ch, f, 3, 1, 1), act, nn.Conv2d(f, f, 4, 2, 1), act,
+            nn.Conv2d(f, 2 * f, 4, 2, 1), act, nn.Conv2d(2 * f, 2 * f, 3, 1, 1), act)
+        self.reference = reference
+        if reference is not None:
+            reference.requires_grad_(False)
+        inputs = code_dim * (2 if reference is not None else 1)
+        self.action = nn.Sequential(nn.Linear(inputs, hidden), nn.LeakyReLU(0.2, inplace=True))
+        self.head = nn.Sequential(nn.Linear(2 * f + hidden, hidden),
+                                  nn.LeakyReLU(0.2, inplace=True), nn.Linear(hidden, 1))
+        self.register_buffer("lo", lo.detach().clone().float().reshape(code_dim))
+        self.register_buffer("hi", hi.detach().clone().float().reshape(code_dim))
+
+    def _unit(self, code: Tensor) -> Tensor:
+        width = (self.hi - self.lo).max()
+        return (2 * code.to(self.lo.dtype) - self.lo - self.hi) / width
+
+    def forward(self, s: Tensor, a: Tensor) -> Tensor:
+        """(N, C, h, w) states, (N, code_dim) actions -> (N,) values."""
+        z = self._unit(a)
+        if self.reference is not None:
+            z = torch.cat([z, self._unit(self.reference(s).detach().float())], dim=1)
+        feat = self.features(s).mean(dim=(2, 3))
+        return self.head(torch.cat([feat, self.action(z.to(feat.dtype))], dim=1)).squeeze(1)
+
+
+class ReplayBuffer:
+    """A ring of (state uint8, action, reward) transitions kept on the CPU."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = int(capacity)
+        self.states: Tensor | None = None
+        self.actions: Tensor | None = None
+        self.rewards: Tensor | None = None
+        self.pos = 0
+        self.filled = 0
+
+    def __len__(self) -> int:
+        return self.filled
+
+    def _allocate(self, state_shape: tuple[int, ...], code_dim: int) -> None:
+        self.states = torch.zeros(self.capacity, *state_shape, dtype=torch.uint8)
+        self.actions = torch.zeros(self.capacity, code_dim)
+        self.rewards = torch.zeros(self.capacity)
+
+    def push(self, states: Tensor, actions: Tensor, rewards: Tensor) -> None:
+        """Add N transitions (states float in [0, 1]), overwriting the oldest when full."""
+        n = states.shape[0]
+        if n == 0:
+            return
+        if self.states is None:
+            self._allocate(tuple(states.shape[1:]), actions.shape[1])
+        if tuple(states.shape[1:]) != tuple(self.states.shape[1:]):
+            raise BlindSRError(f"replay buffer holds states of shape {tuple(self.states.shape[1:])}"
+                               f", got {tuple(states.shape[1:])} (train.patch changed?)")
+        states, actions, rewards = states[-self.capacity:], actions[-self.capacity:], \
+            rewards[-self.capacity:]
+        n = states.shape[0]
+        idx = (self.pos + torch.arange(n)) % self.capacity
+        self.states[idx] = (states.detach().float().clamp(0, 1) * 255).round().to("cpu",
+                                                                                  torch.uint8)
+        self.actions[idx] = actions.detach().float().cpu()
+        self.rewards[idx] = rewards.detach().float().cpu()
+        self.pos = int((self.pos + n) % self.capacity)
+        self.filled = min(self.capacity, self.filled + n)
+
+    def sample(self, n: int, generator: torch.Generator,
+               device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+        """``n`` transitions drawn uniformly with replacement: (states float, actions, rewards)."""
+        if self.filled == 0:
+            raise BlindSRError("replay buffer is empty")
+        idx = torch.randint(self.filled, (n,), generator=generator)
+        s = self.states[idx].to(device).float() / 255
+        return s, self.actions[idx].to(device), self.rewards[idx].to(device)
+
+    def state_dict(self) -> dict:
+        """The filled part, position and count (tensors and ints)."""
+        if self.states is None:
+            return {"pos": 0, "filled": 0}
+        k = self.filled
+        return {"states": self.states[:k].clone(), "actions": self.actions[:k].clone(),
+                "rewards": self.rewards[:k].clone(), "pos": self.pos, "filled": k}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`'s output."""
+        filled, pos = int(state["filled"]), int(state["pos"])
+        if filled > self.capacity:
+            raise BlindSRError(f"replay buffer state holds {filled} transitions, more than "
+                               f"buffer_size {self.capacity}")
+        self.states = self.actions = self.rewards = None
+        self.pos, self.filled = pos % self.capacity, filled
+        if filled:
+            s = state["states"]
+            self._allocate(tuple(s.shape[1:]), state["actions"].shape[1])
+            self.states[:filled] = s
+            self.actions[:filled] = state["actions"]
+            self.rewards[:filled] = state["rewards"]
+
+
+def _code_dim(generator: nn.Module) -> int:
+    dim = getattr(generator, "code_dim", None)
+    if dim is None:
+        dim = getattr(generator, "arch_kwargs", {}).get("code_dim")
+    if not isinstance(dim, int):
+        raise BlindSRError(f"{type(generator).__name__} has no kernel code length (code_dim)")
+    return dim
+
+
+def check_generator(generator: nn.Module) -> nn.Module:
+    """The generator's predictor (the actor); a clear error when it has none or cannot render."""
+    predictor = getattr(generator, "predictor", None)
+    if not isinstance(predictor, nn.Module) or not callable(getattr(generator, "render", None)):
+        raise BlindSRError(f"strategy amrl: the generator ({type(generator).__name__}) must be an "
+                           "AMNet with a kernel predictor (model.arch amnet, predictor on)")
+    return predictor
+
+
+def make_coder(kind: str, generator: nn.Module, scale: int,
+               sigma_range: list[float] | None = None):
+    """The :class:`~blindsr.degrade.kernel_code.KernelCoder` matching the generator's code
+    (``sigma_range`` None: IKC's range for ``scale``)."""
+    from blindsr.degrade.kernel_code import KernelCoder, sigma_range_for
+
+    dim = _code_dim(generator)
+    if kind == "auto":
+        kind = "sigma" if dim == 1 else "pca"
+    if kind == "sigma" and dim != 1:
+        raise BlindSRError(f"strategy amrl: sigma codes have length 1, the generator's are {dim}")
+    lo_hi = tuple(sigma_range) if sigma_range is not None else sigma_range_for(scale)
+    return KernelCoder(kind, dim if kind == "pca" else 10, lo_hi)
+
+
+def code_box(coder) -> tuple[Tensor, Tensor]:
+    """Per-dimension (min, max) of the codes of the coder's sigma range."""
+    lo, hi = coder.sigma_range
+    codes = coder.encode(torch.linspace(lo, hi, BOX_POINTS)).float()
+    return codes.min(dim=0).values, codes.max(dim=0).values
+
+
+def noise_level(p: AMRLParams, step: int) -> float:
+    """Exploration std (fraction of the box width) at iteration ``step``: linear decay."""
+    t = min(1.0, max(0, step) / p.noise_steps)
+    return p.noise_start + (p.noise_end - p.noise_start) * t
+
+
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """``target = (1 - tau) * target + tau * source`` over parameters (no gradients)."""
+    with torch.no_grad():
+        for t, s in zip(target.parameters(), source.parameters(), strict=True):
+            t.lerp_(s.detach(), tau)
+
+
+def _frozen_copy(module: nn.Module) -> nn.Module:
+    out = copy.deepcopy(module)
+    for p in out.parameters():
+        p.requires_grad_(False)
+    return out
+
+
+class AMRL(Strategy):
+    """Actor-critic training of an AMNet's kernel predictor (see the module docstring)."""
+
+    name = "amrl"
+    Params = AMRLParams
+
+    def __init__(self, generator: nn.Module, params: AMRLParams, scale: int,
+                 device: torch.device) -> None:
+        from blindsr.rewards import get_reward
+
+        super().__init__(generator, params, scale, device)
+        p = params
+        self.actor = check_generator(generator)
+        actor_ids = {id(q) for q in self.actor.parameters()}
+        for q in generator.parameters():  # the renderer is the frozen environment
+            q.requires_grad_(id(q) in actor_ids)
+        self.reward = get_reward(p.reward)
+        self.coder = make_coder(p.code, generator, scale, p.sigma_range)
+        lo, hi = code_box(self.coder)
+        self.lo, self.hi = lo.to(self.device), hi.to(self.device)
+        reference = _frozen_copy(self.actor) if p.critic_reference else None
+        self.critic = Critic(self.coder.code_dim, lo, hi, p.critic_feat, p.critic_hidden,
+                             reference=reference)
+        self.critic.to(self.device)
+        self.rng = torch.Generator().manual_seed(p.seed + 1_000_003 * _rank())
+        self.buffer = ReplayBuffer(p.buffer_size)
+        self.target_critic = self.target_actor = None
+        if p.gamma > 0:
+            self.target_critic = _frozen_copy(self.critic)
+            self.target_actor = _frozen_copy(self.actor)
+
+    # -- the Strategy interface --------------------------------------------------------------
+
+    def networks(self) -> dict[str, nn.Module]:
+        return {"critic": self.critic}
+
+    def default_optim(self) -> dict[str, dict]:
+        return {"critic": {"type": "adam", "lr": 1e-3, "betas": [0.9, 0.999]}}
+
+    def degrades_itself(self) -> bool:
+        return True
+
+    def training_step(self, batch: dict[str, Tensor], step: int) -> Iterator[Update]:
+        hr, has_hr = batch["hr"], batch["has_hr"]
+        if not bool(has_hr.all()):
+            if not bool(has_hr.any()):
+                return  # LR-only samples: no kernel to sample, nothing to collect
+            hr = hr[has_hr]
+        logs = self.collect(hr.float(), step)
+        p = self.params
+        if len(self.buffer) < p.minibatch:
+            return
+        for _ in range(p.updates):
+            s, a, r = self.buffer.sample(p.minibatch, self.rng, self.device)
+            yield self.critic_update(s, a, r, logs)
+            logs = {}
+            if self.target_critic is not None:
+                soft_update(self.target_critic, self.critic, p.tau)
+            if step >= p.warmup:
+                yield self.actor_update(s)
+                if self.target_actor is not None:
+                    soft_update(self.target_actor, self.actor, p.tau)
+
+    def state_dict(self) -> dict:
+        state = {"rng": self.rng.get_state(), "buffer": self.buffer.state_dict()}
+        if self.target_critic is not None:
+            state["target_critic"] = {k: v.cpu() for k, v in
+                                      self.target_critic.state_dict().items()}
+            state["target_actor"] = {k: v.cpu() for k, v in
+                                     self.target_actor.state_dict().items()}
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        want = {"rng", "buffer"} | ({"target_critic", "target_actor"}
+                                    if self.target_critic is not None else set())
+        if set(state) != want:
+            raise BlindSRError(f"strategy 'amrl': expected state with keys {sorted(want)}, got "
+                               f"{sorted(state)} (was gamma changed?)")
+        self.rng.set_state(state["rng"])
+        self.buffer.load_state_dict(state["buffer"])
+        if self.target_critic is not None:
+            self.target_critic.load_state_dict(state["target_critic"])
+            self.target_actor.load_state_dict(state["target_actor"])
+
+    # -- acting ------------------------------------------------------------------------------
+
+    def degrade(self, hr: Tensor) -> tuple[Tensor, Tensor]:
+        """(LR at 8-bit levels, sigmas) for an HR batch, sigmas from the strategy's generator."""
+        from blindsr.degrade.kernel_code import blur_downsample, sample_sigma
+
+        sigma = sample_sigma(hr.shape[0], self.rng, hr.device, self.coder.sigma_range)
+        with torch.no_grad():
+            lr = blur_downsample(hr, sigma, self.scale, quantize=True)
+        return lr, sigma
+
+    def clip(self, code: Tensor) -> Tensor:
+        """Codes clipped to the action box."""
+        return torch.maximum(torch.minimum(code, self.hi.to(code)), self.lo.to(code))
+
+    def explore(self, mu: Tensor, step: int) -> Tensor:
+        """``clip(mu + noise)``: Gaussian noise scaled to the box, from the strategy's RNG."""
+        eps = torch.randn(mu.shape, generator=self.rng).to(mu)
+        width = (self.hi - self.lo).to(mu)
+        return self.clip(mu + noise_level(self.params, step) * width * eps)
+
+    def render(self, lr: Tensor, code: Tensor) -> Tensor:
+        """The frozen renderer's SR for ``code`` (no gradients)."""
+        with torch.no_grad():
+            return self.generator.render(lr, code).float().clamp(0, 1)
+
+    def collect(self, hr: Tensor, step: int) -> dict[str, Tensor | float]:
+        """Act on one HR batch and push its transitions; returns scalars to log."""
+        p = self.params
+        lr, sigma = self.degrade(hr)
+        with torch.no_grad():
+            mu = self.actor(lr).float()
+        a = self.explore(mu, step)
+        sr = self.render(lr, a)
+        target = hr[..., : sr.shape[-2], : sr.shape[-1]]
+        r = self.reward(sr, target, lr)
+        stored = r
+        logs: dict[str, Tensor | float] = {"noise": noise_level(p, step)}
+        if p.baseline:
+            r0 = self.reward(self.render(lr, self.clip(mu)), target, lr)
+            stored = r - r0
+        keep = torch.isfinite(stored)
+        if not bool(keep.all()):
+            logs["dropped"] = float((~keep).sum())
+        self.buffer.push(lr[keep], a[keep], p.reward_scale * stored[keep])
+        if bool(keep.any()):
+            logs["reward"] = r[keep].mean()
+            if p.baseline:
+                logs["gain"] = stored[keep].mean()
+        logs["code"] = mu.mean()
+        logs["sigma_err"] = (self.coder.decode(mu).float() - sigma.float()).abs().mean()
+        logs["buffer"] = float(len(self.buffer))
+        return logs
+
+    # -- learning ----------------------------------------------------------------------------
+
+    def critic_target(self, s: Tensor, r: Tensor) -> Tensor:
+        """``y = r`` (gamma 0), else ``r + gamma Q'(s, clip(mu'(s)))`` with s' = s."""
+        if self.target_critic is None:
+            return r
+        with torch.no_grad():
+            a_next = self.clip(self.target_actor(s).float())
+            return r + self.params.gamma * self.target_critic(s, a_next).float()
+
+    def critic_update(self, s: Tensor, a: Tensor, r: Tensor,
+                      logs: dict[str, Tensor | float]) -> Update:
+        """The critic's regression of Q(s, a) on its target."""
+        y = self.critic_target(s, r)
+        q = self.critic(s, a).float()
+        loss = F.mse_loss(q, y)
+        return Update(loss, ("critic",), {**logs, "l_critic": loss.detach(),
+                                          "q": q.detach().mean()})
+
+    def actor_update(self, s: Tensor) -> Update:
+        """Deterministic policy gradient: maximise Q(s, mu(s)) through the frozen critic."""
+        mu = self.actor(s).float()
+        q = frozen_call(self.critic, s, mu).float()
+        outside = (mu - self.clip(mu)) / (self.hi - self.lo).max().to(mu)
+        loss = -q.mean() + self.params.box_weight * outside.square().sum(dim=1).mean()
+        return Update(loss, ("generator",), {"l_actor": loss.detach(),
+                                             "q_actor": q.detach().mean()})
+
+
+__all__ = ["AMRL", "AMRLParams", "Critic", "ReplayBuffer", "check_generator", "code_box",
+           "make_coder", "noise_level", "soft_update"]

@@ -1,0 +1,390 @@
+"""The `amrl` strategy: the frozen renderer, gradient isolation of the critic and actor updates,
+the replay buffer, exploration, a toy problem RL must solve, runs through the training loop with
+exact resume, and one-pass inference of an AMNet with its predictor."""
+
+import json
+import math
+import shutil
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import blindsr
+from blindsr import archs, io
+from blindsr.archs.amnet import KernelPredictor
+from blindsr.checkpoint import read_checkpoint, save_model
+from blindsr.config import load_config
+from blindsr.errors import BlindSRError
+from blindsr.strategies import Update, get_strategy
+from blindsr.strategies.amgan_rl import (
+    AMRL,
+    ReplayBuffer,
+    code_box,
+    make_coder,
+    noise_level,
+)
+from blindsr.train import train
+from blindsr.train_state import load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {"num_feat": 4, "num_block": 1, "predictor_feat": 4, "am_hidden": 4}
+CPU = torch.device("cpu")
+
+
+def amnet(code_dim=1, seed=0, **kw):
+    torch.manual_seed(seed)
+    return archs.build("amnet", scale=4, code_dim=code_dim, **{**TINY, **kw})
+
+
+def make(params=None, code_dim=1):
+    base = {"reward": "psnr", "minibatch": 4, "warmup": 0}
+    return AMRL(amnet(code_dim), AMRL.parse_params({**base, **(params or {})}), 4, CPU)
+
+
+def batch(n=4, size=32, seed=1, has_hr=None):
+    g = torch.Generator().manual_seed(seed)
+    hr = torch.nn.functional.interpolate(torch.rand(n, 3, size // 4, size // 4, generator=g),
+                                         size=(size, size), mode="bilinear")
+    has = torch.tensor(has_hr) if has_hr is not None else torch.ones(n, dtype=torch.bool)
+    return {"hr": hr, "lr": torch.zeros(n, 3, size // 4, size // 4), "has_hr": has,
+            "has_lr": torch.zeros(n, dtype=torch.bool)}
+
+
+def renderer_params(g):
+    return {k: v for k, v in g.named_parameters() if not k.startswith("predictor.")}
+
+
+def test_registered_with_a_critic_and_a_frozen_renderer():
+    assert get_strategy("amrl") is AMRL
+    s = make()
+    assert s.degrades_itself() and set(s.networks()) == {"critic"}
+    assert s.default_optim()["critic"]["type"] == "adam"
+    assert all(p.requires_grad for p in s.generator.predictor.parameters())
+    assert not any(p.requires_grad for p in renderer_params(s.generator).values())
+    assert not any(p.requires_grad for p in s.critic.reference.parameters())
+    assert make({"critic_reference": False}).critic.reference is None
+
+
+def test_generators_without_a_predictor_are_refused():
+    with pytest.raises(BlindSRError, match="must be an AMNet with a kernel predictor"):
+        AMRL(amnet(predictor_feat=0), AMRL.parse_params({}), 4, CPU)
+    with pytest.raises(BlindSRError, match="must be an AMNet"):
+        AMRL(archs.build("srresnet", num_feat=4, num_block=1), AMRL.parse_params({}), 4, CPU)
+
+
+def test_params_are_validated():
+    with pytest.raises(BlindSRError, match="strategy.params.reward: unknown reward 'ssim'"):
+        AMRL.parse_params({"reward": "ssim"})
+    with pytest.raises(BlindSRError, match="strategy.params.gamma: must be < 1"):
+        AMRL.parse_params({"gamma": 1})
+
+
+def test_critic_gets_grads_only_from_its_update_and_the_actor_only_from_its_own():
+    s = make()
+    updates = s.training_step(batch(), 0)
+    critic_update = next(updates)
+    assert isinstance(critic_update, Update) and critic_update.optimizers == ("critic",)
+    assert {"reward", "gain", "q", "l_critic", "code", "sigma_err", "noise"} <= \
+        set(critic_update.logs)
+    critic_update.loss.backward()
+    trained = [p for p in s.critic.parameters() if p.requires_grad]
+    assert all(p.grad is not None for p in trained)
+    assert all(p.grad is None for p in s.critic.reference.parameters())  # frozen mu_0
+    assert all(p.grad is None for p in s.generator.parameters())
+    for p in s.critic.parameters():
+        p.grad = None
+    actor_update = next(updates)
+    assert actor_update.optimizers == ("generator",) and "l_actor" in actor_update.logs
+    actor_update.loss.backward()
+    assert all(p.grad is not None for p in s.generator.predictor.parameters())
+    assert all(p.grad is None for p in renderer_params(s.generator).values())
+    assert all(p.grad is None for p in s.critic.parameters())
+    assert next(updates, None) is None
+
+
+def test_warmup_and_a_short_buffer_hold_updates_back():
+    s = make({"warmup": 2, "minibatch": 6})
+    assert list(s.training_step(batch(4), 0)) == []  # 4 transitions < minibatch 6
+    assert [u.optimizers for u in s.training_step(batch(4), 1)] == [("critic",)]
+    assert [u.optimizers for u in s.training_step(batch(4), 2)] == [("critic",), ("generator",)]
+    assert len(s.buffer) == 12
+    s2 = make({"updates": 3})
+    assert len(list(s2.training_step(batch(), 0))) == 6
+
+
+def test_samples_without_hr_are_left_out():
+    s = make({"minibatch": 1})
+    list(s.training_step(batch(3, has_hr=[True, False, True]), 0))
+    assert len(s.buffer) == 2
+    assert list(s.training_step(batch(2, has_hr=[False, False]), 1)) == []
+
+
+def test_buffer_wraps_around_and_round_trips():
+    buf = ReplayBuffer(5)
+    states = torch.arange(7, dtype=torch.float32).view(7, 1, 1, 1).expand(7, 3, 2, 2) / 255
+    actions, rewards = torch.arange(7.0)[:, None], torch.arange(7.0) * 10
+    buf.push(states[:3], actions[:3], rewards[:3])
+    assert len(buf) == 3 and buf.pos == 3
+    buf.push(states[3:7], actions[3:7], rewards[3:7])  # 6 and 7 overwrite 1 and 2
+    assert len(buf) == 5 and buf.pos == 2
+    assert buf.actions[:, 0].tolist() == [5, 6, 2, 3, 4]
+    assert buf.states.dtype == torch.uint8 and buf.states[:, 0, 0, 0].tolist() == [5, 6, 2, 3, 4]
+    buf.push(states, actions, rewards)  # more than the capacity at once: the newest 5 stay
+    assert sorted(buf.rewards.tolist()) == [20, 30, 40, 50, 60] and buf.pos == 2
+    again = ReplayBuffer(5)
+    again.load_state_dict(buf.state_dict())
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    for a, b in zip(buf.sample(8, g1, CPU), again.sample(8, g2, CPU), strict=True):
+        assert torch.equal(a, b)
+    s, _, _ = again.sample(2, g1, CPU)
+    assert s.dtype == torch.float32 and s.max() <= 6 / 255 + 1e-7
+    with pytest.raises(BlindSRError, match="states of shape"):
+        buf.push(torch.zeros(1, 3, 4, 4), actions[:1], rewards[:1])
+    with pytest.raises(BlindSRError, match="more than buffer_size"):
+        ReplayBuffer(2).load_state_dict(buf.state_dict())
+
+
+def test_states_are_stored_exactly_as_the_actor_saw_them():
+    s = make()
+    lr, _ = s.degrade(batch()["hr"])
+    assert torch.equal(lr, (lr * 255).round() / 255)  # 8-bit levels
+    s.buffer.push(lr, torch.zeros(4, 1), torch.zeros(4))
+    assert torch.allclose(s.buffer.states[:4].float() / 255, lr, atol=1e-6)
+
+
+@pytest.mark.parametrize("code_dim", [1, 10])
+def test_exploration_noise_is_clipped_to_the_code_box(code_dim):
+    s = make({"noise_start": 5.0, "noise_end": 5.0}, code_dim)
+    lo, hi = code_box(s.coder)
+    if code_dim == 1:
+        assert lo.tolist() == [0.0] and hi.tolist() == [1.0]
+    mu = (lo + hi).expand(64, -1) / 2
+    a = s.explore(mu, 0)
+    assert torch.all(a >= lo) and torch.all(a <= hi)
+    assert bool(((a == lo) | (a == hi)).any()) and not torch.equal(a, mu)
+
+
+def test_noise_decays_linearly():
+    p = AMRL.parse_params({"noise_start": 0.3, "noise_end": 0.1, "noise_steps": 100})
+    assert [round(noise_level(p, t), 6) for t in (0, 50, 100, 1000)] == [0.3, 0.2, 0.1, 0.1]
+
+
+def test_coder_follows_the_generator_code():
+    assert make_coder("auto", amnet(1), 4).kind == "sigma"
+    coder = make_coder("auto", amnet(10), 4)
+    assert coder.kind == "pca" and coder.code_dim == 10
+    with pytest.raises(BlindSRError, match="sigma codes have length 1"):
+        make_coder("sigma", amnet(10), 4)
+
+
+def test_baseline_stores_the_gain_over_the_actor():
+    s = make({"noise_start": 0.0, "noise_end": 0.0})  # explored action = the actor's
+    list(s.training_step(batch(), 0))
+    assert torch.all(s.buffer.rewards[:4].abs() < 1e-5)
+    raw = make({"baseline": False, "noise_start": 0.0, "noise_end": 0.0})
+    list(raw.training_step(batch(), 0))
+    assert torch.all(raw.buffer.rewards[:4] > 5)  # PSNR in dB
+
+
+def test_non_finite_rewards_are_dropped(monkeypatch):
+    mod = types.ModuleType("amrl_nan_reward")
+    mod.reward = lambda sr, hr, lr: torch.tensor([float("nan"), 1.0, 2.0, 3.0])
+    monkeypatch.setitem(sys.modules, mod.__name__, mod)
+    s = make({"reward": "amrl_nan_reward:reward", "baseline": False, "minibatch": 1})
+    logs = next(s.training_step(batch(), 0)).logs
+    assert len(s.buffer) == 3 and logs["dropped"] == 1.0
+    assert float(logs["reward"]) == pytest.approx(2.0)
+
+
+def test_target_networks_with_gamma_are_state_and_soft_updated():
+    s = make({"gamma": 0.5, "tau": 0.5})
+    before = {k: v.clone() for k, v in s.target_critic.state_dict().items()}
+    for u in s.training_step(batch(), 0):
+        u.loss.backward()
+        with torch.no_grad():
+            for p in [*s.critic.parameters(), *s.actor.parameters()]:
+                if p.grad is not None:
+                    p -= 0.1 * p.grad.sign()
+                    p.grad = None
+    after = s.target_critic.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert not any(p.requires_grad for p in s.target_critic.parameters())
+    state = s.state_dict()
+    assert set(state) == {"rng", "buffer", "target_critic", "target_actor"}
+    other = make({"gamma": 0.5})
+    other.load_state_dict(state)
+    assert all(torch.equal(v, other.target_critic.state_dict()[k]) for k, v in after.items())
+    with pytest.raises(BlindSRError, match="was gamma changed"):
+        make().load_state_dict(state)
+
+
+class CodeStub(nn.Module):
+    """A renderer whose output is the code itself: the reward is a known function of the code."""
+
+    code_dim = 1
+
+    def __init__(self):
+        super().__init__()
+        self.predictor = KernelPredictor(1, 4)
+
+    def render(self, lr, code):
+        return code[:, :, None, None].expand(-1, 3, lr.shape[-2] * 4, lr.shape[-1] * 4)
+
+
+def test_rl_moves_the_actor_to_the_optimum_of_a_toy_reward(monkeypatch):
+    mod = types.ModuleType("amrl_toy_reward")
+    mod.reward = lambda sr, hr, lr: -(sr.mean(dim=(1, 2, 3)) - 0.7) ** 2
+    monkeypatch.setitem(sys.modules, mod.__name__, mod)
+    torch.manual_seed(0)
+    s = AMRL(CodeStub(), AMRL.parse_params({
+        "reward": "amrl_toy_reward:reward", "minibatch": 32, "warmup": 5, "reward_scale": 10,
+        "noise_start": 0.3, "noise_end": 0.3, "critic_feat": 4, "critic_hidden": 32}), 4, CPU)
+    # the critic learns faster than the actor moves (two time scales), as DDPG needs
+    opt = {"generator": torch.optim.Adam(s.actor.parameters(), 1e-3),
+           "critic": torch.optim.Adam(s.critic.parameters(), 1e-2)}
+    b = batch(8, 16)
+    lr, _ = s.degrade(b["hr"])
+
+    def code():
+        with torch.no_grad():
+            return float(s.actor(lr).mean())
+
+    start = code()
+    for step in range(150):
+        for u in s.training_step(b, step):
+            for n in u.optimizers:
+                opt[n].zero_grad(set_to_none=True)
+            u.loss.backward()
+            for n in u.optimizers:
+                opt[n].step()
+    assert abs(start - 0.7) > 0.25
+    assert abs(code() - 0.7) < 0.08
+
+
+# -- through the training loop ---------------------------------------------------------------
+
+
+def smooth_images(folder: Path, n: int = 2, size: int = 48) -> Path:
+    folder.mkdir(parents=True)
+    g = torch.Generator().manual_seed(0)
+    for i in range(n):
+        small = torch.rand(1, 3, size // 4, size // 4, generator=g)
+        img = torch.nn.functional.interpolate(small, size=(size, size), mode="bilinear")
+        io.write_image(folder / f"img{i}.png", io.ImageData(img, None, 8))
+    return folder
+
+
+def loop_config(tmp_path, init: Path, params: dict, iterations: int = 4):
+    data = smooth_images(tmp_path / "data")
+    kwargs = {**TINY, "code_dim": 1}
+    return load_config(ROOT / "configs" / "tiny.yaml", [
+        f"output_dir={json.dumps(str(tmp_path / 'runs'))}",
+        f"data.train=[{{path: {json.dumps(str(data))}}}]", "degradation.kind=none",
+        "model.arch=amnet", f"model.kwargs={json.dumps(kwargs)}",
+        f"model.init={json.dumps(str(init))}",
+        f"train.iterations={iterations}", "train.checkpoint_every=2",
+        "strategy.name=amrl", f"strategy.params={json.dumps(params)}"])
+
+
+def test_trains_through_the_loop_and_resumes_buffer_and_critic_exactly(tmp_path):
+    init = save_model(amnet(1, seed=3), tmp_path / "amnet.safetensors")
+    start, _ = read_checkpoint(init)
+    params = {"reward": "psnr", "minibatch": 2, "warmup": 1, "gamma": 0.5, "buffer_size": 5}
+    cfg = loop_config(tmp_path, init, params)
+    result = train(cfg, progress=False)
+    assert set(result.networks) == {"generator", "critic"}
+    final, ema = result.generator.state_dict(), result.ema.state_dict()
+    for k, v in start.items():  # the renderer is bit-identical (EMA too), the actor moved
+        if k.startswith("predictor."):
+            continue
+        assert torch.equal(v, final[k]) and torch.equal(v, ema[k]), k
+    assert any(not torch.equal(start[k], final[k]) for k in start if k.startswith("predictor."))
+    last = tmp_path / "runs" / "tiny" / "checkpoints" / "step_0000004"
+    reference, state = load_checkpoint(last)
+    assert state["strategy"]["buffer"]["filled"] == 5  # 4 iterations x batch 2, wrapped
+    assert "critic" in reference and set(state["strategy"]["target_critic"])
+    shutil.rmtree(last)
+    train(cfg, progress=False)  # resumes from step 2
+    again, state2 = load_checkpoint(last)
+    for net in reference:
+        assert all(torch.equal(v, again[net][k]) for k, v in reference[net].items()), net
+    buf, buf2 = state["strategy"]["buffer"], state2["strategy"]["buffer"]
+    assert buf["pos"] == buf2["pos"]
+    for k in ("states", "actions", "rewards"):
+        assert torch.equal(buf[k], buf2[k]), k
+    rows = [json.loads(x) for x in (last.parents[1] / "metrics.jsonl").read_text().splitlines()]
+    assert any("train/l_actor" in r and "train/reward" in r for r in rows)
+
+
+def test_an_amnet_with_a_predictor_upscales_in_one_pass(tmp_path):
+    model = amnet(1, seed=5).eval()
+    path = save_model(model, tmp_path / "amnet_rl.safetensors")
+    g = np.random.default_rng(0)
+    image = (g.random((12, 10, 3)) * 255).astype(np.uint8)
+    sr = blindsr.upscale(image, model=str(path), tile=64, device="cpu")
+    assert sr.shape == (48, 40, 3) and sr.dtype == np.uint8
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        want = model(x, model.predictor(x)).clamp(0, 1)
+    want = (want[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    assert np.abs(sr.astype(int) - want.astype(int)).max() <= 1
+
+
+def test_the_evaluation_script_runs_on_tiny_models(tmp_path, monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("amgan_eval",
+                                                  ROOT / "benchmarks" / "amgan_eval.py")
+    script = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "amgan_eval", script)
+    spec.loader.exec_module(script)
+    paths = {}
+    for i, name in enumerate(script.MODELS):
+        paths[name] = save_model(amnet(1, seed=i), tmp_path / f"{name}.safetensors")
+    sets = smooth_images(tmp_path / "set", n=1, size=96)
+    real = smooth_images(tmp_path / "real", n=1, size=24)
+    out = tmp_path / "out" / "amgan_eval"
+    args = [f"--{n}={p}" for n, p in paths.items()]
+    assert script.main([*args, "--sets", str(sets), "--sigmas", "0.2", "2.6", "--real",
+                        str(real), "--out", str(out)]) == 0
+    result = json.loads(out.with_suffix(".json").read_text())
+    models = {r["model"] for r in result["synthetic"]}
+    assert models == {"bicubic", "amnet (true code)", "amnet (predictor)", "amnet-rl",
+                      "amgan (true code)", "amgan (predictor)", "amgan-rl"}
+    assert len(result["synthetic"]) == 2 * 7
+    row = next(r for r in result["synthetic"] if r["model"] == "amnet-rl" and r["sigma"] == 0.2)
+    assert {"psnr", "ssim", "lpips", "reward/psnr", "reward/neg_niqe"} <= set(row)
+    assert row["reward/psnr"] == pytest.approx(row["psnr"])  # the reward is the PSNR-Y
+    rl = {(r["rl_model"], r["reward"]) for r in result["rl"]}
+    assert rl == {("amnet-rl", "psnr"), ("amgan-rl", "neg_niqe")} and len(result["rl"]) == 4
+    assert {r["model"] for r in result["real"]} == {"bicubic", "amnet (predictor)", "amnet-rl",
+                                                   "amgan (predictor)", "amgan-rl"}
+    assert all(math.isfinite(r["niqe"]) for r in result["real"])
+    text = out.with_suffix(".md").read_text()
+    assert "RL against its supervised predictor" in text and "NIQE on real" in text
+
+
+@pytest.mark.parametrize(("config", "reward", "start"), [
+    ("amnet_rl_psnr", "psnr", "amnet_cpu"), ("amgan_rl_niqe", "neg_niqe", "amgan_cpu")])
+def test_shipped_configs_load_and_run_an_iteration(tmp_path, config, reward, start):
+    path = ROOT / "configs" / "amgan" / f"{config}.yaml"
+    import yaml
+
+    raw = yaml.safe_load(path.read_text())
+    assert raw["model"]["init"] == f"runs/{start}/model.safetensors"
+    kwargs = raw["model"]["kwargs"]
+    init = save_model(archs.build("amnet", scale=4, **kwargs), tmp_path / "init.safetensors")
+    data = smooth_images(tmp_path / "data", n=1, size=96)
+    cfg = load_config(path, [
+        f"output_dir={json.dumps(str(tmp_path / 'runs'))}", f"model.init={json.dumps(str(init))}",
+        f"data.train=[{{path: {json.dumps(str(data))}}}]", "train.iterations=1", "train.batch=1",
+        "val.every=0", "logging.tensorboard=false", "train.device=cpu"])
+    assert cfg.strategy.name == "amrl" and cfg.strategy.params["reward"] == reward
+    assert cfg.train.patch >= 96  # NIQE's minimum SR size
+    result = train(cfg, progress=False)
+    assert len(result.strategy.buffer) == 1

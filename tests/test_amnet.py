@@ -1,0 +1,269 @@
+"""AMNet (kernel-modulated SR + kernel predictor) and the `amnet` strategy: modulation, code
+defaults, registry detection, files, upscale, predictor pretraining and loop steps with resume."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from blindsr import archs, io
+from blindsr.archs.amnet import KernelPredictor
+from blindsr.checkpoint import load_model, save_model
+from blindsr.config import load_config
+from blindsr.degrade.kernel_code import KernelCoder, blur_downsample
+from blindsr.errors import BlindSRError
+from blindsr.inference import upscale
+from blindsr.strategies import Update, get_strategy
+from blindsr.strategies.amnet import AMNetTraining
+from blindsr.train import train
+from blindsr.train_state import load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny(**kw):
+    torch.manual_seed(0)
+    args = {"num_feat": 8, "num_block": 2, "predictor_feat": 4, "am_hidden": 6, **kw}
+    return archs.build("amnet", **args).eval()
+
+
+def strengthen(model):
+    """Make the body and the AMLayers matter (both start small), as after training."""
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("weight") and not name.startswith("predictor"):
+                p.normal_(0, 0.5 if ".am" in name else (2 / p[0].numel()) ** 0.5, generator=g)
+    return model
+
+
+@pytest.mark.parametrize("kw", [
+    {"scale": 4}, {"scale": 2}, {"scale": 3, "predictor_feat": 0},
+    {"scale": 4, "code_dim": 10, "num_block": 1},
+])
+def test_shapes_and_state_dict_round_trip(kw, rand_image):
+    model = tiny(**kw)
+    sd = model.state_dict()
+    assert archs.detect_arch(sd) == "amnet"
+    assert not archs.ARCHS["srresnet"].detect(sd)
+    clone = archs.from_state_dict(sd).eval()
+    assert clone.arch_kwargs == model.arch_kwargs and clone.arch_name == "amnet"
+    x = rand_image(2, 3, 6, 7)
+    with torch.no_grad():
+        y = model(x)
+        assert torch.equal(y, clone(x))
+    s = kw["scale"]
+    assert y.shape == (2, 3, 6 * s, 7 * s)
+    assert (model.predictor is None) == (kw.get("predictor_feat", 4) == 0)
+
+
+def test_srresnet_weights_are_not_taken_for_amnet():
+    sd = archs.build("srresnet", num_feat=4, num_block=1).state_dict()
+    assert archs.detect_arch(sd) == "srresnet"
+
+
+def test_the_code_modulates_the_output(rand_image):
+    model = strengthen(tiny())
+    x = rand_image(1, 3, 8, 8)
+    with torch.no_grad():
+        lo, hi = model(x, torch.tensor([[0.1]])), model(x, torch.tensor([[0.9]]))
+        again = model(x, torch.tensor([[0.1]]))
+    assert torch.equal(lo, again)
+    assert (lo - hi).abs().mean() > 1e-2
+    # one code broadcasts over the batch; per-sample codes act per sample
+    xx = torch.cat([x, x])
+    with torch.no_grad():
+        both = model(xx, torch.tensor([[0.1], [0.9]]))
+        bcast = model(xx, torch.tensor([[0.1]]))
+    torch.testing.assert_close(both[:1], lo)
+    torch.testing.assert_close(both[1:], hi)
+    torch.testing.assert_close(bcast[1:], lo)
+
+
+def test_without_code_the_predictor_or_the_default_is_used(rand_image):
+    x = rand_image(2, 3, 8, 8)
+    model = strengthen(tiny())
+    with torch.no_grad():
+        code = model.predictor(x)
+        assert code.shape == (2, 1) and (code > 0).all() and (code < 1).all()
+        torch.testing.assert_close(model(x), model(x, code))
+        torch.testing.assert_close(model.render(x, code), model(x, code))
+    plain = strengthen(tiny(predictor_feat=0))
+    assert plain.default_code.tolist() == [0.5]
+    with torch.no_grad():
+        torch.testing.assert_close(plain(x), plain(x, torch.full((2, 1), 0.5)))
+    pca = tiny(code_dim=10, predictor_feat=0)
+    torch.testing.assert_close(pca.default_code, KernelCoder("pca", 10).encode(2.1)[0])
+    assert KernelPredictor(10, 4)(x).shape == (2, 10)
+
+
+def test_code_errors(rand_image):
+    model = tiny()
+    x = rand_image(2, 3, 8, 8)
+    with pytest.raises(BlindSRError, match=r"code must be \(N=2, 1\)"):
+        model(x, torch.zeros(3, 1))
+    with pytest.raises(BlindSRError, match="render needs a code"):
+        model.render(x, None)
+    with pytest.raises(BlindSRError, match="predictor_feat must be >= 0"):
+        archs.build("amnet", predictor_feat=-1)
+    with pytest.raises(BlindSRError, match="scale must be one of"):
+        archs.build("amnet", scale=5)
+
+
+def test_save_load_and_upscale_without_a_code(tmp_path, rand_image):
+    model = tiny(code_dim=10)
+    path = save_model(model, tmp_path / "am.safetensors")
+    back = load_model(path)
+    assert back.arch_kwargs == model.arch_kwargs
+    x = rand_image(1, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(back(x), model(x))
+    img = (rand_image(1, 3, 12, 10)[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+    out = upscale(img, path, tile=64, device="cpu")
+    assert out.shape == (48, 40, 3) and out.dtype == np.uint8
+
+
+# -- the amnet strategy -------------------------------------------------------------------------
+
+
+def make(params=None, **kw):
+    g = tiny(**kw).train()
+    return AMNetTraining(g, AMNetTraining.parse_params(params or {}), g.scale,
+                         torch.device("cpu"))
+
+
+def batch(rand_image, n=2, has_hr=None):
+    has = torch.tensor(has_hr) if has_hr is not None else torch.ones(n, dtype=torch.bool)
+    return {"hr": rand_image(n, 3, 32, 32, seed=1), "lr": torch.zeros(n, 3, 8, 8),
+            "has_hr": has, "has_lr": torch.zeros(n, dtype=torch.bool)}
+
+
+def test_registered_and_self_degrading():
+    assert get_strategy("amnet") is AMNetTraining
+    s = make()
+    assert s.degrades_itself() and s.networks() == {}
+    assert s.coder.sigma_range == (0.2, 4.0)
+    assert make(scale=2).coder.sigma_range == (0.2, 2.0)
+
+
+def test_step_trains_renderer_on_the_true_code_and_the_predictor(rand_image):
+    s = make()
+    b = batch(rand_image)
+    state = s.state_dict()
+    (u,) = list(s.training_step(b, 0))
+    assert isinstance(u, Update) and u.optimizers == ("generator",)
+    assert set(u.logs) == {"l_l1", "l_code", "sigma_err"}
+    # the same draw again: LR = blur_downsample(HR, sigma) and the renderer saw the true code
+    s.load_state_dict(state)
+    lr, sigma, code = s.degrade(b["hr"])
+    torch.testing.assert_close(lr, blur_downsample(b["hr"], sigma, 4, quantize=True))
+    torch.testing.assert_close(code, s.coder.encode(sigma))
+    with torch.no_grad():
+        l1 = (s.generator(lr, code) - b["hr"]).abs().mean()
+        l_code = (s.generator.predictor(lr) - code).abs().mean()
+    assert float(u.logs["l_l1"]) == pytest.approx(float(l1), rel=1e-5)
+    assert float(u.logs["l_code"]) == pytest.approx(float(l_code), rel=1e-5)
+    u.loss.backward()
+    g = s.generator
+    assert g.blocks[0].am1.fc1.weight.grad is not None and g.predictor.head.weight.grad is not None
+
+
+def test_renderer_and_predictor_train_separately(rand_image):
+    s = make({"train_renderer": False})
+    (u,) = list(s.training_step(batch(rand_image), 0))
+    assert set(u.logs) == {"l_code", "sigma_err"}
+    u.loss.backward()
+    assert s.generator.conv_in.weight.grad is None and s.generator.predictor.head.weight.grad \
+        is not None
+    s = make({"predictor_weight": 0})
+    (u,) = list(s.training_step(batch(rand_image), 0))
+    assert set(u.logs) == {"l_l1"}
+    u.loss.backward()
+    assert s.generator.predictor.head.weight.grad is None
+    assert list(s.training_step(batch(rand_image, has_hr=[False, False]), 0)) == []
+
+
+def test_params_and_model_are_checked():
+    with pytest.raises(BlindSRError, match="train_renderer: false, and the predictor"):
+        AMNetTraining.parse_params({"train_renderer": False, "predictor_weight": 0})
+    with pytest.raises(BlindSRError, match="sigma_range: must be"):
+        AMNetTraining.parse_params({"sigma_range": [1.0, 0.5]})
+    with pytest.raises(BlindSRError, match="gives 10-D codes, the model takes code_dim=1"):
+        make({"coder": "pca"})
+    with pytest.raises(BlindSRError, match="has no predictor"):
+        make(predictor_feat=0)
+    assert make({"predictor_weight": 0}, predictor_feat=0).trains_predictor() is False
+    g = archs.build("srresnet", num_feat=4, num_block=1)
+    with pytest.raises(BlindSRError, match="needs model.arch amnet"):
+        AMNetTraining(g, AMNetTraining.parse_params({}), 4, torch.device("cpu"))
+
+
+def test_predictor_pretraining_learns_the_blur(rand_image):
+    torch.manual_seed(0)
+    s = make({"train_renderer": False}, num_feat=4, num_block=1, predictor_feat=8)
+    opt = torch.optim.Adam(s.generator.predictor.parameters(), lr=3e-3)
+    held = rand_image(16, 3, 32, 32, seed=7)
+    sigma = torch.linspace(0.2, 4.0, 16)
+    lr, code = blur_downsample(held, sigma, 4, quantize=True), s.coder.encode(sigma)
+
+    def held_error():
+        with torch.no_grad():
+            return float((s.generator.predictor(lr) - code).abs().mean())
+
+    before = held_error()
+    for step in range(60):
+        (u,) = list(s.training_step(batch(rand_image, n=8) | {"hr": rand_image(8, 3, 32, 32,
+                                                                               seed=step)}, step))
+        opt.zero_grad()
+        u.loss.backward()
+        opt.step()
+    after = held_error()
+    assert after < 0.5 * before
+
+
+def smooth_images(folder: Path, n: int = 2, size: tuple[int, int] = (48, 40)) -> Path:
+    folder.mkdir(parents=True)
+    g = torch.Generator().manual_seed(0)
+    for i in range(n):
+        small = torch.rand(1, 3, size[1] // 4, size[0] // 4, generator=g)
+        img = torch.nn.functional.interpolate(small, size=size[::-1], mode="bilinear")
+        io.write_image(folder / f"img{i}.png", io.ImageData(img, None, 8))
+    return folder
+
+
+def loop_config(tmp_path, strategy, params, kwargs=None):
+    data = tmp_path / "data"
+    if not data.exists():
+        smooth_images(data)
+    kw = {"num_feat": 4, "num_block": 1, "predictor_feat": 4, "am_hidden": 4, **(kwargs or {})}
+    return load_config(ROOT / "configs" / "tiny.yaml", [
+        f"output_dir={json.dumps(str(tmp_path / 'runs'))}",
+        f"data.train=[{{path: {json.dumps(str(data))}}}]", "degradation.kind=none",
+        "model.arch=amnet", f"model.kwargs={json.dumps(kw)}",
+        "train.iterations=2", "train.checkpoint_every=1",
+        f"strategy.name={strategy}", f"strategy.params={json.dumps(params)}"])
+
+
+def resumes_bit_identically(tmp_path, cfg):
+    first = train(cfg, progress=False)
+    last = tmp_path / "runs" / "tiny" / "checkpoints" / "step_0000002"
+    reference, state = load_checkpoint(last)
+    shutil.rmtree(last)
+    train(cfg, progress=False)  # resumes from step 1
+    again, _ = load_checkpoint(last)
+    for net in reference:
+        assert all(torch.equal(v, again[net][k]) for k, v in reference[net].items()), net
+    return first, reference, state
+
+
+def test_amnet_trains_through_the_loop_and_resumes(tmp_path):
+    cfg = loop_config(tmp_path, "amnet", {"coder": "pca", "code_dim": 3}, {"code_dim": 3})
+    result, _, state = resumes_bit_identically(tmp_path, cfg)
+    assert set(state["strategy"]) == {"rng"} and set(result.networks) == {"generator"}
+    rows = [json.loads(r) for r in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert {"train/l_l1", "train/l_code", "train/sigma_err"} <= set(rows[-1])
+    model = load_model(result.run_dir / "model.safetensors")
+    assert model.arch_kwargs["code_dim"] == 3

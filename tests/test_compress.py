@@ -1,0 +1,273 @@
+"""Compression of DRN models: prunable layers, physical channel removal (pixel shuffle and
+concatenation), channel number search, dual regression selection, the L1 baseline, costs."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from blindsr import archs
+from blindsr.compress.dr import capture, channel_scores, dr_prune
+from blindsr.compress.l1 import filter_norms, l1_keep, l1_prune
+from blindsr.compress.measure import count_macs, count_params, latency
+from blindsr.compress.objective import DualObjective
+from blindsr.compress.pipeline import split_trainset
+from blindsr.compress.prune import (
+    layer_widths,
+    mask_channels,
+    prunable_layers,
+    prune_channels,
+    removed_fraction,
+)
+from blindsr.compress.search import (
+    V,
+    candidate_widths,
+    channel_weights,
+    round_width,
+    search_widths,
+    uniform_widths,
+)
+from blindsr.errors import BlindSRError
+
+
+def tiny(scale=4, num_block=2, num_feat=4, seed=0):
+    torch.manual_seed(seed)
+    return archs.build("drn", scale=scale, num_block=num_block, num_feat=num_feat)
+
+
+def batches(scale=4, n=2, size=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    hr = torch.rand(n, 3, size * scale, size * scale, generator=g)
+    lr = torch.nn.functional.avg_pool2d(hr, scale)
+    return itertools.repeat((lr, hr))
+
+
+def l1_objective():
+    """L_DR stand-in: the multi-scale L1 against average-pooled HR (no dual models)."""
+
+    def loss_fn(outputs, lr, hr, duals, lam):
+        total = sum((o - nn.functional.adaptive_avg_pool2d(hr, o.shape[-2:])).abs().mean()
+                    for o in outputs)
+        return total, {}
+
+    return DualObjective(None, 0.0, loss_fn)
+
+
+# ------------------------------------------------------------------------------ layers, pruning
+
+
+def test_prunable_layers_in_forward_order():
+    layers = prunable_layers(tiny(scale=8, num_block=2, num_feat=2))
+    assert [x.name for x in layers] == [
+        "up.0.blocks.0", "up.0.blocks.1", "up.0", "up.1.blocks.0", "up.1.blocks.1", "up.1",
+        "up.2.blocks.0", "up.2.blocks.1", "up.2"]
+    up = layers[2]
+    assert (up.kind, up.producer, up.consumer, up.group, up.width) == (
+        "up", "up.0.upconv", "up.0.reduce", 4, 16)
+    assert (layers[0].producer, layers[0].consumer, layers[0].group) == (
+        "up.0.blocks.0.conv1", "up.0.blocks.0.conv2", 1)
+    assert layers[-1].width == 8
+
+
+@pytest.mark.parametrize("scale", [4, 8])
+def test_physical_pruning_equals_masking(scale, rand_image):
+    """THE correctness test: removing random channels (RCAB inner channels and pixel-shuffle
+    groups) gives exactly the original network with those channels zeroed."""
+    model = tiny(scale=scale, num_block=2, num_feat=2).eval()
+    g = torch.Generator().manual_seed(1)
+    keep, masks = {}, {}
+    for layer in prunable_layers(model):
+        k = int(torch.randint(1, layer.width, (1,), generator=g))
+        idx = torch.randperm(layer.width, generator=g)[:k]
+        keep[layer.name] = idx.tolist()
+        masks[layer.name] = torch.zeros(layer.width).index_fill_(0, idx, 1.0)
+    pruned = prune_channels(model, keep).eval()
+    assert layer_widths(pruned) == {k: len(v) for k, v in keep.items()}
+    assert count_params(pruned) < count_params(model)
+    x = rand_image(2, 3, 5, 6)
+    with torch.no_grad():
+        got = pruned.forward_all(x)
+        with mask_channels(model, masks):
+            want = model.forward_all(x)
+        unmasked = model(x)
+    for a, b in zip(got, want, strict=True):
+        assert (a - b).abs().max() < 1e-5
+    assert (got[-1] - unmasked).abs().max() > 1e-4  # the masks did change the function
+
+
+def test_pruned_checkpoint_rebuilds_from_shapes():
+    model = tiny()
+    pruned = prune_channels(model, {"up.0": [0, 5, 9], "up.1.blocks.1": [2]})
+    clone = archs.from_state_dict(pruned.state_dict())
+    assert clone.up_widths == [3, 16] and clone.block_widths == [16, 16, 16, 1]
+
+
+def test_prune_channels_rejects_bad_selections():
+    model = tiny(num_block=1)
+    with pytest.raises(BlindSRError, match="at least one channel"):
+        prune_channels(model, {"up.0": []})
+    with pytest.raises(BlindSRError, match=r"in \[0, 16\)"):
+        prune_channels(model, {"up.0": [3, 16]})
+    with pytest.raises(BlindSRError, match="not a prunable layer"):
+        prune_channels(model, {"head": [0]})
+    with pytest.raises(BlindSRError, match="DRN models only, got srresnet"):
+        prunable_layers(archs.build("srresnet", num_feat=4, num_block=1))
+
+
+# ------------------------------------------------------------------------------------- search
+
+
+def test_candidate_widths():
+    assert V == (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+    assert candidate_widths(64, 0.5) == [16, 16, 20, 24, 28, 32]  # 32 v, down to multiples of 4
+    assert candidate_widths(10, 0.3, multiple=1) == [3, 4, 4, 5, 6, 7]
+    assert candidate_widths(64, 0.7) == [8, 8, 12, 12, 16, 16]
+    assert round_width(1.2, 16, 4) == 4 and round_width(99, 16, 4) == 16  # clamped to [4, 16]
+    with pytest.raises(BlindSRError, match=r"ratio must be a number in \(0, 1\)"):
+        candidate_widths(64, 1.0)
+
+
+def test_channel_weights_mix_the_top_channels_by_norm():
+    model = tiny(num_block=1)
+    layers = prunable_layers(model)
+    with torch.no_grad():
+        conv = model.get_submodule(layers[0].consumer)
+        conv.weight.copy_(torch.arange(16.0).view(1, 16, 1, 1).expand_as(conv.weight))
+    cands = torch.tensor([[2, 3, 4, 5, 6, 8]] * len(layers))
+    alpha = torch.zeros(len(layers), 6)
+    alpha[0, 1] = 50.0  # all the mass on the 3-channel candidate
+    m = channel_weights(model, layers, alpha, cands)[layers[0].name]
+    assert torch.allclose(m, torch.tensor([0.0] * 13 + [1.0] * 3), atol=1e-6)  # largest norms
+    uniform = channel_weights(model, layers, torch.zeros(len(layers), 6), cands)
+    assert uniform[layers[0].name][-1] == pytest.approx(1.0)  # in every candidate
+    assert uniform[layers[0].name][-4] == pytest.approx(4 / 6)  # in the 4 largest only
+
+
+def test_search_returns_allowed_widths_meeting_the_ratio():
+    model = tiny()
+    ratio = 0.4
+    result = search_widths(model, ratio, batches(seed=0), batches(seed=1), l1_objective(),
+                           steps=3, multiple=1)
+    full = layer_widths(model)
+    assert set(result.widths) == set(full)
+    for name, width in result.widths.items():
+        assert width in result.candidates[name] == candidate_widths(full[name], ratio, 1)
+        assert sum(result.probs[name]) == pytest.approx(1.0, abs=1e-5)
+    assert removed_fraction(result.widths, full) >= ratio
+    assert len(result.losses["alpha"]) == 3
+    assert any(max(p) > 1 / 6 + 1e-4 for p in result.probs.values())  # alpha moved
+    assert layer_widths(model) == full  # the search worked on a copy
+
+
+def test_uniform_widths():
+    widths = uniform_widths(tiny(num_block=1), 0.5, multiple=4)
+    assert widths == {"up.0.blocks.0": 8, "up.0": 8, "up.1.blocks.0": 8, "up.1": 8}
+
+
+# ---------------------------------------------------------------------------- DR channel pruning
+
+
+def test_channel_scores_are_summed_kernel_norms():
+    grad = torch.zeros(2, 3, 3, 3)
+    grad[0, 1] = 1.0  # norm 3
+    grad[1, 1, 0, 0] = 4.0  # norm 4
+    grad[1, 2, 0, :2] = torch.tensor([3.0, 4.0])  # norm 5
+    assert channel_scores(grad).tolist() == [0.0, 7.0, 5.0]
+
+
+def test_capture_stops_at_the_wanted_layer(rand_image):
+    model = tiny(num_block=1)
+    seen = []
+    model.tail[2].register_forward_hook(lambda *a: seen.append(1))
+    out = capture(model, "up.0.reduce", rand_image(1, 3, 4, 4))
+    assert out.shape == (1, 8, 8, 8) and seen == []
+
+
+def test_dr_selection_picks_live_channels_and_keeps_the_function(rand_image):
+    """Channels whose producer is dead (zero outputs) get zero gradient, so the greedy
+    selection must pick the live ones; warm-started without tuning, the function is kept."""
+    model = tiny(num_block=1)
+    live = [3, 11]
+    with torch.no_grad():
+        conv1 = model.up[1].blocks[0].conv1
+        dead = [c for c in range(16) if c not in live]
+        conv1.weight[dead] = 0
+        conv1.bias[dead] = -1.0  # relu(-1) = 0: dead channels
+        conv1.weight[live] = 0
+        conv1.bias[live] = 1.0  # constant, surely alive
+    pruned, kept = dr_prune(model, {"up.1.blocks.0": 2}, batches(), l1_objective(),
+                            gamma=1.0, tune_steps=0)
+    assert kept["up.1.blocks.0"] == live
+    assert kept["up.0"] == list(range(16))  # layers without a target keep everything
+    assert pruned.block_widths == [16, 2]
+    x = rand_image(1, 3, 5, 5)
+    with torch.no_grad():
+        assert (pruned(x) - model(x)).abs().max() < 1e-5
+
+
+def test_dr_prune_reaches_the_widths_and_tunes():
+    model = tiny(num_block=1)
+    widths = {"up.0.blocks.0": 3, "up.0": 5, "up.1.blocks.0": 16, "up.1": 2}
+    pruned, kept = dr_prune(model, widths, batches(), l1_objective(), tune_steps=2,
+                            per_round=2, tune_lr=1e-2)
+    assert layer_widths(pruned) == widths
+    assert all(len(set(v)) == len(v) for v in kept.values())
+    bias0 = model.up[0].blocks[0].conv2.bias
+    assert not torch.equal(pruned.up[0].blocks[0].conv2.bias, bias0)  # the bias was tuned
+    with pytest.raises(BlindSRError, match="cannot keep 17 of 16"):
+        dr_prune(model, {"up.0": 17}, batches(), l1_objective())
+
+
+# ------------------------------------------------------------------------------- L1 baseline
+
+
+def test_l1_keeps_the_largest_filters():
+    model = tiny(num_block=1)
+    with torch.no_grad():
+        conv1 = model.up[0].blocks[0].conv1
+        conv1.weight.mul_(0.01)
+        conv1.weight[[2, 7, 9, 13]] = 1.0
+        upconv = model.up[1].upconv  # 4 filters per pixel-shuffle channel
+        upconv.weight.mul_(0.01)
+        upconv.weight[4 * 5:4 * 5 + 4] = 1.0
+        upconv.weight[4 * 12 + 1] = 2.0  # one big filter in channel 12's group
+    norms = filter_norms(model)
+    assert norms["up.1"].shape == (16,)
+    keep = l1_keep(model, {"up.0.blocks.0": 4, "up.0": 16, "up.1.blocks.0": 16, "up.1": 2})
+    assert keep["up.0.blocks.0"] == [2, 7, 9, 13]
+    assert keep["up.1"] == [5, 12]
+    pruned, kept = l1_prune(model, 0.75, multiple=1)
+    assert kept["up.0.blocks.0"] == [2, 7, 9, 13]
+    assert layer_widths(pruned) == {"up.0.blocks.0": 4, "up.0": 4, "up.1.blocks.0": 4, "up.1": 4}
+
+
+# ------------------------------------------------------------------------------ costs, data
+
+
+def test_mac_counter():
+    conv = nn.Conv2d(3, 8, 3, padding=1)
+    assert count_macs(conv, (10, 12)) == 10 * 12 * 8 * 3 * 9
+    model = tiny(num_block=1)
+    pruned = prune_channels(model, {"up.0.blocks.0": [0]})
+    # one RCAB conv pair at the LR size loses 15 of 16 inner channels: 2 * 15 * 16 * 9 per pixel
+    assert count_macs(model, (6, 6)) - count_macs(pruned, (6, 6)) == 36 * 2 * 15 * 16 * 9
+    assert latency(pruned, (8, 8), repeats=2) > 0
+
+
+def test_split_trainset_holds_out_every_kth_image(tmp_path):
+    from blindsr.data import TrainSet, resolve_dataset
+
+    for name, count in (("many", 12), ("one", 1)):
+        (tmp_path / name).mkdir()
+        for i in range(count):
+            Image.fromarray(np.full((16, 16, 3), i * 10, np.uint8)).save(
+                tmp_path / name / f"{i:02d}.png")
+    sources = [(resolve_dataset(str(tmp_path / n), 4), 1.0) for n in ("many", "one")]
+    dataset = TrainSet(sources, 16, 4, seed=3)
+    train, val = split_trainset(dataset, 5)
+    values = [[int(img[0, 0, 0]) // 10 for img in s.hr] for s in (*train.sources, *val.sources)]
+    assert values == [[0, 1, 2, 3, 5, 6, 7, 8, 10, 11], [0], [4, 9], [0]]
+    assert val.seed == 4 and train.seed == 3 and len(dataset.sources[0].hr) == 12

@@ -1,0 +1,132 @@
+"""``blindsr compress`` end to end on a tiny DRN, its errors, the pruned checkpoint in load_model /
+upscale / eval, and the benchmark script on tiny budgets."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import blindsr
+from blindsr import archs, cli
+from blindsr.checkpoint import read_checkpoint, save_model
+from blindsr.evaluate import evaluate
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["--search-steps", "2", "--finetune-steps", "2", "--dual-steps", "1", "--batch", "2",
+        "--patch", "16", "--multiple", "1", "--per-round", "16", "--device", "cpu", "-q"]
+
+
+def images(folder: Path, n: int = 3, size: int = 32) -> Path:
+    folder.mkdir(parents=True)
+    g = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    for i in range(n):
+        base = np.stack([np.sin(3 * xx + i), np.cos(2 * yy - i), xx * yy], -1)
+        img = (base * 0.4 + 0.5 + g.normal(0, 0.02, base.shape)).clip(0, 1)
+        Image.fromarray((img * 255).astype(np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+@pytest.fixture
+def setup(tmp_path):
+    torch.manual_seed(0)
+    model = archs.build("drn", scale=4, num_block=1, num_feat=4)
+    path = save_model(model, tmp_path / "drn.safetensors")
+    return path, images(tmp_path / "hr"), tmp_path
+
+
+@pytest.mark.parametrize("method", ["dr", "l1"])
+def test_compress_end_to_end(setup, method, capsys):
+    path, data, tmp = setup
+    out = tmp / f"pruned_{method}.safetensors"
+    rc = cli.main(["compress", "--model", str(path), "--data", str(data), "--ratio", "0.5",
+                   "--method", method, *FAST, "-o", str(out)])
+    assert rc == 0
+    assert "params" in capsys.readouterr().err
+    report = json.loads(out.with_suffix(".json").read_text())
+    model = blindsr.load_model(out)
+    assert model.arch_name == "drn"
+    assert model.block_widths == report["block_widths"] and model.up_widths == report["up_widths"]
+    assert report["channels_removed"] >= 0.5 and report["params_after"] < report["params_before"]
+    assert (report["search"] is not None) == (method == "dr")
+    if method == "l1":
+        assert report["widths"] == {"up.0.blocks.0": 8, "up.0": 8, "up.1.blocks.0": 8,
+                                    "up.1": 8}
+    _, meta = read_checkpoint(out)
+    summary = json.loads(meta["summary"])["compress"]
+    assert summary["ratio"] == 0.5 and summary["params_after"] == report["params_after"]
+    # the pruned file works like any model: upscale and eval
+    image = (np.random.default_rng(1).random((10, 12, 3)) * 255).astype(np.uint8)
+    assert blindsr.upscale(image, model=str(out), device="cpu").shape == (40, 48, 3)
+    results = evaluate(models={"p": str(out)}, datasets=[str(data)], scale=4, device="cpu")
+    assert {r.metric for r in results} == {"psnr", "ssim"}
+    assert all(np.isfinite(r.value) for r in results)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"--ratio": "1.5"}, "ratio must be a number in (0, 1)"),
+    ({"--model": "srresnet"}, "DRN models only, got srresnet"),
+    ({"-o": "out.pth"}, "must end in .safetensors"),
+    ({"--model": "missing.safetensors"}, "checkpoint not found"),
+    ({"--data": "no/such/folder"}, "not found"),
+    ({"--batch": "0"}, "batch must be >= 1"),
+])
+def test_bad_input_gives_one_line_errors(setup, change, message, capsys):
+    path, data, tmp = setup
+    if change.get("--model") == "srresnet":
+        other = archs.build("srresnet", num_feat=4, num_block=1, scale=4)
+        change["--model"] = str(save_model(other, tmp / "sr.safetensors"))
+    elif change.get("--model"):
+        change["--model"] = str(tmp / change["--model"])
+    opts = {"--model": str(path), "--data": str(data), "--ratio": "0.5",
+            "-o": str(tmp / "x.safetensors"), **change}
+    rc = cli.main(["compress", *FAST, *[x for kv in opts.items() for x in kv]])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and message in err and len(err.splitlines()) == 1
+    assert not (tmp / "x.safetensors").exists()
+
+
+def test_the_benchmark_script_runs_on_a_tiny_model(setup):
+    path, data, tmp = setup
+    spec = importlib.util.spec_from_file_location("drn_compress",
+                                                  ROOT / "benchmarks" / "drn_compress.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp / "results" / "drn_compress"
+    rc = script.main(["--model", str(path), "--data", str(data), "--sets", str(data),
+                      "--ratios", "0.5", "--methods", "dr,l1", "--search-steps", "1",
+                      "--finetune-steps", "1", "--dual-steps", "1", "--per-round", "16",
+                      "--multiple", "1", "--batch", "2", "--patch", "16", "--device", "cpu",
+                      "--macs-size", "8", "--latency-repeats", "1", "--out", str(out),
+                      "--save-models", str(tmp / "models")])
+    assert rc == 0
+    result = json.loads(out.with_suffix(".json").read_text())
+    rows = result["rows"]
+    assert [r["model"] for r in rows] == ["DRN-S", "DRN-S50-dr", "DRN-S50-l1"]
+    for r in rows:
+        assert {"params", "macs_g", "latency_ms", "hr/psnr", "hr/ssim"} <= set(r)
+    assert rows[1]["params"] < rows[0]["params"] and rows[2]["macs_g"] < rows[0]["macs_g"]
+    table = out.with_suffix(".md").read_text()
+    assert "| DRN-S50-l1 | l1 |" in table and "hr PSNR / SSIM" in table
+    assert blindsr.load_model(tmp / "models" / "DRN-S50-dr.safetensors").up_widths
+
+
+def test_compress_leaves_the_model_and_dual_models_untouched(setup):
+    from blindsr.compress.pipeline import CompressSettings, compress
+    from blindsr.strategies.dual import DualModels
+
+    path, data, _ = setup
+    model = blindsr.load_model(path)
+    duals = DualModels(4, num_feat=4)
+    before = {k: v.clone() for k, v in [*model.state_dict().items(),
+                                        *duals.state_dict().items()]}
+    settings = CompressSettings(ratio=0.3, method="l1", finetune_steps=2, batch=2, patch=16,
+                                multiple=1, finetune_lr=1e-2, device="cpu")
+    result = compress(model, [str(data)], settings, duals=duals)
+    after = dict([*model.state_dict().items(), *duals.state_dict().items()])
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert result.report["settings"]["ratio"] == 0.3 and result.report["losses"]["finetune"]
