@@ -63,7 +63,7 @@ def load_duals(path: str | Path, scale: int) -> nn.Module:
     from blindsr.strategies import dual
 
     try:
-        weights = dual._dual_weights(str(path))
+        weights = dual.load_dual_weights(str(path))
     except BlindSRError as e:
         raise BlindSRError(f"--duals: {str(e).split(': ', 1)[-1]}") from None
     first = weights.get("blocks.0.0.weight")

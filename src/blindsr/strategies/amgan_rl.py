@@ -86,8 +86,8 @@ from torch import Tensor, nn
 
 from blindsr.errors import BlindSRError
 from blindsr.schema import bounded, fail
-from blindsr.strategies.and_ import _rank, frozen_call
-from blindsr.strategies.base import Strategy, Update
+from blindsr.strategies.and_ import frozen_call
+from blindsr.strategies.base import Strategy, Update, process_generator
 
 BOX_POINTS = 256  # sigmas whose codes define the action box
 
@@ -319,7 +319,7 @@ class AMRL(Strategy):
         self.critic = Critic(self.coder.code_dim, lo, hi, p.critic_feat, p.critic_hidden,
                              reference=reference)
         self.critic.to(self.device)
-        self.rng = torch.Generator().manual_seed(p.seed + 1_000_003 * _rank())
+        self.rng = process_generator(p.seed)
         self.buffer = ReplayBuffer(p.buffer_size)
         self.target_critic = self.target_actor = None
         if p.gamma > 0:

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from blindsr.errors import BlindSRError
 from blindsr.losses.pixel import pixel_loss
 from blindsr.schema import bounded, fail
-from blindsr.strategies.base import Strategy, Update
+from blindsr.strategies.base import Strategy, Update, process_generator
 
 
 @dataclass
@@ -69,11 +69,6 @@ class AMNetParams(KernelDegradationParams):
                                                  "(train_predictor false or predictor_weight 0)")
 
 
-def _rank() -> int:
-    dist = torch.distributed
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
 def code_loss(kind: str, pred: Tensor, target: Tensor) -> Tensor:
     """L1 or L2 (``kind``) between predicted and true codes, in float32."""
     fn = F.l1_loss if kind == "l1" else F.mse_loss
@@ -104,7 +99,7 @@ class AMNetTraining(Strategy):
         if self.trains_predictor() and generator.predictor is None:
             raise BlindSRError(f"strategy {self.name!r}: the model has no predictor "
                                "(predictor_feat=0); set predictor_weight 0 or give it one")
-        self.rng = torch.Generator().manual_seed(p.seed + 1_000_003 * _rank())
+        self.rng = process_generator(p.seed)
 
     def trains_predictor(self) -> bool:
         """Whether a step includes the predictor's supervised loss."""

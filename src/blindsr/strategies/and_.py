@@ -50,7 +50,7 @@ from torch.func import functional_call
 from blindsr.errors import BlindSRError
 from blindsr.losses.pixel import pixel_loss
 from blindsr.schema import bounded, fail
-from blindsr.strategies.base import Strategy, Update
+from blindsr.strategies.base import Strategy, Update, process_generator
 
 VGG16_LAYERS = {"conv1_2": 0.1, "conv2_2": 0.1, "conv3_3": 1.0, "conv4_3": 1.0, "conv5_3": 1.0}
 
@@ -124,12 +124,6 @@ def noise_pgd(clean: Tensor, loss_fn: Callable[[Tensor], Tensor], radius: float,
     return (clean + noise.detach()).clamp(0, 1), losses
 
 
-def _rank() -> int:
-    """This process's rank (0 without torch.distributed): each rank draws its own randomness."""
-    dist = torch.distributed
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
 class AND(Strategy):
     """Adversarial neural degradation training (see the module docstring)."""
 
@@ -144,7 +138,7 @@ class AND(Strategy):
 
         super().__init__(generator, params, scale, device)
         p = params
-        self.rng = torch.Generator().manual_seed(p.seed + 1_000_003 * _rank())
+        self.rng = process_generator(p.seed)
         self.degradation = NeuralDegradation(scale, p.channels, taps=p.blur_taps)
         self.degradation.to(self.device).requires_grad_(False)
         self.ball = Ball(p.epsilon, p.conv_factor, p.noise_factor, p.slope_factor,

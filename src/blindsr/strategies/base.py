@@ -17,6 +17,14 @@ from torch import Tensor, nn
 from blindsr.errors import BlindSRError
 
 
+def process_generator(seed: int) -> torch.Generator:
+    """A CPU generator seeded from ``seed`` and this process's rank (0 without
+    torch.distributed), so that every process of a distributed run draws its own randomness."""
+    dist = torch.distributed
+    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    return torch.Generator().manual_seed(seed + 1_000_003 * rank)
+
+
 @dataclass
 class Update:
     """One optimiser update requested by a strategy.

@@ -231,7 +231,7 @@ class DualParams:
                                             "(fixed is true or lam is 0)")
 
 
-def _dual_weights(path: str) -> dict[str, Tensor]:
+def load_dual_weights(path: str) -> dict[str, Tensor]:
     """The ``dual`` weights of a training checkpoint folder or of a run's newest checkpoint."""
     from blindsr.train_state import latest_checkpoint, load_checkpoint
 
@@ -269,7 +269,7 @@ class Dual(Strategy):
 
     def _load_duals(self, path: str) -> None:
         try:
-            self.duals.load_state_dict(_dual_weights(path), strict=True)
+            self.duals.load_state_dict(load_dual_weights(path), strict=True)
         except RuntimeError as e:
             first = str(e).strip().splitlines()[0][:150]
             raise fail("strategy.params.dual_init", f"dual weights do not fit ({first})") \
