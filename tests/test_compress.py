@@ -162,6 +162,18 @@ def test_search_returns_allowed_widths_meeting_the_ratio():
     assert layer_widths(model) == full  # the search worked on a copy
 
 
+def test_search_leaves_the_dual_models_alone_and_needs_steps():
+    from blindsr.compress.objective import make_duals
+
+    duals = make_duals(4, num_feat=4)
+    before = {k: v.clone() for k, v in duals.state_dict().items()}
+    objective = DualObjective(duals, 0.1)
+    search_widths(tiny(), 0.5, batches(seed=0), batches(seed=1), objective, steps=2, multiple=1)
+    assert all(torch.equal(before[k], v) for k, v in duals.state_dict().items())
+    with pytest.raises(BlindSRError, match="search steps must be >= 1"):
+        search_widths(tiny(), 0.5, batches(), batches(), objective, steps=0)
+
+
 def test_uniform_widths():
     widths = uniform_widths(tiny(num_block=1), 0.5, multiple=4)
     assert widths == {"up.0.blocks.0": 8, "up.0": 8, "up.1.blocks.0": 8, "up.1": 8}
@@ -218,7 +230,9 @@ def test_dr_prune_reaches_the_widths_and_tunes():
     bias0 = model.up[0].blocks[0].conv2.bias
     assert not torch.equal(pruned.up[0].blocks[0].conv2.bias, bias0)  # the bias was tuned
     with pytest.raises(BlindSRError, match="cannot keep 17 of 16"):
-        dr_prune(model, {"up.0": 17}, batches(), l1_objective())
+        dr_prune(model, {**widths, "up.0": 17}, batches(), l1_objective())
+    with pytest.raises(BlindSRError, match="this model does not have: up.9 "):
+        dr_prune(model, {**widths, "up.9": 2}, batches(), l1_objective())
 
 
 # ------------------------------------------------------------------------------- L1 baseline

@@ -146,6 +146,11 @@ def dr_prune(model: nn.Module, widths: Mapping[str, int], batches: Batches,
     ``progress(layer_name, kept, full)`` is called after each layer.
     """
     require_drn(model)
+    names = [layer.name for layer in prunable_layers(model)]
+    unknown = sorted(set(widths) - set(names))
+    if unknown:  # a misspelt or foreign layer name must not silently keep a layer whole
+        raise BlindSRError(f"widths name layer(s) this model does not have: "
+                           f"{', '.join(unknown[:3])} (prunable: {', '.join(names[:3])}, ...)")
     for name, value in (("select_batches", select_batches), ("per_round", per_round)):
         if value < 1:
             raise BlindSRError(f"{name} must be >= 1, got {value}")
@@ -161,7 +166,7 @@ def dr_prune(model: nn.Module, widths: Mapping[str, int], batches: Batches,
     kept: dict[str, list[int]] = {}
     try:
         for layer in prunable_layers(work):
-            keep = int(widths.get(layer.name, layer.width))
+            keep = int(widths.get(layer.name, layer.width))  # absent: kept whole
             if not 1 <= keep <= layer.width:
                 raise BlindSRError(f"layer {layer.name}: cannot keep {keep} of "
                                    f"{layer.width} channels")

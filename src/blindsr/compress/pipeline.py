@@ -224,7 +224,7 @@ def compress(model: nn.Module, data: Sequence[str], settings: CompressSettings,
     train, val = make_batches(data, scale, s.patch, s.batch, s.seed, device, s.val_every)
     fresh = duals is None and s.lam > 0
     if fresh:
-        duals = make_duals(scale)
+        duals = make_duals(scale, num_feat=int(model.arch_kwargs["num_feat"]))
     if duals is not None:  # a copy: the caller's dual models stay as they are
         duals = copy.deepcopy(duals).to(device).train().requires_grad_(True)
     objective = DualObjective(duals if s.lam > 0 else None, s.lam, loss_fn)

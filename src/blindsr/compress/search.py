@@ -112,8 +112,9 @@ def search_widths(model: nn.Module, ratio: float, train: Batches, val: Batches,
     ``progress(step, alpha_loss, weight_loss)`` is called after every step.
     """
     require_drn(model)
-    if steps < 0:
-        raise BlindSRError(f"search steps must be >= 0, got {steps}")
+    if steps < 1:
+        raise BlindSRError(f"search steps must be >= 1 (0 steps: use uniform_widths), got {steps}")
+    objective = copy.deepcopy(objective)  # the search's dual weights are thrown away too
     net = copy.deepcopy(model).train()
     for p in net.parameters():
         p.requires_grad_(True)
