@@ -85,6 +85,9 @@ def main() -> None:
     args = parser.parse_args()
     names = args.cases.split(",") if args.cases else [n for n in CASES
                                                       if not args.quick or "small" in n]
+    unknown = [n for n in names if n not in CASES]
+    if unknown:
+        parser.error(f"unknown case(s) {', '.join(unknown)}; known: {', '.join(CASES)}")
     print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}; batch {args.batch}, HR patch {args.patch}, x4")
     deg = degradation_ms(args.batch, args.patch, 4, repeats=10)

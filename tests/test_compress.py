@@ -1,6 +1,7 @@
 """Compression of DRN models: prunable layers, physical channel removal (pixel shuffle and
 concatenation), channel number search, dual regression selection, the L1 baseline, costs."""
 
+import copy
 import itertools
 
 import numpy as np
@@ -10,6 +11,7 @@ from PIL import Image
 from torch import nn
 
 from blindsr import archs
+from blindsr.compress import dr
 from blindsr.compress.dr import capture, channel_scores, dr_prune
 from blindsr.compress.l1 import filter_norms, l1_keep, l1_prune
 from blindsr.compress.measure import count_macs, count_params, latency
@@ -233,6 +235,92 @@ def test_dr_prune_reaches_the_widths_and_tunes():
         dr_prune(model, {**widths, "up.0": 17}, batches(), l1_objective())
     with pytest.raises(BlindSRError, match="this model does not have: up.9 "):
         dr_prune(model, {**widths, "up.9": 2}, batches(), l1_objective())
+
+
+def _hand_selection_grad(original, masked, consumer, x, y, gamma, objective, target_net=None):
+    """dL/dW' of Eq. 5 at W' = 0 for ``consumer``, computed on a copy of ``original`` whose
+    consumers in ``masked`` keep only the given input channels: L = MSE(feature, feature of
+    ``target_net`` (default: the original network)) + gamma * L_DR(outputs)."""
+    net = copy.deepcopy(original)
+    with torch.no_grad():
+        for path, keep in masked.items():
+            weight = net.get_submodule(path).weight
+            drop = torch.ones(weight.shape[1], dtype=torch.bool)
+            drop[keep] = False
+            weight[:, drop] = 0
+    feats = {}
+    source = (target_net or original).get_submodule(consumer)
+    handle = source.register_forward_hook(lambda m, a, out: feats.update(target=out.detach()))
+    with torch.no_grad():
+        (target_net or original)(x)
+    handle.remove()
+    conv = net.get_submodule(consumer)
+    conv.weight = nn.Parameter(torch.zeros_like(conv.weight))
+    handle = conv.register_forward_hook(lambda m, a, out: feats.update(feature=out))
+    outputs = net.forward_all(x)
+    handle.remove()
+    loss = (feats["feature"] - feats["target"]).pow(2).mean() + gamma * objective.loss(
+        outputs, x, y)
+    return torch.autograd.grad(loss, [conv.weight])[0]
+
+
+@pytest.mark.parametrize("gamma", [0.0, 2.0])
+def test_dr_selection_gradient_by_hand(gamma, monkeypatch):
+    """The selection gradient is that of MSE(feature, ORIGINAL network's feature) + gamma L_DR,
+    with the earlier layers already pruned in the network being pruned (Eq. 5)."""
+    seen = []
+    monkeypatch.setattr(dr, "channel_scores",
+                        lambda grad: (seen.append(grad.clone()), channel_scores(grad))[1])
+    model, objective = tiny(), l1_objective()
+    x, y = next(batches())
+    _, kept = dr_prune(model, {"up.0.blocks.0": 4, "up.0.blocks.1": 2}, batches(), objective,
+                       gamma=gamma, tune_steps=0, per_round=4)  # one gradient per layer
+    assert len(seen) == 2
+
+    def rel(a, b):
+        return float((a - b).abs().max() / b.abs().max())
+
+    first = _hand_selection_grad(model, {}, "up.0.blocks.0.conv2", x, y, gamma, objective)
+    assert rel(seen[0], first) < 1e-5
+    assert kept["up.0.blocks.0"] == sorted(channel_scores(first).topk(4).indices.tolist())
+    masked = {"up.0.blocks.0.conv2": kept["up.0.blocks.0"]}
+    args = (model, masked, "up.0.blocks.1.conv2", x, y)
+    assert rel(seen[1], _hand_selection_grad(*args, gamma, objective)) < 1e-5
+    # what a wrong target or a wrong gamma would give is far from it
+    pruned_net = copy.deepcopy(model)
+    with torch.no_grad():
+        conv2 = pruned_net.up[0].blocks[0].conv2
+        drop = [c for c in range(16) if c not in kept["up.0.blocks.0"]]
+        conv2.weight[:, drop] = 0
+    assert rel(seen[1], _hand_selection_grad(*args, gamma, objective, pruned_net)) > 1e-2
+    assert rel(seen[1], _hand_selection_grad(*args, 1.0 - gamma / 4, objective)) > 1e-1
+
+
+def test_dr_pruned_model_equals_the_masked_working_network(monkeypatch, rand_image):
+    """After selection and tuning, the working network has zero weights on the unselected
+    inputs of every pruned consumer, and physical removal keeps its function."""
+    works = []
+
+    def spy(net, keep):
+        works.append(copy.deepcopy(net))
+        return prune_channels(net, keep)
+
+    monkeypatch.setattr(dr, "prune_channels", spy)
+    model = tiny(num_block=1)
+    widths = {"up.0.blocks.0": 3, "up.0": 5, "up.1": 2}
+    pruned, kept = dr_prune(model, widths, batches(), l1_objective(), tune_steps=2,
+                            per_round=2, tune_lr=1e-2)
+    (work,) = works
+    for layer in prunable_layers(work):
+        weight = work.get_submodule(layer.consumer).weight
+        dropped = [c for c in range(layer.width) if c not in kept[layer.name]]
+        assert len(dropped) == layer.width - widths.get(layer.name, layer.width)
+        assert weight[:, dropped].abs().sum() == 0
+    x = rand_image(1, 3, 5, 6)
+    with torch.no_grad():
+        for a, b in zip(pruned.forward_all(x), work.forward_all(x), strict=True):
+            assert (a - b).abs().max() < 1e-5
+        assert (pruned(x) - model(x)).abs().max() > 1e-4  # tuned: not the original any more
 
 
 # ------------------------------------------------------------------------------- L1 baseline

@@ -13,6 +13,7 @@ from PIL import Image
 import blindsr
 from blindsr import archs, cli
 from blindsr.checkpoint import read_checkpoint, save_model
+from blindsr.compress.prune import layer_widths
 from blindsr.evaluate import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,6 +57,10 @@ def test_compress_end_to_end(setup, method, capsys):
     if method == "l1":
         assert report["widths"] == {"up.0.blocks.0": 8, "up.0": 8, "up.1.blocks.0": 8,
                                     "up.1": 8}
+    else:  # the pruned model has exactly the searched widths, each one of its candidates
+        searched = report["search"]["widths"]
+        assert layer_widths(model) == report["widths"] == searched
+        assert all(w in report["search"]["candidates"][k] for k, w in searched.items())
     _, meta = read_checkpoint(out)
     summary = json.loads(meta["summary"])["compress"]
     assert summary["ratio"] == 0.5 and summary["params_after"] == report["params_after"]

@@ -125,3 +125,60 @@ def test_mean_is_added_back_to_every_output(rand_image):
     for out in outs:
         assert torch.allclose(out, mean.expand_as(out), atol=1e-6)
     assert "mean" not in model.state_dict()  # a constant, not a weight
+
+
+def _reference_forward_all(sd: dict, lr: torch.Tensor, scale: int, num_block: int,
+                           mode: str = "bicubic", align: bool = False, slope: float = 0.2,
+                           up_first: bool = True, sub_mean: bool = True) -> list[torch.Tensor]:
+    """DRN's forward (guoyongcs/DRN ``model/drn.py`` + ``common.py``) written functionally from
+    a state dict; the keyword arguments switch single details off (to show the test sees them)."""
+    F = torch.nn.functional
+    mean = torch.tensor(RGB_MEAN).view(1, 3, 1, 1)
+
+    def conv(x, key, **kw):
+        return F.conv2d(x, sd[f"{key}.weight"], sd.get(f"{key}.bias"), **kw)
+
+    def rcab(x, key):
+        res = conv(F.relu(conv(x, f"{key}.conv1", padding=1)), f"{key}.conv2", padding=1)
+        att = F.relu(conv(res.mean(dim=(2, 3), keepdim=True), f"{key}.ca.attention.1"))
+        return x + res * torch.sigmoid(conv(att, f"{key}.ca.attention.3"))
+
+    phase = scale.bit_length() - 1
+    x = F.interpolate(lr, scale_factor=scale, mode=mode, align_corners=align)
+    x = conv(x - mean if sub_mean else x, "head", padding=1)
+    skips = []
+    for p in range(phase):
+        skips.append(x)
+        x = F.leaky_relu(conv(x, f"down.{p}.0", stride=2, padding=1), slope)
+        x = conv(x, f"down.{p}.2", padding=1)
+    outs = [conv(x, "tail.0", padding=1) + mean]
+    for s in range(phase):
+        for b in range(num_block):
+            x = rcab(x, f"up.{s}.blocks.{b}")
+        up = conv(F.pixel_shuffle(conv(x, f"up.{s}.upconv", padding=1), 2), f"up.{s}.reduce")
+        skip = skips[phase - 1 - s]
+        x = torch.cat((up, skip) if up_first else (skip, up), dim=1)
+        outs.append(conv(x, f"tail.{s + 1}", padding=1) + mean)
+    return outs
+
+
+@pytest.mark.parametrize("scale, widths", [
+    (4, {}), (8, {"block_widths": [3, 16, 5, 1, 8, 2], "up_widths": [7, 16, 3]})])
+def test_forward_all_equals_a_functional_drn(scale, widths, rand_image):
+    """Every output equals an independent re-implementation of DRN's forward (bicubic
+    upsampling without align_corners, mean shift, LeakyReLU 0.2, RCABs with channel attention,
+    pixel shuffle, 1x1 reduction, cat(up, skip), tails); each single deviation is detected."""
+    torch.manual_seed(0)
+    model = DRN(scale=scale, num_block=2, num_feat=2, **widths).eval()
+    sd = model.state_dict()
+    x = rand_image(2, 3, 5, 6)
+    with torch.no_grad():
+        got = model.forward_all(x)
+        want = _reference_forward_all(sd, x, scale, 2)
+        for a, b in zip(got, want, strict=True):
+            assert a.shape == b.shape and (a - b).abs().max() < 1e-5
+        for change in ({"mode": "bilinear"}, {"align": True}, {"slope": 0.1},
+                       {"up_first": False}, {"sub_mean": False}):
+            wrong = _reference_forward_all(sd, x, scale, 2, **change)
+            assert max((a - b).abs().max() for a, b in zip(got, wrong, strict=True)) > 1e-3, \
+                change

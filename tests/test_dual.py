@@ -247,6 +247,31 @@ def test_drn_generator_gets_one_dual_block_per_stage(rand_image, scale):
     assert all(p.grad is not None for p in s.duals.parameters())
 
 
+@pytest.mark.parametrize("kind", ["pyramid", "srresnet"])
+def test_fixed_dual_term_alone_trains_the_generator_through_imresize(rand_image, kind):
+    """``fixed: true`` on LR-only samples (no primal term): the generator's gradient is that of
+    lam x L1(imresize(output), target), so it flows back through the bicubic downsampling."""
+    s = make(Pyramid(4) if kind == "pyramid" else None, fixed=True, lam=0.5)
+    b = batch(rand_image, (False, False))
+    (u,) = list(s.training_step(b, 0))
+    assert float(u.logs["l_primal"]) == 0 and u.optimizers == ("generator",)
+    u.loss.backward()
+    got = {n: p.grad.clone() for n, p in s.generator.named_parameters() if p.grad is not None}
+    s.generator.zero_grad(set_to_none=True)
+    outs, lr = generator_outputs(s.generator, b["lr"]), b["lr"]
+    if kind == "pyramid":  # 2x -> LR, 4x -> its own (detached) 2x output
+        hand = (F.l1_loss(imresize(outs[1], 0.5), lr)
+                + F.l1_loss(imresize(outs[2], 0.5), outs[1].detach()))
+    else:
+        hand = F.l1_loss(imresize(outs[-1], 0.25), lr)
+    (0.5 * hand).backward()
+    want = {n: p.grad for n, p in s.generator.named_parameters() if p.grad is not None}
+    assert set(got) == set(want)
+    assert len(got) == len(list(s.generator.parameters())) - (2 if kind == "pyramid" else 0)
+    for name, grad in want.items():  # (the pyramid's 1x tail has no dual term)
+        assert grad.abs().sum() > 0 and torch.allclose(got[name], grad, rtol=1e-4, atol=1e-7)
+
+
 def test_lr_only_batches(rand_image):
     assert list(make(lam=0.0).training_step(batch(rand_image, (False, False)), 0)) == []
     (u,) = list(make().training_step(batch(rand_image, (False, False)), 0))
