@@ -7,7 +7,11 @@ whole LR image in one pass (no tiles, so the predictor sees the whole image):
 
 - AMNet with the true code (the upper bound), AMNet with its supervised predictor,
   AMNet-RL (its RL-trained predictor), AMGAN with the true code and with its predictor,
-  AMGAN-RL; bicubic as a reference.
+  AMGAN-RL; bicubic as a reference. The true code is ``model.render(lr, coder.encode(sigma))``
+  with the coder read FROM THE MODEL (its recorded ``sigma_range`` and code length:
+  :func:`blindsr.degrade.kernel_code.coder_of_model`); a model without recorded units, or a
+  ``--sigmas`` value outside a model's range, is a one-line error. Predictor codes are clamped
+  into the model's ``code_box`` by the model itself.
 - PSNR / SSIM on Y and LPIPS (AlexNet), ``crop_border`` = 4 (the literature's conventions, as
   ``blindsr eval``); grayscale images are taken as RGB with three equal channels.
 - The reward each RL model optimises (``--amnet-rl-reward``, default ``psnr``;
@@ -42,7 +46,7 @@ from torch import Tensor, nn
 
 from blindsr import data, io
 from blindsr.checkpoint import load_model, read_checkpoint
-from blindsr.degrade.kernel_code import KernelCoder, blur_downsample, sigma_range_for
+from blindsr.degrade.kernel_code import KernelCoder, blur_downsample, coder_of_model
 from blindsr.errors import BlindSRError
 from blindsr.metrics import lpips, niqe, psnr, ssim
 from blindsr.ops.resize import imresize
@@ -63,8 +67,21 @@ class Variant:
 
 
 def _coder(model: nn.Module) -> KernelCoder:
-    dim = int(model.code_dim)
-    return KernelCoder("sigma" if dim == 1 else "pca", max(dim, 1), sigma_range_for(SCALE))
+    return coder_of_model(model)
+
+
+def check_units(models: dict[str, nn.Module], sigmas: list[float]) -> None:
+    """A one-line error for a model without recorded code units, or a sigma outside the range
+    a model was trained on."""
+    for name, m in models.items():
+        try:
+            lo, hi = _coder(m).sigma_range
+        except BlindSRError as e:
+            raise BlindSRError(f"--{name}: {e}") from None
+        outside = [s for s in sigmas if not lo <= s <= hi]
+        if outside and not name.endswith("-rl"):
+            raise BlindSRError(f"--sigmas {outside[0]}: outside the sigma range [{lo}, {hi}] the "
+                               f"--{name} model was trained on")
 
 
 def run(variant: Variant, lr: Tensor, sigma: float | None) -> Tensor:
@@ -251,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(m, "arch_name", None) != "amnet" or m.scale != SCALE:
             raise BlindSRError(f"--{name}: expected an x{SCALE} amnet model, got "
                                f"{getattr(m, 'arch_name', '?')} x{getattr(m, 'scale', '?')}")
+    check_units(models, args.sigmas)
     rl = {n: getattr(args, f"{n.replace('-', '_')}_reward") for n in models if n.endswith("-rl")}
     rows = variants(models)
     started = time.perf_counter()

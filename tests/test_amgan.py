@@ -189,6 +189,39 @@ def test_generator_then_discriminator_updates(rand_image, gan):
     assert next(steps, None) is None
 
 
+def sn_buffers(d):
+    return {k: v.clone() for k, v in d.state_dict().items() if k.endswith(("._u", "._v"))}
+
+
+@pytest.mark.parametrize("gan", ["realness", "relativistic"])
+def test_discriminator_loss_and_one_spectral_norm_estimate_per_step(rand_image, gan):
+    import copy
+
+    s = make({"gan": gan})
+    d, b = s.discriminator, batch(rand_image)
+    once = copy.deepcopy(d)
+    state = s.state_dict()
+    steps = s.training_step(b, 0)
+    next(steps)
+    d_update = next(steps)
+    assert d.training  # the eval-mode passes restored the mode
+    # only D(HR) advanced the power iteration: as one train-mode call on a copy
+    once(b["hr"])
+    after, want = sn_buffers(d), sn_buffers(once)
+    assert after and all(torch.equal(after[k], want[k]) for k in want)
+    # l_d = gan.discriminator(D(HR), D(SR)) with that one estimate, arguments in that order
+    s.load_state_dict(state)
+    lr, _, code = s.degrade(b["hr"])
+    d.eval()
+    with torch.no_grad():
+        sr = s.generator(lr, code)
+        real, fake = d(b["hr"]), d(sr)
+        want_ld = s.gan.discriminator(real, fake).item()
+        swapped = s.gan.discriminator(fake, real).item()
+    assert float(d_update.logs["l_d"]) == pytest.approx(want_ld, rel=1e-5, abs=1e-7)
+    assert abs(swapped - want_ld) > 1e-4
+
+
 def test_predictor_can_keep_training(rand_image):
     s = make({"predictor_weight": 1.0})
     g_update = next(s.training_step(batch(rand_image), 0))

@@ -19,6 +19,7 @@ from blindsr import archs, io
 from blindsr.archs.amnet import KernelPredictor
 from blindsr.checkpoint import read_checkpoint, save_model
 from blindsr.config import load_config
+from blindsr.degrade.kernel_code import KernelCoder, coder_for
 from blindsr.errors import BlindSRError
 from blindsr.strategies import Update, get_strategy
 from blindsr.strategies.amgan_rl import (
@@ -26,6 +27,7 @@ from blindsr.strategies.amgan_rl import (
     ReplayBuffer,
     code_box,
     make_coder,
+    mean_logs,
     noise_level,
 )
 from blindsr.train import train
@@ -36,14 +38,18 @@ TINY = {"num_feat": 4, "num_block": 1, "predictor_feat": 4, "am_hidden": 4}
 CPU = torch.device("cpu")
 
 
-def amnet(code_dim=1, seed=0, **kw):
+def amnet(code_dim=1, seed=0, sigma_range=(0.2, 4.0), **kw):
+    """A tiny AMNet with its code units recorded (as an amnet run leaves it); none for None."""
     torch.manual_seed(seed)
-    return archs.build("amnet", scale=4, code_dim=code_dim, **{**TINY, **kw})
+    model = archs.build("amnet", scale=4, code_dim=code_dim, **{**TINY, **kw})
+    if sigma_range is not None:
+        model.record_code_units(coder_for(code_dim, sigma_range))
+    return model
 
 
-def make(params=None, code_dim=1):
+def make(params=None, code_dim=1, **kw):
     base = {"reward": "psnr", "minibatch": 4, "warmup": 0}
-    return AMRL(amnet(code_dim), AMRL.parse_params({**base, **(params or {})}), 4, CPU)
+    return AMRL(amnet(code_dim, **kw), AMRL.parse_params({**base, **(params or {})}), 4, CPU)
 
 
 def batch(n=4, size=32, seed=1, has_hr=None):
@@ -75,6 +81,12 @@ def test_generators_without_a_predictor_are_refused():
         AMRL(amnet(predictor_feat=0), AMRL.parse_params({}), 4, CPU)
     with pytest.raises(BlindSRError, match="must be an AMNet"):
         AMRL(archs.build("srresnet", num_feat=4, num_block=1), AMRL.parse_params({}), 4, CPU)
+
+
+def test_a_model_never_trained_by_amnet_is_refused():
+    with pytest.raises(BlindSRError, match="strategy amrl: amnet: the model has no recorded "
+                                           "kernel-code units.*set model.init"):
+        make(sigma_range=None)
 
 
 def test_params_are_validated():
@@ -158,15 +170,26 @@ def test_states_are_stored_exactly_as_the_actor_saw_them():
 
 
 @pytest.mark.parametrize("code_dim", [1, 10])
-def test_exploration_noise_is_clipped_to_the_code_box(code_dim):
+def test_exploration_stays_on_the_kernel_family_inside_the_code_box(code_dim):
     s = make({"noise_start": 5.0, "noise_end": 5.0}, code_dim)
-    lo, hi = code_box(s.coder)
+    lo, hi = code_box(s.generator)
+    torch.testing.assert_close(torch.stack([lo, hi]), s.coder.box())
     if code_dim == 1:
         assert lo.tolist() == [0.0] and hi.tolist() == [1.0]
-    mu = (lo + hi).expand(64, -1) / 2
+    mu = (lo + hi).expand(64, -1) / 2  # off the family for PCA codes
     a = s.explore(mu, 0)
-    assert torch.all(a >= lo) and torch.all(a <= hi)
-    assert bool(((a == lo) | (a == hi)).any()) and not torch.equal(a, mu)
+    assert torch.all(a >= lo) and torch.all(a <= hi) and not torch.equal(a, mu)
+    sigma = s.coder.decode(a)
+    assert bool(((sigma == 0.2) | (sigma == 4.0)).any())  # noise clamped to the sigma range
+    # every action is the code of a Gaussian of the range (up to the box clip at the ends)
+    torch.testing.assert_close(a, s.clip(s.coder.encode(sigma)), atol=2e-3 * float(
+        (hi - lo).max()), rtol=0)
+    small = make({"noise_start": 0.05, "noise_end": 0.05}, code_dim)
+    mu = small.coder.encode(torch.full((256,), 2.0))
+    spread = small.coder.decode(small.explore(mu, 0)) - 2.0
+    assert float(spread.std()) == pytest.approx(0.05 * 3.8, rel=0.15)  # std in sigma
+    updates = list(small.training_step(batch(), 0))  # a whole step with these codes
+    assert len(updates) == 2 and all(torch.isfinite(u.loss) for u in updates)
 
 
 def test_noise_decays_linearly():
@@ -174,12 +197,19 @@ def test_noise_decays_linearly():
     assert [round(noise_level(p, t), 6) for t in (0, 50, 100, 1000)] == [0.3, 0.2, 0.1, 0.1]
 
 
-def test_coder_follows_the_generator_code():
-    assert make_coder("auto", amnet(1), 4).kind == "sigma"
-    coder = make_coder("auto", amnet(10), 4)
-    assert coder.kind == "pca" and coder.code_dim == 10
-    with pytest.raises(BlindSRError, match="sigma codes have length 1"):
-        make_coder("sigma", amnet(10), 4)
+def test_coder_comes_from_the_model_and_params_only_check_it():
+    assert make_coder(amnet(1)).kind == "sigma"
+    coder = make_coder(amnet(10, sigma_range=(0.5, 3.0)))
+    assert (coder.kind, coder.code_dim, coder.sigma_range) == ("pca", 10, (0.5, 3.0))
+    assert make_coder(amnet(10), "pca", [0.2, 4.0]).kind == "pca"
+    with pytest.raises(BlindSRError, match="code sigma asked for, but the model takes pca codes"):
+        make_coder(amnet(10), "sigma")
+    with pytest.raises(BlindSRError, match=r"sigma_range \[0.2, 4.0\] asked for, but the model "
+                                           r"was trained on \[0.5, 3.0\]"):
+        make_coder(amnet(1, sigma_range=(0.5, 3.0)), "auto", [0.2, 4.0])
+    s = make(sigma_range=(0.5, 3.0))  # sigmas are drawn from the model's range
+    _, sigma = s.degrade(batch(64, 16)["hr"])
+    assert sigma.min() >= 0.5 and sigma.max() <= 3.0 and sigma.max() > 2.5
 
 
 def test_baseline_stores_the_gain_over_the_actor():
@@ -189,6 +219,78 @@ def test_baseline_stores_the_gain_over_the_actor():
     raw = make({"baseline": False, "noise_start": 0.0, "noise_end": 0.0})
     list(raw.training_step(batch(), 0))
     assert torch.all(raw.buffer.rewards[:4] > 5)  # PSNR in dB
+
+
+@pytest.mark.parametrize("code_dim", [1, 3])
+def test_actor_sees_its_projection_straight_through_and_a_per_dimension_penalty(code_dim):
+    s = make({"box_weight": 2.0}, code_dim=code_dim)
+    lo, hi = code_box(s.generator)
+    with torch.no_grad():  # push the predictor out of the box in every dimension
+        if code_dim == 1:
+            s.actor.head.bias.fill_(-30.0)  # sigmoid: inside, at the edge
+        else:
+            s.actor.head.bias.copy_(hi + 0.05 + torch.tensor([0.0, 0.1, 0.2]))
+    s_lr, _ = s.degrade(batch()["hr"])
+    seen = []
+    s.critic.register_forward_pre_hook(lambda m, args: seen.append(args[1].detach().clone()))
+    u = s.actor_update(s_lr)
+    with torch.no_grad():
+        mu = s.actor(s_lr).float()
+    proj = torch.minimum(torch.maximum(s.coder.encode(s.coder.decode(mu)), lo), hi)
+    torch.testing.assert_close(s.project(mu), proj, atol=1e-6, rtol=0)
+    torch.testing.assert_close(seen[-1], proj, atol=1e-6, rtol=0)  # on the family, in the box
+    width = torch.maximum(hi - lo, 1e-3 * (hi - lo).max())
+    with torch.no_grad():
+        q = s.critic(s_lr, proj)
+    off = ((mu - proj) / width).square().sum(dim=1).mean()
+    assert float(u.loss.detach()) == pytest.approx(float(-q.mean() + 2.0 * off), rel=1e-5)
+    assert float(u.logs["off_family"]) == pytest.approx(float(off), rel=1e-5)
+    if code_dim == 3:
+        assert (mu - proj).abs().min() > 0.04 and float(off) > 1
+    u.loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all()
+               for p in s.actor.parameters())
+
+
+def test_rendering_and_rewards_ignore_the_loops_autocast():
+    s = make()
+    b = batch()
+    state = s.state_dict()
+    lr, _ = s.degrade(b["hr"])
+    code = torch.full((4, 1), 0.3)
+    sr = s.render(lr, code)
+    r = s.score(sr, b["hr"][..., :32, :32], lr)
+    s.load_state_dict(state)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        lr2, _ = s.degrade(b["hr"])
+        sr2 = s.render(lr2, code)
+        r2 = s.score(sr2, b["hr"][..., :32, :32], lr2)
+        assert s.generator.conv_in(lr2).dtype == torch.bfloat16  # autocast is really on
+    assert torch.equal(lr, lr2) and sr2.dtype == torch.float32
+    assert torch.equal(sr, sr2) and torch.equal(r, r2)
+
+
+def test_targets_do_not_move_when_the_loop_skips_the_update():
+    s = make({"gamma": 0.5, "tau": 0.5})
+    before = {k: v.clone() for k, v in s.target_critic.state_dict().items()}
+    before_actor = {k: v.clone() for k, v in s.target_actor.state_dict().items()}
+    with torch.no_grad():
+        s.critic.head[-1].bias.fill_(float("nan"))  # every critic (and actor) loss is NaN
+    updates = list(s.training_step(batch(), 0))  # the loop would skip both
+    assert len(updates) == 2 and not any(torch.isfinite(u.loss) for u in updates)
+    after = s.target_critic.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(torch.equal(v, s.target_actor.state_dict()[k]) for k, v in before_actor.items())
+
+
+def test_logs_of_iterations_without_updates_go_out_with_the_first_update():
+    s = make({"minibatch": 10})
+    assert list(s.training_step(batch(4), 0)) == [] == list(s.training_step(batch(4), 1))
+    assert len(s.held) == 2
+    logs = next(s.training_step(batch(4), 2)).logs
+    assert logs["buffer"] == pytest.approx((4 + 8 + 12) / 3) and "reward" in logs
+    assert s.held == []
+    assert mean_logs([{"a": 1.0, "b": torch.tensor(2.0)}, {"a": 3.0}]) == {"a": 2.0, "b": 2.0}
 
 
 def test_non_finite_rewards_are_dropped(monkeypatch):
@@ -231,6 +333,8 @@ class CodeStub(nn.Module):
     def __init__(self):
         super().__init__()
         self.predictor = KernelPredictor(1, 4)
+        self.register_buffer("sigma_range", torch.tensor([0.2, 4.0]))
+        self.register_buffer("code_box", torch.tensor([[0.0], [1.0]]))
 
     def render(self, lr, code):
         return code[:, :, None, None].expand(-1, 3, lr.shape[-2] * 4, lr.shape[-1] * 4)
@@ -335,7 +439,7 @@ def test_an_amnet_with_a_predictor_upscales_in_one_pass(tmp_path):
     assert np.abs(sr.astype(int) - want.astype(int)).max() <= 1
 
 
-def test_the_evaluation_script_runs_on_tiny_models(tmp_path, monkeypatch):
+def eval_script(monkeypatch):
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("amgan_eval",
@@ -343,6 +447,36 @@ def test_the_evaluation_script_runs_on_tiny_models(tmp_path, monkeypatch):
     script = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "amgan_eval", script)
     spec.loader.exec_module(script)
+    return script
+
+
+@pytest.mark.parametrize("code_dim", [1, 3])
+def test_the_evaluations_true_code_is_the_models_own_coder(monkeypatch, code_dim):
+    script = eval_script(monkeypatch)
+    model = amnet(code_dim, sigma_range=(0.5, 3.0)).eval()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # make the body and the code matter, as after training
+        for name, p in model.named_parameters():
+            if name.endswith("weight") and not name.startswith("predictor"):
+                p.normal_(0, 0.5 if ".am" in name else (2 / p[0].numel()) ** 0.5, generator=g)
+    lr = batch(1, 32)["hr"][..., ::4, ::4]
+    rows = {v.code: v for v in script.variants({"amnet": model})}
+    got = script.run(rows["true"], lr, 1.3)
+    with torch.no_grad():
+        want = model.render(lr, KernelCoder(model.kernel_coder().kind, code_dim,
+                                            (0.5, 3.0)).encode(1.3)).clamp(0, 1)
+        ikc = model.render(lr, coder_for(code_dim).encode(1.3)).clamp(0, 1)  # the old guess
+    torch.testing.assert_close(got, want)
+    assert (got - ikc).abs().max() > 1e-3
+    with pytest.raises(BlindSRError, match=r"--sigmas 3.6: outside the sigma range \[0.5, 3.0\]"):
+        script.check_units({"amnet": model}, [1.3, 3.6])
+    script.check_units({"amnet-rl": model}, [3.6])  # no true-code row for RL models
+    with pytest.raises(BlindSRError, match="--amgan: amnet: the model has no recorded"):
+        script.check_units({"amgan": amnet(code_dim, sigma_range=None)}, [1.3])
+
+
+def test_the_evaluation_script_runs_on_tiny_models(tmp_path, monkeypatch):
+    script = eval_script(monkeypatch)
     paths = {}
     for i, name in enumerate(script.MODELS):
         paths[name] = save_model(amnet(1, seed=i), tmp_path / f"{name}.safetensors")
@@ -378,7 +512,9 @@ def test_shipped_configs_load_and_run_an_iteration(tmp_path, config, reward, sta
     raw = yaml.safe_load(path.read_text())
     assert raw["model"]["init"] == f"runs/{start}/model.safetensors"
     kwargs = raw["model"]["kwargs"]
-    init = save_model(archs.build("amnet", scale=4, **kwargs), tmp_path / "init.safetensors")
+    model = archs.build("amnet", scale=4, **kwargs)
+    model.record_code_units(coder_for(kwargs["code_dim"], (0.2, 4.0)))  # as amnet_cpu leaves it
+    init = save_model(model, tmp_path / "init.safetensors")
     data = smooth_images(tmp_path / "data", n=1, size=96)
     cfg = load_config(path, [
         f"output_dir={json.dumps(str(tmp_path / 'runs'))}", f"model.init={json.dumps(str(init))}",

@@ -13,7 +13,7 @@ from blindsr import archs, io
 from blindsr.archs.amnet import KernelPredictor
 from blindsr.checkpoint import load_model, save_model
 from blindsr.config import load_config
-from blindsr.degrade.kernel_code import KernelCoder, blur_downsample
+from blindsr.degrade.kernel_code import KernelCoder, blur_downsample, coder_for
 from blindsr.errors import BlindSRError
 from blindsr.inference import upscale
 from blindsr.strategies import Update, get_strategy
@@ -113,6 +113,47 @@ def test_code_errors(rand_image):
         archs.build("amnet", scale=5)
 
 
+def test_code_units_are_recorded_buffers_that_travel_with_the_weights(tmp_path):
+    model = tiny(code_dim=3)
+    assert torch.isnan(model.sigma_range).all() and torch.isnan(model.code_box).all()
+    assert model.code_box.shape == (2, 3) and not model.code_units_recorded()
+    with pytest.raises(BlindSRError, match="no recorded kernel-code units"):
+        model.kernel_coder()
+    coder = KernelCoder("pca", 3, (0.5, 3.0))
+    model.record_code_units(coder)
+    assert model.code_units_recorded()
+    torch.testing.assert_close(model.sigma_range, torch.tensor([0.5, 3.0]))
+    torch.testing.assert_close(model.code_box, coder.box())
+    torch.testing.assert_close(model.default_code, coder.encode(1.75)[0])
+    back = load_model(save_model(model, tmp_path / "am.safetensors"))  # no config needed
+    assert back.kernel_coder().sigma_range == (0.5, 3.0) and back.kernel_coder().kind == "pca"
+    torch.testing.assert_close(back.code_box, model.code_box)
+    with pytest.raises(BlindSRError, match="gives 1-D codes, the model takes code_dim=3"):
+        model.record_code_units(KernelCoder("sigma"))
+    old = {k: v for k, v in model.state_dict().items() if k not in ("sigma_range", "code_box")}
+    with pytest.raises(BlindSRError, match="missing: sigma_range, code_box"):
+        archs.from_state_dict(old)
+
+
+def test_inference_clamps_pca_predictor_codes_into_the_box(rand_image):
+    model = strengthen(tiny(code_dim=3))
+    x = rand_image(2, 3, 8, 8)
+    with torch.no_grad():
+        model.predictor.head.bias.copy_(torch.tensor([5.0, -5.0, 0.0]))  # far outside
+        raw = model.predictor(x)
+        torch.testing.assert_close(model(x), model(x, raw))  # no units: nothing to clamp
+        coder = coder_for(3)
+        model.record_code_units(coder)
+        box = coder.box()
+        clamped = torch.minimum(torch.maximum(raw, box[0]), box[1])
+        assert not torch.allclose(clamped, raw)
+        assert torch.equal(clamped[:, 0], box[1, 0].expand(2))
+        assert torch.equal(clamped[:, 1], box[0, 1].expand(2))
+        torch.testing.assert_close(model(x), model(x, clamped))
+        assert (model(x) - model(x, raw)).abs().mean() > 1e-3
+        torch.testing.assert_close(model.render(x, raw), model(x, raw))  # explicit: as given
+
+
 def test_save_load_and_upscale_without_a_code(tmp_path, rand_image):
     model = tiny(code_dim=10)
     path = save_model(model, tmp_path / "am.safetensors")
@@ -193,12 +234,31 @@ def test_params_and_model_are_checked():
         AMNetTraining.parse_params({"sigma_range": [1.0, 0.5]})
     with pytest.raises(BlindSRError, match="gives 10-D codes, the model takes code_dim=1"):
         make({"coder": "pca"})
+    with pytest.raises(BlindSRError, match="code_dim: PCA codes need code_dim >= 2"):
+        AMNetTraining.parse_params({"coder": "pca", "code_dim": 1})
+    assert AMNetTraining.parse_params({"coder": "sigma", "code_dim": 1}).code_dim == 1
     with pytest.raises(BlindSRError, match="has no predictor"):
         make(predictor_feat=0)
     assert make({"predictor_weight": 0}, predictor_feat=0).trains_predictor() is False
     g = archs.build("srresnet", num_feat=4, num_block=1)
     with pytest.raises(BlindSRError, match="needs model.arch amnet"):
         AMNetTraining(g, AMNetTraining.parse_params({}), 4, torch.device("cpu"))
+
+
+def test_the_strategy_records_its_units_and_refuses_another_range():
+    s = make({"coder": "pca", "code_dim": 3, "sigma_range": [0.5, 3.0]}, code_dim=3)
+    g = s.generator
+    assert g.kernel_coder().sigma_range == (0.5, 3.0) == s.coder.sigma_range
+    torch.testing.assert_close(g.code_box, s.coder.box())
+    torch.testing.assert_close(g.default_code, s.coder.encode(1.75)[0])
+    params = AMNetTraining.parse_params({"coder": "pca", "code_dim": 3})
+    with pytest.raises(BlindSRError, match=r"trained on sigma range \[0.5, 3.0\], the strategy's "
+                                           r"is \[0.2, 4.0\]"):
+        AMNetTraining(g, params, 4, torch.device("cpu"))
+    same = AMNetTraining.parse_params({"coder": "pca", "code_dim": 3, "sigma_range": [0.5, 3]})
+    AMNetTraining(g, same, 4, torch.device("cpu"))  # the same range again is fine
+    assert make().generator.kernel_coder().sigma_range == (0.2, 4.0)
+    assert make(scale=2).generator.kernel_coder().sigma_range == (0.2, 2.0)
 
 
 def test_predictor_pretraining_learns_the_blur(rand_image):
@@ -265,5 +325,8 @@ def test_amnet_trains_through_the_loop_and_resumes(tmp_path):
     assert set(state["strategy"]) == {"rng"} and set(result.networks) == {"generator"}
     rows = [json.loads(r) for r in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert {"train/l_l1", "train/l_code", "train/sigma_err"} <= set(rows[-1])
-    model = load_model(result.run_dir / "model.safetensors")
+    model = load_model(result.run_dir / "model.safetensors")  # the EMA, copied after recording
     assert model.arch_kwargs["code_dim"] == 3
+    coder = model.kernel_coder()
+    assert (coder.kind, coder.code_dim, coder.sigma_range) == ("pca", 3, (0.2, 4.0))
+    torch.testing.assert_close(model.code_box, coder.box())

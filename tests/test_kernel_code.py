@@ -9,6 +9,8 @@ from blindsr.degrade.kernel_code import (
     SIGMA_RANGES,
     KernelCoder,
     blur_downsample,
+    coder_for,
+    coder_of_model,
     sample_sigma,
     sigma_range_for,
 )
@@ -113,3 +115,38 @@ def test_coder_errors():
         KernelCoder("pca").decode(torch.zeros(3, 1))
     with pytest.raises(BlindSRError, match="sigmas must be > 0"):
         KernelCoder("pca").encode(torch.tensor([0.0]))
+
+
+def test_pca_codes_of_length_one_are_refused():
+    with pytest.raises(BlindSRError, match="PCA kernel codes need dim >= 2"):
+        KernelCoder("pca", dim=1)
+    assert KernelCoder("sigma", dim=1).code_dim == 1  # dim is ignored for sigma codes
+    assert coder_for(1).kind == "sigma" and coder_for(2).kind == "pca"
+    assert coder_for(7, (0.5, 3.0)).code_dim == 7
+    assert coder_for(7, (0.5, 3.0)).sigma_range == (0.5, 3.0)
+
+
+def test_code_box_spans_the_codes_of_the_range():
+    assert KernelCoder("sigma").box().tolist() == [[0.0], [1.0]]
+    coder = KernelCoder("pca", dim=4, sigma_range=(0.5, 3.0))
+    box = coder.box()
+    assert box.shape == (2, 4) and box.dtype == torch.float32
+    assert torch.all(box[1] > box[0])
+    inside = coder.encode(sample_sigma(200, torch.Generator().manual_seed(0),
+                                       sigma_range=(0.5, 3.0)))
+    assert torch.all(inside >= box[0] - 1e-5) and torch.all(inside <= box[1] + 1e-5)
+    wider = KernelCoder("pca", dim=4, sigma_range=(0.2, 4.0)).box()
+    assert not torch.allclose(wider, box)
+
+
+def test_coder_of_model_reads_the_recorded_units():
+    model = torch.nn.Module()
+    model.code_dim = 3
+    model.register_buffer("sigma_range", torch.full((2,), float("nan")))
+    with pytest.raises(BlindSRError, match="no recorded kernel-code units"):
+        coder_of_model(model)
+    model.sigma_range.copy_(torch.tensor([0.3, 2.7]))  # float32: 0.30000001...
+    coder = coder_of_model(model)
+    assert coder.kind == "pca" and coder.code_dim == 3 and coder.sigma_range == (0.3, 2.7)
+    with pytest.raises(BlindSRError, match="not a kernel-modulated model"):
+        coder_of_model(torch.nn.Linear(1, 1))

@@ -17,13 +17,24 @@ The paper publishes no code and only sketches the layout; the choices below are 
   linear head. Its input is the LR minus its per-channel mean, times 4 (``INPUT_GAIN``): blur
   shows in the image's structure, not its brightness, and without this the predictor sat on
   the constant answer for hundreds of steps in our tests (with it, ~75 steps on a toy set).
-  ``code_dim == 1`` means the sigma coder (code in [0, 1]): the head is squashed by a sigmoid.
-  ``code_dim > 1`` means the PCA coder: the head is linear (unbounded), since PCA codes have no
-  fixed box.
-- ``forward(lr, code=None)``: without a code the predictor's estimate is used, or, for a model
-  built with ``predictor_feat=0``, the ``default_code`` buffer (the code of the middle of the
-  sigma range for this scale, see :mod:`blindsr.degrade.kernel_code`). So a trained AMNet works
-  in ``blindsr upscale`` like any model; note that tiled inference predicts one code per tile.
+  The code's kind follows from its length: ``code_dim == 1`` is the sigma code (in [0, 1]; the
+  head is squashed by a sigmoid), ``code_dim >= 2`` a PCA code (linear head; see
+  :class:`~blindsr.degrade.kernel_code.KernelCoder`, which refuses 1-D PCA codes).
+- Code units, recorded as buffers so that ``load_model`` needs no config: ``sigma_range`` (2,)
+  (the sigma range the codes span) and ``code_box`` (2, code_dim) (row 0 / row 1: the min / max
+  of the codes of that range, :meth:`KernelCoder.box`). A new model holds NaN there ("not
+  recorded"); the ``amnet`` / ``amgan`` strategies set them from their coder before training
+  (:meth:`AMNet.record_code_units`; the EMA copy is made after, so it has them too), and the
+  ``amrl`` strategy and ``benchmarks/amgan_eval.py`` build their coder from them
+  (:func:`~blindsr.degrade.kernel_code.coder_of_model`). Checkpoints from before these buffers
+  existed do not load (``missing: sigma_range, code_box``): none had shipped, so no fallback.
+- ``forward(lr, code=None)``: without a code the predictor's estimate, clamped into
+  ``code_box`` (a linear PCA head can leave the codes the renderer was trained on; NaN bounds
+  clamp nothing), is used, or, for a model built with ``predictor_feat=0``, the
+  ``default_code`` buffer (the code of the middle of the recorded sigma range; of IKC's range
+  for the scale until units are recorded). So a trained AMNet works in ``blindsr upscale`` like
+  any model; note that tiled inference predicts one code per tile. An explicit code (and
+  :meth:`AMNet.render`) is used as given.
 
 State-dict keys are distinct from MSRResNet's (``conv_in``, ``blocks``, ``up*``, ``conv_out``,
 ``default_code``) so that the registry's detection never confuses the two.
@@ -31,6 +42,7 @@ State-dict keys are distinct from MSRResNet's (``conv_in``, ``blocks``, ``up*``,
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -107,14 +119,19 @@ class KernelPredictor(nn.Module):
         return torch.sigmoid(out) if self.code_dim == 1 else out
 
 
-def _default_code(code_dim: int, scale: int) -> Tensor:
-    """The code of the middle of the sigma range of ``scale`` (0.5 for the sigma coder)."""
-    if code_dim == 1:
+def _middle_code(coder: Any) -> Tensor:
+    """The code of the middle of the coder's sigma range (0.5 for the sigma coder)."""
+    if coder.code_dim == 1:
         return torch.tensor([0.5])
-    from blindsr.degrade.kernel_code import KernelCoder, sigma_range_for
+    lo, hi = coder.sigma_range
+    return coder.encode((lo + hi) / 2)[0].float()
 
-    lo, hi = sigma_range_for(scale)
-    return KernelCoder("pca", code_dim, (lo, hi)).encode((lo + hi) / 2)[0].float()
+
+def _default_code(code_dim: int, scale: int) -> Tensor:
+    """The code of the middle of IKC's sigma range of ``scale``."""
+    from blindsr.degrade.kernel_code import coder_for, sigma_range_for
+
+    return _middle_code(coder_for(code_dim, sigma_range_for(scale)))
 
 
 class AMNet(nn.Module):
@@ -147,12 +164,40 @@ class AMNet(nn.Module):
         scaled_kaiming_([m for m in heads if m is not None], 0.1)
         self.predictor = KernelPredictor(code_dim, predictor_feat) if predictor_feat else None
         self.register_buffer("default_code", _default_code(code_dim, scale))
+        self.register_buffer("sigma_range", torch.full((2,), math.nan))
+        self.register_buffer("code_box", torch.full((2, code_dim), math.nan))
+
+    def record_code_units(self, coder: Any) -> None:
+        """Record the units of the codes (a :class:`~blindsr.degrade.kernel_code.KernelCoder`
+        of this model's code length): ``sigma_range``, ``code_box`` and ``default_code``."""
+        if coder.code_dim != self.code_dim:
+            raise BlindSRError(f"amnet: the {coder.kind} coder gives {coder.code_dim}-D codes, "
+                               f"the model takes code_dim={self.code_dim}")
+        with torch.no_grad():
+            self.sigma_range.copy_(torch.tensor(coder.sigma_range, dtype=torch.float64))
+            self.code_box.copy_(coder.box())
+            self.default_code.copy_(_middle_code(coder))
+
+    def code_units_recorded(self) -> bool:
+        """Whether ``sigma_range`` / ``code_box`` were set (by an amnet / amgan training)."""
+        return bool(torch.isfinite(self.sigma_range).all())
+
+    def kernel_coder(self) -> Any:
+        """The :class:`~blindsr.degrade.kernel_code.KernelCoder` of the recorded units."""
+        from blindsr.degrade.kernel_code import coder_of_model
+
+        return coder_of_model(self)
+
+    def clamp_code(self, code: Tensor) -> Tensor:
+        """``code`` clamped into ``code_box`` per dimension (unchanged while it is NaN)."""
+        box = self.code_box.to(code.dtype)
+        return torch.fmin(torch.fmax(code, box[0]), box[1])
 
     def _code(self, lr: Tensor, code: Tensor | None) -> Tensor:
         n = lr.shape[0]
         if code is None:
             if self.predictor is not None:
-                return self.predictor(lr)
+                return self.clamp_code(self.predictor(lr))
             return self.default_code.to(lr.dtype).expand(n, -1)
         if not isinstance(code, Tensor) or code.ndim != 2 or code.shape[1] != self.code_dim \
                 or code.shape[0] not in (1, n):

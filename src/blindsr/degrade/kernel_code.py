@@ -18,7 +18,15 @@ The *kernel code* is what a kernel-modulated network is conditioned on (:class:`
   uncentred kernels; centring makes the codes of the range sit around 0). The sign of each
   principal axis is fixed (largest-magnitude entry positive), so the basis does not depend on the
   LAPACK build. ``decode`` returns the sigma of the nearest code on a dense grid of the range
-  (step ~0.001), i.e. the least-squares fit of the kernel family to the code.
+  (step ~0.001), i.e. the least-squares fit of the kernel family to the code. A PCA code has at
+  least 2 numbers: a 1-D code is always the sigma code (the two would otherwise be mixed up
+  wherever the kind is read from the code length, as for the models' recorded units).
+
+The *code box* (:meth:`KernelCoder.box`) is the per-dimension min / max of the codes of
+``BOX_POINTS`` (256) sigmas evenly spaced over the range (``[0, 1]`` for sigma codes): the codes
+a network trained on that range has seen. :func:`coder_for` gives the coder of a code length
+(1: sigma, >= 2: PCA) and :func:`coder_of_model` the coder of a kernel-modulated model from its
+recorded ``sigma_range`` buffer (see :mod:`blindsr.archs.amnet`).
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ SIGMA_RANGES: dict[int, tuple[float, float]] = {2: (0.2, 2.0), 3: (0.2, 3.0), 4:
 SIGMA_RANGE: tuple[float, float] = SIGMA_RANGES[4]
 PCA_FIT_POINTS = 256  # sigmas the PCA basis is fitted on
 DECODE_POINTS = 3801  # sigmas of the nearest-code lookup
+BOX_POINTS = 256  # sigmas whose codes define the code box
 
 SigmaLike = float | Tensor
 
@@ -114,7 +123,7 @@ def _pca(lo: float, hi: float, dim: int) -> tuple[Tensor, Tensor, Tensor, Tensor
 class KernelCoder:
     """Sigma <-> kernel code (see the module docstring).
 
-    ``kind``: "sigma" (``code_dim`` 1, ``dim`` ignored) or "pca" (``code_dim`` = ``dim``).
+    ``kind``: "sigma" (``code_dim`` 1, ``dim`` ignored) or "pca" (``code_dim`` = ``dim`` >= 2).
     """
 
     def __init__(self, kind: str = "sigma", dim: int = 10,
@@ -124,6 +133,8 @@ class KernelCoder:
         if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= PCA_FIT_POINTS:
             raise BlindSRError(f"kernel code dim must be an integer in 1..{PCA_FIT_POINTS}, "
                                f"got {dim!r}")
+        if kind == "pca" and dim < 2:
+            raise BlindSRError("PCA kernel codes need dim >= 2 (a 1-D code is the sigma code)")
         self.kind = kind
         self.dim = dim
         self.sigma_range = _check_range(sigma_range)
@@ -166,6 +177,36 @@ class KernelCoder:
         nearest = torch.cdist(code.detach().to(torch.float64), table).argmin(dim=1)
         return sigmas.to(code.device)[nearest].to(code.dtype)
 
+    def box(self) -> Tensor:
+        """(2, code_dim) float32: the per-dimension min (row 0) and max (row 1) of the codes of
+        ``BOX_POINTS`` sigmas evenly spaced over the range."""
+        lo, hi = self.sigma_range
+        if self.kind == "sigma":
+            return torch.tensor([[0.0], [1.0]])
+        codes = self.encode(torch.linspace(lo, hi, BOX_POINTS, dtype=torch.float64))
+        return torch.stack([codes.min(dim=0).values, codes.max(dim=0).values]).float()
 
-__all__ = ["KERNEL_SIZE", "SIGMA_RANGE", "SIGMA_RANGES", "KernelCoder", "blur_downsample",
-           "sample_sigma", "sigma_range_for"]
+
+def coder_for(code_dim: int, sigma_range: tuple[float, float] = SIGMA_RANGE) -> KernelCoder:
+    """The coder of ``code_dim``-D codes: sigma codes for 1, PCA codes for >= 2."""
+    return KernelCoder("sigma" if code_dim == 1 else "pca", max(int(code_dim), 1), sigma_range)
+
+
+def coder_of_model(model: torch.nn.Module) -> KernelCoder:
+    """The coder a kernel-modulated model was trained with, read from its ``code_dim`` and its
+    recorded ``sigma_range`` buffer (float32 noise rounded off to 6 significant digits); a
+    one-line error when the model has none or never had it set (NaN)."""
+    name = getattr(model, "arch_name", type(model).__name__)
+    units = getattr(model, "sigma_range", None)
+    dim = getattr(model, "code_dim", None)
+    if not isinstance(units, Tensor) or units.shape != (2,) or not isinstance(dim, int):
+        raise BlindSRError(f"{name}: not a kernel-modulated model (no code_dim / sigma_range)")
+    if not bool(torch.isfinite(units).all()):
+        raise BlindSRError(f"{name}: the model has no recorded kernel-code units (sigma_range "
+                           "is unset): it was never trained by the amnet / amgan strategies")
+    lo, hi = (float(f"{float(v):.6g}") for v in units)
+    return coder_for(dim, (lo, hi))
+
+
+__all__ = ["BOX_POINTS", "KERNEL_SIZE", "SIGMA_RANGE", "SIGMA_RANGES", "KernelCoder",
+           "blur_downsample", "coder_for", "coder_of_model", "sample_sigma", "sigma_range_for"]

@@ -24,12 +24,16 @@ renderer fed the TRUE code, non-blind). Generator loss, every weight a param:
 The discriminator is an extra network (optimiser ``discriminator``, Adam 1e-4 by default); its
 update (``KL(A1 || D(HR)) + KL(A0 || D(SR))`` for realness) follows the generator's in the same
 iteration, on the detached SR. The generator's GAN term sees the discriminator with frozen
-weights. Start from an ``amnet`` model with ``model.init``.
+weights. Spectral norm: D(HR) runs in train mode (one power iteration per training step); the
+generator's pass through D and D(SR) for D's loss run in eval mode (mode restored after), so
+they do not advance the u / v estimates and D(HR) and D(SR) in D's loss use the same one.
+Start from an ``amnet`` model with ``model.init`` (its recorded sigma range must match).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -69,6 +73,17 @@ class AMGANParams(KernelDegradationParams):
         weights = (self.pixel_weight, self.vgg_weight, self.dists_weight, self.gan_weight)
         if sum(weights) == 0:
             raise fail(f"{path}.pixel_weight", "pixel, VGG, DISTS and GAN weights are all 0")
+
+
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """``module`` in eval mode inside the block; its previous mode restored after."""
+    was = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was)
 
 
 class AMGAN(AMNetTraining):
@@ -119,7 +134,8 @@ class AMGAN(AMNetTraining):
         logs = self.predictor_terms(lr, sigma, code, parts)
         loss = sum(parts.values())
         yield Update(loss, ("generator",), {**{k: v.detach() for k, v in parts.items()}, **logs})
-        fake = d(sr.detach())
+        with eval_mode(d):  # the spectral-norm estimate of D(real)
+            fake = d(sr.detach())
         l_d = self.gan.discriminator(real, fake)
         yield Update(l_d, ("discriminator",), {"l_d": l_d.detach()})
 
@@ -141,9 +157,10 @@ class AMGAN(AMNetTraining):
         if p.gan_weight > 0:
             if real is None and self.gan.needs_real:
                 raise BlindSRError("amgan: the GAN loss needs D(HR)")
-            fake = frozen_call(self.discriminator, sr)
+            with eval_mode(self.discriminator):  # leaves spectral-norm u / v alone
+                fake = frozen_call(self.discriminator, sr)
             out["l_gan"] = p.gan_weight * self.gan.generator(fake, real)
         return out
 
 
-__all__ = ["AMGAN", "AMGANParams", "VGG_LAYERS"]
+__all__ = ["AMGAN", "AMGANParams", "VGG_LAYERS", "eval_mode"]

@@ -11,16 +11,25 @@ of the renderer stays equal to it. The environment is the frozen renderer plus a
 
 One iteration (the strategy makes LR itself):
 
-1. sigma ~ U(IKC range of the scale); ``s`` = LR = ``blur_downsample(HR, sigma)`` rounded to
+1. sigma ~ U(the model's sigma range); ``s`` = LR = ``blur_downsample(HR, sigma)`` rounded to
    8-bit levels (so the state stored as uint8 is exactly what the actor saw);
-2. ``a = clip(mu(s) + noise, box)``; ``SR = render(s, a)`` and ``r = reward(SR, HR, s)`` under
-   no_grad; the transition (s, a, r) goes into the replay buffer (non-finite rewards, e.g. NIQE
-   of a flat image, are dropped and counted in ``dropped``);
+2. ``a`` = the actor's code ``mu(s)`` explored in sigma (below); ``SR = render(s, a)`` and
+   ``r = reward(SR, HR, s)`` under no_grad; the transition (s, a, r) goes into the replay
+   buffer (non-finite rewards, e.g. NIQE of a flat image, are dropped and counted in
+   ``dropped``). Degradation, rendering and rewards run in float32 with autocast off, whatever
+   ``train.amp`` says (the 8-bit states and the rewards must not depend on it);
 3. ``updates`` times: a minibatch from the buffer; critic loss ``(Q(s, a) - y)^2`` ->
    ``Update(l_critic, ("critic",))``; then (after ``warmup`` iterations) the deterministic
-   policy gradient ``-Q(s, mu(s))`` through the critic with detached weights
+   policy gradient ``-Q(s, project(mu(s)))`` through the critic with detached weights
    (``functional_call``), so only the predictor gets gradients -> ``Update(l_actor,
    ("generator",))``.
+
+The code units come FROM THE MODEL: its ``sigma_range`` / ``code_box`` buffers, recorded by the
+``amnet`` / ``amgan`` run that trained it (:mod:`blindsr.archs.amnet`); the kind follows from
+``code_dim`` (1: sigma, >= 2: PCA). ``code`` (``auto``, ``sigma``, ``pca``) and ``sigma_range``
+(null: the model's) are checks only: a value other than the model's is a one-line error. A
+model whose units were never recorded (a fresh one, no ``model.init``) is refused: its
+renderer has not learnt any code.
 
 Choices where the paper is silent (its supplementary's Algorithm 1 could not be consulted; the
 structure is DDPG's, which the paper names):
@@ -30,52 +39,75 @@ structure is DDPG's, which the paper names):
   DDPG target ``y = r + gamma Q'(s', clip(mu'(s')))`` is used with target networks mu', Q'
   (soft updates, rate ``tau``), and ``s' = s`` (the same LR: the action does not move the
   state); the targets are non-trained state, checkpointed by :meth:`AMRL.state_dict`.
-- Baseline (``baseline: true``, default): the stored reward is ``r(s, a) - r(s, clip(mu(s)))``,
+- Baseline (``baseline: true``, default): the stored reward is
+  ``r(s, a) - r(s, project(mu(s)))``,
   the gain of the explored action over the actor's own action at collection time. It costs one
   more render and reward per sample, and removes the image-content part of the reward (PSNR
   varies by several dB between crops, the action by tenths). The baseline does not depend on
   the explored action given s (only on the actor at collection time), so ``grad_a Q`` and the
   policy gradient are unchanged while the critic's target variance drops.
   ``baseline: false`` stores the raw reward. ``reward_scale`` multiplies what is stored.
-- Action box: the per-dimension min/max of the kernel codes of 256 sigmas over the range
-  (``[0, 1]`` for ``sigma`` codes). Exploration noise is Gaussian with standard deviation
-  ``noise * (hi - lo)`` per dimension, ``noise`` decaying linearly from ``noise_start`` to
-  ``noise_end`` over ``noise_steps`` iterations; actions are clipped to the box. The actor's
-  loss adds ``box_weight * sum(((mu - clip(mu)) / W)^2)``, W the box's largest width, so that
-  a predictor leaving the box is pulled back (the clipped action would give it no gradient).
-  PCA codes have widths from ~1 down to ~1e-4 (the higher components hardly vary over
-  isotropic kernels): per-dimension noise keeps the actions near the kernel family, while the
-  critic's input and the penalty use the one scale W, so tiny dimensions are not magnified.
+- Action box: the model's ``code_box``, the per-dimension min/max of the kernel codes of 256
+  sigmas over the range (``[0, 1]`` for ``sigma`` codes); the model clamps its predictor's
+  codes into it at inference, and every action here is clipped to it.
+- Exploration is in sigma, so that every explored action is the code of a Gaussian kernel of
+  the family the renderer was trained on (a PCA code perturbed per dimension is not):
+  ``a = clip(encode(clamp(decode(mu) + noise * (hi - lo) * eps, lo, hi)))``, eps ~ N(0, 1), [lo,
+  hi] the sigma range, ``decode`` the nearest sigma of the family; ``noise`` decays linearly
+  from ``noise_start`` to ``noise_end`` over ``noise_steps`` iterations. For sigma codes this
+  is ``clip(mu + noise * eps, 0, 1)``.
+- Actor update: the critic has only seen actions on the kernel family, so it is evaluated at
+  mu's projection onto the family, ``project(mu) = clip(encode(decode(mu)))`` (for sigma codes
+  ``clip(mu)``), with a straight-through estimator ``mu + (project(mu) - mu).detach()``: the
+  value at the projection, the gradient of the identity. The loss adds ``box_weight * sum_d
+  ((mu_d - project(mu)_d) / w_d)^2`` (logged as ``off_family`` without the weight), w_d the
+  box width of dimension d, floored at 1e-3 of the largest width: it pulls a predictor that
+  leaves the box, or the family, back in every dimension (PCA widths go from ~1 down to ~1e-4
+  at 10 dimensions and ~1e-9 at 20; without the floor the narrowest dimensions, which hardly
+  change the kernel, would dominate the loss by many orders of magnitude). So the model's
+  inference clamp to the box sees codes close to the projection the critic judged. The
+  critic's input keeps one scale W (the largest width), so tiny dimensions are not magnified
+  there. Why the projection and not the box clip: with exploration on the family, Q at a
+  clipped off-family code is the critic's extrapolation, and in a toy where the reward is a
+  function of the first PCA component (3-D codes, 400 iterations, 3 seeds, target sigma 3.0)
+  the actor's decoded sigma then stayed at 1.31 / 1.30 / 1.32, against 2.43 / 3.56 / 3.75
+  with the projection (``box_weight`` 100 there; at 1 both drifted far out of the box under
+  that toy's large reward scale; a noisy toy: a hint, not a proof).
 - Critic Q(s, a): a 4-conv CNN (LeakyReLU 0.2, two stride-2) on the LR, global average pooled,
   concatenated with an MLP embedding of the action centred on the box and divided by W/2 (the
   sigma code maps to [-1, 1]), then a 2-layer MLP to one value. Adam, lr 1e-3 by default
   (``optim.critic``). With ``critic_reference`` (default) the action MLP also gets the code
-  that a frozen copy of the *initial* (supervised) predictor gives for s: a function of the
-  state only, so still a critic Q(s, a), but one that need not rediscover blur estimation from
-  scratch. The reward peaks near the true code, which the supervised predictor estimates;
-  without this input the critic's CNN learns the state dependence slowly and a pilot actor
-  (300 iterations) collapsed to one code for every image. The copy is a frozen submodule of
-  the critic (``critic.reference.*``), so it travels with the critic's checkpoint weights;
-  the optimiser skips it (no trainable parameters).
+  that a frozen copy of the *initial* (supervised) predictor gives for s (clipped to the box,
+  as the model clamps it): a function of the state only, so still a critic Q(s, a), but one
+  that need not rediscover blur estimation from scratch. The reward peaks near the true code,
+  which the supervised predictor estimates; without this input the critic's CNN learns the
+  state dependence slowly and a pilot actor (300 iterations) collapsed to one code for every
+  image. The copy is a frozen submodule of the critic (``critic.reference.*``), so it travels
+  with the critic's checkpoint weights; the optimiser skips it (no trainable parameters).
 - Replay buffer: a ring of ``buffer_size`` transitions on the CPU, states as uint8 (2000 LR
   crops of 24x24: 3.5 MB), sampled uniformly with the strategy's own CPU generator (seeded from
   ``seed`` and the process rank); buffer, generator state and target networks are checkpointed,
   so a resumed run continues bit-identically.
-- The code: ``code: auto`` uses ``sigma`` codes for a 1-D generator code, else ``pca`` codes of
-  the generator's code length (:class:`~blindsr.degrade.kernel_code.KernelCoder`), over
-  ``sigma_range`` (default IKC's range for the scale); both must match the ``amnet`` /
-  ``amgan`` run the model comes from (their defaults do).
+- Target networks (``gamma > 0``) are soft-updated only after an update the loop applied: the
+  loop skips an update whose loss is non-finite on any process, and so does the soft update
+  (the same all-process check). A step skipped for a non-finite gradient norm with a finite
+  loss (``train.grad_clip``) still soft-updates, toward the unchanged network: harmless.
+- Logs: the loop only takes logs with an update, and an update steps an optimiser, so the
+  iterations before the buffer holds ``minibatch`` transitions yield nothing; their collection
+  logs are held (the last 100; not checkpointed) and their means, together with this
+  iteration's, go out with the first update.
 
 Logs: ``reward`` (mean raw reward of the explored actions), ``gain`` (mean explored minus
 actor reward, with the baseline), ``q`` (critic on the minibatch), ``l_critic``, ``l_actor``,
-``q_actor`` (Q(s, mu(s))), ``code`` (mean predicted code), ``sigma_err`` (mean |decoded sigma of
-mu(s) - true sigma|), ``noise``, ``buffer`` (transitions held), ``dropped`` (non-finite
-rewards, when any).
+``q_actor`` (Q(s, project(mu(s)))), ``off_family``, ``code`` (mean predicted code),
+``sigma_err`` (mean |decoded sigma of mu(s) - true sigma|), ``noise``, ``buffer`` (transitions
+held), ``dropped`` (non-finite rewards, when any).
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -84,12 +116,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from blindsr.degrade.kernel_code import KernelCoder, coder_of_model
 from blindsr.errors import BlindSRError
 from blindsr.schema import bounded, fail
 from blindsr.strategies.and_ import frozen_call
 from blindsr.strategies.base import Strategy, Update, process_generator
 
-BOX_POINTS = 256  # sigmas whose codes define the action box
+WIDTH_FLOOR = 1e-3  # box-penalty widths are at least this fraction of the largest width
+HELD_LOGS = 100  # collection logs held at most while no update can carry them
 
 
 @dataclass
@@ -97,15 +131,15 @@ class AMRLParams:
     reward: str = "neg_niqe"  # neg_niqe | psnr | neg_lpips | module.path:function
     reward_scale: float = bounded(1.0, gt=0)
     baseline: bool = True  # store r(a) - r(mu(s)) (see the module docstring)
-    code: Literal["auto", "sigma", "pca"] = "auto"
-    sigma_range: list[float] | None = None  # [lo, hi]; default: IKC's range for the scale
+    code: Literal["auto", "sigma", "pca"] = "auto"  # a check: must be the model's (auto: it)
+    sigma_range: list[float] | None = None  # a check: [lo, hi] must be the model's (null: it)
     gamma: float = bounded(0.0, ge=0, lt=1)  # 0: one-step episodes, y = r
     tau: float = bounded(0.005, gt=0, le=1)  # target networks' soft update (gamma > 0)
     buffer_size: int = bounded(2000, ge=1)
     minibatch: int = bounded(32, ge=1)
     updates: int = bounded(1, ge=1)  # critic + actor updates per iteration
     warmup: int = bounded(50, ge=0)  # iterations that fill the buffer before the actor learns
-    noise_start: float = bounded(0.1, ge=0)  # exploration std, fraction of the box width
+    noise_start: float = bounded(0.1, ge=0)  # exploration std, fraction of the sigma range
     noise_end: float = bounded(0.02, ge=0)
     noise_steps: int = bounded(1000, ge=1)
     box_weight: float = bounded(1.0, ge=0)
@@ -157,7 +191,9 @@ class Critic(nn.Module):
         """(N, C, h, w) states, (N, code_dim) actions -> (N,) values."""
         z = self._unit(a)
         if self.reference is not None:
-            z = torch.cat([z, self._unit(self.reference(s).detach().float())], dim=1)
+            ref = self.reference(s).detach().float()
+            ref = torch.maximum(torch.minimum(ref, self.hi), self.lo)  # as the model clamps it
+            z = torch.cat([z, self._unit(ref)], dim=1)
         feat = self.features(s).mean(dim=(2, 3))
         return self.head(torch.cat([feat, self.action(z.to(feat.dtype))], dim=1)).squeeze(1)
 
@@ -235,15 +271,6 @@ class ReplayBuffer:
             self.rewards[:filled] = state["rewards"]
 
 
-def _code_dim(generator: nn.Module) -> int:
-    dim = getattr(generator, "code_dim", None)
-    if dim is None:
-        dim = getattr(generator, "arch_kwargs", {}).get("code_dim")
-    if not isinstance(dim, int):
-        raise BlindSRError(f"{type(generator).__name__} has no kernel code length (code_dim)")
-    return dim
-
-
 def check_generator(generator: nn.Module) -> nn.Module:
     """The generator's predictor (the actor); a clear error when it has none or cannot render."""
     predictor = getattr(generator, "predictor", None)
@@ -253,32 +280,57 @@ def check_generator(generator: nn.Module) -> nn.Module:
     return predictor
 
 
-def make_coder(kind: str, generator: nn.Module, scale: int,
-               sigma_range: list[float] | None = None):
-    """The :class:`~blindsr.degrade.kernel_code.KernelCoder` matching the generator's code
-    (``sigma_range`` None: IKC's range for ``scale``)."""
-    from blindsr.degrade.kernel_code import KernelCoder, sigma_range_for
+def make_coder(generator: nn.Module, code: str = "auto",
+               sigma_range: list[float] | None = None) -> KernelCoder:
+    """The generator's :class:`~blindsr.degrade.kernel_code.KernelCoder`, read from its recorded
+    units; a one-line error when it has none, or when ``code`` / ``sigma_range`` (checks) differ
+    from them."""
+    try:
+        coder = coder_of_model(generator)
+    except BlindSRError as e:
+        raise BlindSRError(f"strategy amrl: {e} (set model.init to such a model)") from None
+    if code != "auto" and code != coder.kind:
+        raise BlindSRError(f"strategy amrl: code {code} asked for, but the model takes "
+                           f"{coder.kind} codes (code_dim={coder.code_dim}); use code: auto")
+    if sigma_range is not None and not all(
+            math.isclose(a, b, rel_tol=1e-5)
+            for a, b in zip(sigma_range, coder.sigma_range, strict=True)):
+        raise BlindSRError(f"strategy amrl: sigma_range {list(sigma_range)} asked for, but the "
+                           f"model was trained on {list(coder.sigma_range)}; leave it null")
+    return coder
 
-    dim = _code_dim(generator)
-    if kind == "auto":
-        kind = "sigma" if dim == 1 else "pca"
-    if kind == "sigma" and dim != 1:
-        raise BlindSRError(f"strategy amrl: sigma codes have length 1, the generator's are {dim}")
-    lo_hi = tuple(sigma_range) if sigma_range is not None else sigma_range_for(scale)
-    return KernelCoder(kind, dim if kind == "pca" else 10, lo_hi)
 
-
-def code_box(coder) -> tuple[Tensor, Tensor]:
-    """Per-dimension (min, max) of the codes of the coder's sigma range."""
-    lo, hi = coder.sigma_range
-    codes = coder.encode(torch.linspace(lo, hi, BOX_POINTS)).float()
-    return codes.min(dim=0).values, codes.max(dim=0).values
+def code_box(generator: nn.Module) -> tuple[Tensor, Tensor]:
+    """The generator's recorded code box: per-dimension (min, max), float32."""
+    box = getattr(generator, "code_box", None)
+    dim = getattr(generator, "code_dim", None)
+    if not isinstance(box, Tensor) or box.shape != (2, dim) or not bool(torch.isfinite(box).all()):
+        raise BlindSRError("strategy amrl: the model has no recorded code_box (2, code_dim)")
+    box = box.detach().float()
+    return box[0].clone(), box[1].clone()
 
 
 def noise_level(p: AMRLParams, step: int) -> float:
-    """Exploration std (fraction of the box width) at iteration ``step``: linear decay."""
+    """Exploration std (fraction of the sigma range) at iteration ``step``: linear decay."""
     t = min(1.0, max(0, step) / p.noise_steps)
     return p.noise_start + (p.noise_end - p.noise_start) * t
+
+
+def update_applied(loss: Tensor, device: torch.device) -> bool:
+    """Whether the loop applied the update of ``loss``: the loop's own first check (a finite loss
+    on every process)."""
+    from blindsr import distributed
+
+    return not distributed.any_flag(not bool(torch.isfinite(loss.detach()).all()), device)
+
+
+def mean_logs(rows: list[dict[str, Tensor | float]]) -> dict[str, float]:
+    """Per key, the mean of the values the rows hold for it."""
+    out: dict[str, list[float]] = {}
+    for row in rows:
+        for k, v in row.items():
+            out.setdefault(k, []).append(float(v))
+    return {k: sum(v) / len(v) for k, v in out.items()}
 
 
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
@@ -312,9 +364,10 @@ class AMRL(Strategy):
         for q in generator.parameters():  # the renderer is the frozen environment
             q.requires_grad_(id(q) in actor_ids)
         self.reward = get_reward(p.reward)
-        self.coder = make_coder(p.code, generator, scale, p.sigma_range)
-        lo, hi = code_box(self.coder)
+        self.coder = make_coder(generator, p.code, p.sigma_range)
+        lo, hi = code_box(generator)
         self.lo, self.hi = lo.to(self.device), hi.to(self.device)
+        self.held: list[dict[str, Tensor | float]] = []  # logs of update-less iterations
         reference = _frozen_copy(self.actor) if p.critic_reference else None
         self.critic = Critic(self.coder.code_dim, lo, hi, p.critic_feat, p.critic_hidden,
                              reference=reference)
@@ -346,16 +399,21 @@ class AMRL(Strategy):
         logs = self.collect(hr.float(), step)
         p = self.params
         if len(self.buffer) < p.minibatch:
+            self.held = [*self.held[-HELD_LOGS + 1:], logs]  # no update to carry them yet
             return
+        if self.held:
+            logs, self.held = mean_logs([*self.held, logs]), []
         for _ in range(p.updates):
             s, a, r = self.buffer.sample(p.minibatch, self.rng, self.device)
-            yield self.critic_update(s, a, r, logs)
+            update = self.critic_update(s, a, r, logs)
+            yield update
             logs = {}
-            if self.target_critic is not None:
+            if self.target_critic is not None and update_applied(update.loss, self.device):
                 soft_update(self.target_critic, self.critic, p.tau)
             if step >= p.warmup:
-                yield self.actor_update(s)
-                if self.target_actor is not None:
+                update = self.actor_update(s)
+                yield update
+                if self.target_actor is not None and update_applied(update.loss, self.device):
                     soft_update(self.target_actor, self.actor, p.tau)
 
     def state_dict(self) -> dict:
@@ -386,24 +444,42 @@ class AMRL(Strategy):
         from blindsr.degrade.kernel_code import blur_downsample, sample_sigma
 
         sigma = sample_sigma(hr.shape[0], self.rng, hr.device, self.coder.sigma_range)
-        with torch.no_grad():
-            lr = blur_downsample(hr, sigma, self.scale, quantize=True)
+        with torch.no_grad(), torch.autocast(hr.device.type, enabled=False):
+            lr = blur_downsample(hr.float(), sigma, self.scale, quantize=True)
         return lr, sigma
 
     def clip(self, code: Tensor) -> Tensor:
         """Codes clipped to the action box."""
         return torch.maximum(torch.minimum(code, self.hi.to(code)), self.lo.to(code))
 
+    def project(self, code: Tensor) -> Tensor:
+        """The nearest code of the kernel family, ``clip(encode(decode(code)))`` (no gradients;
+        for sigma codes ``clip(code)``)."""
+        if self.coder.kind == "sigma":
+            return self.clip(code.detach())
+        with torch.no_grad():
+            return self.clip(self.coder.encode(self.coder.decode(code.float())).to(code))
+
     def explore(self, mu: Tensor, step: int) -> Tensor:
-        """``clip(mu + noise)``: Gaussian noise scaled to the box, from the strategy's RNG."""
-        eps = torch.randn(mu.shape, generator=self.rng).to(mu)
-        width = (self.hi - self.lo).to(mu)
-        return self.clip(mu + noise_level(self.params, step) * width * eps)
+        """The code of ``decode(mu)`` plus Gaussian noise in sigma (std: ``noise`` x the sigma
+        range, clamped to it; the strategy's RNG), clipped to the box: always a kernel of the
+        family."""
+        lo, hi = self.coder.sigma_range
+        with torch.no_grad():
+            sigma = self.coder.decode(mu.float())
+            eps = torch.randn(sigma.shape, generator=self.rng).to(sigma)
+            sigma = (sigma + noise_level(self.params, step) * (hi - lo) * eps).clamp(lo, hi)
+            return self.clip(self.coder.encode(sigma).to(mu))
 
     def render(self, lr: Tensor, code: Tensor) -> Tensor:
-        """The frozen renderer's SR for ``code`` (no gradients)."""
-        with torch.no_grad():
-            return self.generator.render(lr, code).float().clamp(0, 1)
+        """The frozen renderer's SR for ``code`` (no gradients, float32, autocast off)."""
+        with torch.no_grad(), torch.autocast(lr.device.type, enabled=False):
+            return self.generator.render(lr.float(), code.float()).float().clamp(0, 1)
+
+    def score(self, sr: Tensor, hr: Tensor, lr: Tensor) -> Tensor:
+        """The reward of each sample, in float32 with autocast off."""
+        with torch.autocast(sr.device.type, enabled=False):
+            return self.reward(sr.float(), hr.float(), lr.float())
 
     def collect(self, hr: Tensor, step: int) -> dict[str, Tensor | float]:
         """Act on one HR batch and push its transitions; returns scalars to log."""
@@ -414,11 +490,11 @@ class AMRL(Strategy):
         a = self.explore(mu, step)
         sr = self.render(lr, a)
         target = hr[..., : sr.shape[-2], : sr.shape[-1]]
-        r = self.reward(sr, target, lr)
+        r = self.score(sr, target, lr)
         stored = r
         logs: dict[str, Tensor | float] = {"noise": noise_level(p, step)}
         if p.baseline:
-            r0 = self.reward(self.render(lr, self.clip(mu)), target, lr)
+            r0 = self.score(self.render(lr, self.project(mu)), target, lr)
             stored = r - r0
         keep = torch.isfinite(stored)
         if not bool(keep.all()):
@@ -436,11 +512,11 @@ class AMRL(Strategy):
     # -- learning ----------------------------------------------------------------------------
 
     def critic_target(self, s: Tensor, r: Tensor) -> Tensor:
-        """``y = r`` (gamma 0), else ``r + gamma Q'(s, clip(mu'(s)))`` with s' = s."""
+        """``y = r`` (gamma 0), else ``r + gamma Q'(s, project(mu'(s)))`` with s' = s."""
         if self.target_critic is None:
             return r
         with torch.no_grad():
-            a_next = self.clip(self.target_actor(s).float())
+            a_next = self.project(self.target_actor(s).float())
             return r + self.params.gamma * self.target_critic(s, a_next).float()
 
     def critic_update(self, s: Tensor, a: Tensor, r: Tensor,
@@ -453,14 +529,20 @@ class AMRL(Strategy):
                                           "q": q.detach().mean()})
 
     def actor_update(self, s: Tensor) -> Update:
-        """Deterministic policy gradient: maximise Q(s, mu(s)) through the frozen critic."""
+        """Deterministic policy gradient: maximise Q(s, project(mu(s))) through the frozen
+        critic (straight-through projection), plus the per-dimension penalty on mu's distance
+        to its projection."""
         mu = self.actor(s).float()
-        q = frozen_call(self.critic, s, mu).float()
-        outside = (mu - self.clip(mu)) / (self.hi - self.lo).max().to(mu)
-        loss = -q.mean() + self.params.box_weight * outside.square().sum(dim=1).mean()
+        proj = self.project(mu)
+        q = frozen_call(self.critic, s, mu + (proj - mu).detach()).float()
+        width = (self.hi - self.lo).to(mu)
+        width = torch.maximum(width, WIDTH_FLOOR * width.max())
+        off = ((mu - proj) / width).square().sum(dim=1).mean()
+        loss = -q.mean() + self.params.box_weight * off
         return Update(loss, ("generator",), {"l_actor": loss.detach(),
-                                             "q_actor": q.detach().mean()})
+                                             "q_actor": q.detach().mean(),
+                                             "off_family": off.detach()})
 
 
 __all__ = ["AMRL", "AMRLParams", "Critic", "ReplayBuffer", "check_generator", "code_box",
-           "make_coder", "noise_level", "soft_update"]
+           "make_coder", "mean_logs", "noise_level", "soft_update", "update_applied"]

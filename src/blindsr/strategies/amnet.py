@@ -13,16 +13,24 @@ the ``iso<sigma>`` test presets do). Then one generator update of
 The renderer is fed the TRUE code (non-blind); the predictor learns the code from the LR alone
 (its gradient never reaches the renderer and vice versa). ``train_renderer: false`` or
 ``train_predictor: false`` (or ``predictor_weight: 0``) drops one term, so the two can be trained
-separately. ``coder``: ``sigma`` (1-D code in [0, 1]) or ``pca`` (``code_dim``-D); the model's
-``code_dim`` must match. ``sigma_range`` defaults to IKC's range for the scale
-(x2 [0.2, 2], x3 [0.2, 3], x4 [0.2, 4]). Logged: ``l_<pixel>``, ``l_code`` and ``sigma_err``
-(mean absolute sigma error of the predictor's decoded code).
+separately. ``coder``: ``sigma`` (1-D code in [0, 1]) or ``pca`` (``code_dim``-D, ``code_dim``
+>= 2: a 1-D code is the sigma code); the model's ``code_dim`` must match. ``sigma_range``
+defaults to IKC's range for the scale (x2 [0.2, 2], x3 [0.2, 3], x4 [0.2, 4]). Logged:
+``l_<pixel>``, ``l_code`` and ``sigma_err`` (mean absolute sigma error of the predictor's decoded
+code).
+
+At construction the strategy records its coder's units in the model
+(:meth:`~blindsr.archs.amnet.AMNet.record_code_units`: ``sigma_range``, ``code_box``,
+``default_code`` buffers), so that the saved model says which codes it takes. A model that
+already has units (``model.init`` of an earlier amnet / amgan run) must have the same range:
+another one is refused with a one-line error (its codes would silently change meaning).
 
 The ``amgan`` strategy (:mod:`blindsr.strategies.amgan`) builds on this class.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -51,6 +59,9 @@ class KernelDegradationParams:
         r = self.sigma_range
         if r is not None and (len(r) != 2 or not 0 < r[0] < r[1]):
             raise fail(f"{path}.sigma_range", f"must be [lo, hi] with 0 < lo < hi, got {r}")
+        if self.coder == "pca" and self.code_dim < 2:
+            raise fail(f"{path}.code_dim", "PCA codes need code_dim >= 2 (a 1-D code is the "
+                                           "sigma code: use coder sigma)")
 
 
 @dataclass
@@ -99,7 +110,20 @@ class AMNetTraining(Strategy):
         if self.trains_predictor() and generator.predictor is None:
             raise BlindSRError(f"strategy {self.name!r}: the model has no predictor "
                                "(predictor_feat=0); set predictor_weight 0 or give it one")
+        self.record_units(generator)
         self.rng = process_generator(p.seed)
+
+    def record_units(self, generator: nn.Module) -> None:
+        """Record the coder's units in the model, refusing a model trained on another range."""
+        if generator.code_units_recorded():
+            had = generator.kernel_coder().sigma_range
+            if not all(math.isclose(a, b, rel_tol=1e-5) for a, b in
+                       zip(had, self.coder.sigma_range, strict=True)):
+                raise BlindSRError(f"strategy {self.name!r}: the model was trained on sigma range "
+                                   f"{list(had)}, the strategy's is "
+                                   f"{list(self.coder.sigma_range)} (set "
+                                   f"strategy.params.sigma_range: {list(had)})")
+        generator.record_code_units(self.coder)
 
     def trains_predictor(self) -> bool:
         """Whether a step includes the predictor's supervised loss."""
@@ -156,7 +180,7 @@ class AMNetTraining(Strategy):
         from blindsr.degrade.kernel_code import blur_downsample, sample_sigma
 
         sigma = sample_sigma(hr.shape[0], self.rng, hr.device, self.coder.sigma_range)
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(hr.device.type, enabled=False):  # exact 8-bit LR
             lr = blur_downsample(hr.float(), sigma, self.scale, quantize=self.params.quantize)
         code = self.coder.encode(sigma).to(hr.device)
         return lr.to(hr.dtype), sigma, code
