@@ -350,7 +350,8 @@ def test_mixed_lr_only_data_trains_checkpoints_and_resumes(tmp_path):
         make(dual_init=str(tmp_path))
 
 
-def test_drn_configs_parse():
+def test_drn_configs_parse(shared, monkeypatch):
+    monkeypatch.setenv("BLINDSR_DATA", str(shared / "datasets"))
     for name in ("dual_srresnet", "nodual_srresnet", "fixed_srresnet", "adapt_realsr"):
         cfg = load_config(ROOT / "configs" / "drn" / f"{name}.yaml", ["model.init=null"])
         params = Dual.parse_params(cfg.strategy.params)
