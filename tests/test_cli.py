@@ -114,3 +114,30 @@ def test_degrade_and_writes_a_grid_of_samples(tmp_path, capsys):
     assert np.array_equal(grid, np.asarray(Image.open(tmp_path / "b" / "hr.png")))
     assert main(["degrade", str(small), "-o", str(tmp_path / "c"), "--preset", "and"]) == 1
     assert "too small for an AND grid" in capsys.readouterr().err
+
+
+class _ClosedPipe:
+    """A stdout whose reader has gone away."""
+
+    def write(self, text):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self):
+        pass
+
+
+def test_closed_stdout_pipe_exits_quietly_in_process(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stdout", _ClosedPipe())
+    assert main(["models"]) == 141
+    assert capsys.readouterr().err == ""
+
+
+def test_closed_stdout_pipe_exits_quietly(tmp_path):
+    # `blindsr models blindsr-x4 | head -0`: the read end is closed before the command writes
+    # (it takes a second to start), so every write fails; no traceback, no "Exception ignored".
+    proc = subprocess.Popen([sys.executable, "-m", "blindsr", "models", "blindsr-x4"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141
+    assert err == ""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from blindsr import __version__
@@ -140,8 +141,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Exit status when the reader of stdout went away (`blindsr models | head`): 128 + SIGPIPE, what a
+# shell reports for Unix tools killed by SIGPIPE (e.g. `yes | head`). Not 0, so that scripts with
+# `set -o pipefail` can still tell that the output was cut short; not 1, which means a user error.
+SIGPIPE_STATUS = 141
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
+    try:
+        try:
+            return _main(argv)
+        finally:
+            if sys.stdout is not None:  # a short output waits in the buffer: a closed pipe
+                sys.stdout.flush()  # shows up only at this flush
+    except BrokenPipeError:
+        # Stop quietly, without a traceback. Whatever is still buffered would make the
+        # interpreter's last flush fail again ("Exception ignored ..."), so stdout goes to devnull.
+        _discard_stdout()
+        return SIGPIPE_STATUS
+
+
+def _discard_stdout() -> None:
+    """Point stdout's file descriptor at the null device (no-op without a descriptor)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # e.g. a stand-in stream in tests
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):

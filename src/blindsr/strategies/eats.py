@@ -44,9 +44,9 @@ Cost: pass 2 costs the layers from ``l`` on, forward and backward, so a step cos
 ``1 + mean_l share(l..end)`` plain steps; the alternatives (``full``, or one forward of the
 batch twice with a hook erasing in the second half) cost 2x. For SRResNet most of the conv
 work is at the output resolution after the upsampler, which every suffix contains: for the CPU
-configs (32 features, 8 blocks) the model predicts 1.82x and ``python
-benchmarks/eats_overhead.py --quick`` measured replay 1.79x, full 2.00x, batched 2.01x (one
-thread, compute only); RRDBNet saves more (1.54x predicted at 64 features, 23 blocks).
+configs (32 features, 8 blocks) the model predicts 1.82x and ``benchmarks/eats_overhead.py``
+measured replay 1.94x, full 2.19x, batched 2.36x at batch 16, HR patch 96 (one thread, compute
+only; ``benchmarks/RESULTS.md``); RRDBNet saves more (1.54x predicted at 64 features, 23 blocks).
 The paper's ~1.4x / the target 1.25x are not reachable exactly with a uniform layer choice on
 SRResNet; per loop iteration the data and degradation time dilute the ratio. On a tiny model
 (8 features, 2 blocks), where per-op overhead dominates, ``batched`` measured 1.30x against
