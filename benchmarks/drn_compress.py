@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -36,21 +34,10 @@ from blindsr.compress.pipeline import CompressSettings, compress
 from blindsr.compress.prune import require_drn
 from blindsr.evaluate import evaluate
 from blindsr.inference import pick_device
+from blindsr.train import machine_description
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "drn_compress"
-
-
-def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} logical CPUs"
 
 
 def _split(text: str) -> list[str]:
@@ -170,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                        params_removed=r["params_removed"], time_s=seconds)
             rows.append(row)
     meta = {"command": " ".join(["python", "benchmarks/drn_compress.py", *(argv or sys.argv[1:])]),
-            "machine": _machine(), "device": str(pick_device(args.device)),
+            "machine": machine_description(), "device": str(pick_device(args.device)),
             "threads": args.threads, "scale": model.scale, "macs_size": args.macs_size,
             "torch": torch.__version__,
             "budgets": f"search {args.search_steps}, fine-tune {args.finetune_steps}, duals "

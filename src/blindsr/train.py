@@ -178,7 +178,8 @@ def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     return torch.float16 if amp == "fp16" else torch.bfloat16
 
 
-def _machine() -> str:
+def machine_description() -> str:
+    """One line naming the OS, CPU model and logical CPU count (for run summaries)."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -489,7 +490,7 @@ def _summary(run: _Run) -> dict[str, Any]:
         "strategy": cfg.strategy.name,
         "iterations": run.step,
         "wall_time_s": round(run.wall_time, 1),
-        "machine": _machine(),
+        "machine": machine_description(),
         "device": _device_name(run.device),
         "processes": run.info.world,
         "batch": cfg.train.batch,
