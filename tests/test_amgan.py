@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import smooth_images
 
-from blindsr import archs, io
+from blindsr import archs
 from blindsr.archs.discriminators import RealnessDiscriminator, build_discriminator
 from blindsr.config import load_config
 from blindsr.errors import BlindSRError
@@ -257,15 +258,6 @@ def test_params_are_validated():
     with pytest.raises(BlindSRError, match="num_outcomes: must be >= 2"):
         AMGAN.parse_params({"num_outcomes": 1})
 
-
-def smooth_images(folder: Path, n: int = 2, size: tuple[int, int] = (48, 40)) -> Path:
-    folder.mkdir(parents=True)
-    g = torch.Generator().manual_seed(0)
-    for i in range(n):
-        small = torch.rand(1, 3, size[1] // 4, size[0] // 4, generator=g)
-        img = torch.nn.functional.interpolate(small, size=size[::-1], mode="bilinear")
-        io.write_image(folder / f"img{i}.png", io.ImageData(img, None, 8))
-    return folder
 
 
 @pytest.mark.parametrize("gan", ["realness", "relativistic"])

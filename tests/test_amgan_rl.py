@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import smooth_images
 from torch import nn
 
 import blindsr
-from blindsr import archs, io
+from blindsr import archs
 from blindsr.archs.amnet import KernelPredictor
 from blindsr.checkpoint import read_checkpoint, save_model
 from blindsr.config import load_config
@@ -372,15 +373,6 @@ def test_rl_moves_the_actor_to_the_optimum_of_a_toy_reward(monkeypatch):
 
 # -- through the training loop ---------------------------------------------------------------
 
-
-def smooth_images(folder: Path, n: int = 2, size: int = 48) -> Path:
-    folder.mkdir(parents=True)
-    g = torch.Generator().manual_seed(0)
-    for i in range(n):
-        small = torch.rand(1, 3, size // 4, size // 4, generator=g)
-        img = torch.nn.functional.interpolate(small, size=(size, size), mode="bilinear")
-        io.write_image(folder / f"img{i}.png", io.ImageData(img, None, 8))
-    return folder
 
 
 def loop_config(tmp_path, init: Path, params: dict, iterations: int = 4):

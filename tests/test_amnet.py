@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import smooth_images
 
-from blindsr import archs, io
+from blindsr import archs
 from blindsr.archs.amnet import KernelPredictor
 from blindsr.checkpoint import load_model, save_model
 from blindsr.config import load_config
@@ -283,15 +284,6 @@ def test_predictor_pretraining_learns_the_blur(rand_image):
     after = held_error()
     assert after < 0.5 * before
 
-
-def smooth_images(folder: Path, n: int = 2, size: tuple[int, int] = (48, 40)) -> Path:
-    folder.mkdir(parents=True)
-    g = torch.Generator().manual_seed(0)
-    for i in range(n):
-        small = torch.rand(1, 3, size[1] // 4, size[0] // 4, generator=g)
-        img = torch.nn.functional.interpolate(small, size=size[::-1], mode="bilinear")
-        io.write_image(folder / f"img{i}.png", io.ImageData(img, None, 8))
-    return folder
 
 
 def loop_config(tmp_path, strategy, params, kwargs=None):

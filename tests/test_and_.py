@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import smooth_images
 
-from blindsr import archs, degrade, io
+from blindsr import archs, degrade
 from blindsr.config import load_config
 from blindsr.errors import BlindSRError
 from blindsr.ops.blurpool import blurpool
@@ -220,15 +221,6 @@ def test_params_are_validated():
 
 ROOT = Path(__file__).resolve().parents[1]
 
-
-def smooth_images(folder: Path, n: int = 2, size: tuple[int, int] = (48, 40)) -> Path:
-    folder.mkdir(parents=True)
-    g = torch.Generator().manual_seed(0)
-    for i in range(n):
-        small = torch.rand(1, 3, size[1] // 4, size[0] // 4, generator=g)
-        img = torch.nn.functional.interpolate(small, size=size[::-1], mode="bilinear")
-        io.write_image(folder / f"img{i}.png", io.ImageData(img, None, 8))
-    return folder
 
 
 def test_trains_through_the_loop_and_resumes_bit_identically(tmp_path):
