@@ -1,5 +1,4 @@
 import json
-import math
 import os
 import signal
 import subprocess
@@ -17,10 +16,10 @@ from torch import nn
 
 from blindsr.checkpoint import load_model, read_checkpoint
 from blindsr.cli import main
-from blindsr.config import ScheduleConfig, load_config, parse_config
+from blindsr.config import load_config, parse_config
 from blindsr.errors import BlindSRError
 from blindsr.strategies import STRATEGIES, Strategy, Update
-from blindsr.train import build_generator, ema_decay, ema_update, schedule_lr, train
+from blindsr.train import build_generator, train
 from blindsr.train_state import list_checkpoints, load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,45 +52,6 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
 
 def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
-# ------------------------------------------------------------------------------- pure helpers
-
-
-def test_cosine_schedule_with_warmup_and_restarts():
-    s = ScheduleConfig(type="cosine", warmup=2, periods=[4, 4], restart_weights=[1.0, 0.5],
-                       eta_min=0.1)
-    lrs = [schedule_lr(s, 1.0, t, 8) for t in range(10)]
-    assert lrs[0] == pytest.approx(0.5)
-    assert lrs[1] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 4)))
-    assert lrs[2] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 2)))
-    assert lrs[4] == pytest.approx(0.1 + 0.5 * 0.9)  # restart at half height
-    assert lrs[8] == lrs[9] == pytest.approx(0.1)  # after the last period: eta_min
-    one = ScheduleConfig(type="cosine")
-    assert schedule_lr(one, 2.0, 0, 10) == 2.0 and schedule_lr(one, 2.0, 5, 10) == pytest.approx(1)
-
-
-def test_multistep_and_constant_schedules():
-    s = ScheduleConfig(type="multistep", milestones=[3, 6], gamma=0.1)
-    assert [schedule_lr(s, 1.0, t, 10) for t in (0, 2, 3, 5, 6, 9)] == pytest.approx(
-        [1, 1, 0.1, 0.1, 0.01, 0.01])
-    assert schedule_lr(ScheduleConfig(warmup=4), 1.0, 1, 10) == pytest.approx(0.5)
-    assert schedule_lr(ScheduleConfig(), 1.0, 7, 10) == 1.0
-
-
-def test_ema_update_lerps_parameters_and_buffers():
-    a, b = nn.BatchNorm2d(2), nn.BatchNorm2d(2)
-    with torch.no_grad():
-        a.weight.fill_(0.0)
-        b.weight.fill_(1.0)
-        b.running_mean.fill_(2.0)
-        b.num_batches_tracked.fill_(5)
-    ema_update(a, b, 0.75)
-    assert torch.allclose(a.weight, torch.full((2,), 0.25))
-    assert torch.allclose(a.running_mean, torch.full((2,), 0.5))
-    assert int(a.num_batches_tracked) == 5
-    assert ema_decay(0.999, 0) == pytest.approx(0.1) and ema_decay(0.999, 90) == pytest.approx(0.91)
-    assert ema_decay(0.999, 10**6) == 0.999 and ema_decay(0.5, 100) == 0.5
 
 
 # ----------------------------------------------------------------------------------- full runs

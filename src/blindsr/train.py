@@ -20,7 +20,6 @@ Multi-process: ``torchrun --nproc_per_node=N -m blindsr train CONFIG``; the effe
 from __future__ import annotations
 
 import argparse
-import bisect
 import json
 import math
 import os
@@ -37,7 +36,6 @@ from blindsr import __version__
 from blindsr.config import (
     Config,
     OptimConfig,
-    ScheduleConfig,
     dump_config,
     fail,
     from_plain,
@@ -45,6 +43,7 @@ from blindsr.config import (
     save_config,
 )
 from blindsr.errors import BlindSRError
+from blindsr.optim import Scheduler, ema_decay, ema_update, make_optimizer
 
 # torch is imported inside functions, so that `blindsr --help` stays fast.
 if TYPE_CHECKING:
@@ -58,64 +57,6 @@ EMA_KEY = "generator_ema"
 _POOL_SALT, _DEGRADE_SALT = 1, 2
 
 # ---------------------------------------------------------------------------------------------
-# Schedules
-
-
-def schedule_lr(s: ScheduleConfig, base: float, step: int, total: int) -> float:
-    """Learning rate of iteration ``step`` (0-based) out of ``total``: a pure function."""
-    lr = base
-    if s.type == "cosine":
-        periods = list(s.periods) or [total]
-        weights = list(s.restart_weights) or [1.0] * len(periods)
-        start = 0
-        lr = s.eta_min
-        for period, weight in zip(periods, weights, strict=True):
-            if step < start + period:
-                phase = (step - start) / period
-                lr = s.eta_min + weight * (base - s.eta_min) * 0.5 * (1 + math.cos(math.pi * phase))
-                break
-            start += period
-    elif s.type == "multistep":
-        lr = base * s.gamma ** bisect.bisect_right(list(s.milestones), step)
-    if s.warmup and step < s.warmup:
-        lr *= (step + 1) / s.warmup
-    return lr
-
-
-class Scheduler:
-    """Sets an optimiser's learning rate from the schedule at each iteration (no hidden state)."""
-
-    def __init__(self, optimizer: torch.optim.Optimizer, schedule: ScheduleConfig,
-                 base_lr: float, total: int) -> None:
-        self.optimizer, self.schedule = optimizer, schedule
-        self.base_lr, self.total, self.last_step = base_lr, total, -1
-
-    def set(self, step: int) -> float:
-        lr = schedule_lr(self.schedule, self.base_lr, step, self.total)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self.last_step = step
-        return lr
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"last_step": self.last_step, "base_lr": self.base_lr}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.last_step = int(state["last_step"])
-
-
-def make_optimizer(net: nn.Module, o: OptimConfig) -> torch.optim.Optimizer:
-    """Adam or AdamW over the trainable parameters of ``net``."""
-    import torch
-
-    params = [p for p in net.parameters() if p.requires_grad]
-    if not params:
-        raise BlindSRError(f"{type(net).__name__} has no trainable parameters")
-    cls = torch.optim.AdamW if o.type == "adamw" else torch.optim.Adam
-    return cls(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
-
-
-# ---------------------------------------------------------------------------------------------
 # Small helpers
 
 
@@ -124,30 +65,6 @@ def derive_seed(*parts: int) -> int:
     import numpy as np
 
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
-
-
-def ema_decay(decay: float, step: int) -> float:
-    """The EMA decay used after iteration ``step`` (0-based): ``min(decay, (1+step)/(10+step))``,
-    so that the average forgets the random initialisation within the first few hundred steps."""
-    return min(decay, (1 + step) / (10 + step))
-
-
-def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    """``ema = decay * ema + (1 - decay) * model`` over parameters and float buffers."""
-    import torch
-
-    with torch.no_grad():
-        _lerp_all(ema, model, decay)
-
-
-def _lerp_all(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    for e, p in zip(ema.parameters(), model.parameters(), strict=True):
-        e.lerp_(p.detach(), 1.0 - decay)
-    for e, b in zip(ema.buffers(), model.buffers(), strict=True):
-        if e.is_floating_point():
-            e.lerp_(b, 1.0 - decay)
-        else:
-            e.copy_(b)
 
 
 def pick_device(name: str | None, local_rank: int, world: int) -> torch.device:
@@ -944,6 +861,5 @@ def run_command(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["Scheduler", "TrainResult", "add_parser", "apply_update", "build_generator",
-           "derive_seed", "ema_decay", "ema_update", "make_optimizer", "prepare_batch",
-           "resolve_optim", "sample_grid", "schedule_lr", "train", "validate"]
+__all__ = ["TrainResult", "add_parser", "apply_update", "build_generator", "derive_seed",
+           "prepare_batch", "resolve_optim", "sample_grid", "train", "validate"]
