@@ -7,6 +7,7 @@ RealSRSet, and counts the PSNR cells where the method beats the baseline:
 
     python benchmarks/method_tables.py and     # classical, 3 ablations, ANDNet (paper Table 2)
     python benchmarks/method_tables.py eats    # Original, Dropout, EATS (paper Table 1)
+                                               # (awakening weight 1 and 0.1)
     python benchmarks/method_tables.py and --runs-dir runs --max-images 2   # a smoke run
 
 Writes benchmarks/results/<group>_table.{json,csv,md}. Runs missing their model.safetensors are
@@ -40,7 +41,8 @@ GROUPS: dict[str, tuple[str, dict[str, str], str]] = {
     "eats": ("Original", {
         "Original": "eats_srresnet_original",
         "Dropout": "eats_srresnet_dropout",
-        "EATS": "eats_srresnet_eats",
+        "EATS, weight 1": "eats_srresnet_eats",  # collapsed to bicubic: see eats_w0.1.yaml
+        "EATS": "eats_srresnet_eats_w0.1",  # last: the Improvement row is EATS - Original
     }, "EATS"),
 }
 

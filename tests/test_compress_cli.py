@@ -13,8 +13,11 @@ from PIL import Image
 import blindsr
 from blindsr import archs, cli
 from blindsr.checkpoint import read_checkpoint, save_model
+from blindsr.compress.objective import load_duals
 from blindsr.compress.prune import layer_widths
 from blindsr.evaluate import evaluate
+from blindsr.strategies.dual import DualModels
+from blindsr.train_state import save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--search-steps", "2", "--finetune-steps", "2", "--dual-steps", "1", "--batch", "2",
@@ -122,7 +125,6 @@ def test_the_benchmark_script_runs_on_a_tiny_model(setup):
 
 def test_compress_leaves_the_model_and_dual_models_untouched(setup):
     from blindsr.compress.pipeline import CompressSettings, compress
-    from blindsr.strategies.dual import DualModels
 
     path, data, _ = setup
     model = blindsr.load_model(path)
@@ -135,3 +137,46 @@ def test_compress_leaves_the_model_and_dual_models_untouched(setup):
     after = dict([*model.state_dict().items(), *duals.state_dict().items()])
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert result.report["settings"]["ratio"] == 0.3 and result.report["losses"]["finetune"]
+
+
+def _dual_run(run_dir: Path, duals: torch.nn.Module, name: str = "dual") -> Path:
+    """A training run folder whose one checkpoint holds ``duals`` under ``name``."""
+    save_checkpoint(run_dir, 10, {"generator": {}, name: duals.state_dict()}, {}, keep=1)
+    return run_dir
+
+
+def test_compress_uses_dual_models_of_a_training_run(setup, capsys):
+    path, data, tmp = setup
+    torch.manual_seed(3)
+    duals = DualModels(4, num_feat=4, per_stage=True)
+    run = _dual_run(tmp / "dual_run", duals)
+    loaded = load_duals(run, 4)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(),
+                                                 duals.state_dict().values(), strict=True))
+    out = tmp / "pruned.safetensors"
+    rc = cli.main(["compress", "--model", str(path), "--data", str(data), "--ratio", "0.5",
+                   "--duals", str(run), *FAST, "-o", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["duals"] == str(run) and "dual_warmup" not in report["losses"]
+
+
+@pytest.mark.parametrize("case, message", [
+    ("x2", "do not fit x4"),
+    ("no_dual", "has no dual weights"),
+    ("empty", "holds no training checkpoint"),
+])
+def test_bad_dual_runs_give_one_line_errors(setup, case, message, capsys):
+    path, data, tmp = setup
+    run = tmp / "run"
+    if case == "x2":
+        _dual_run(run, DualModels(2, num_feat=4, per_stage=True))
+    elif case == "no_dual":
+        _dual_run(run, DualModels(4, num_feat=4, per_stage=True), name="discriminator")
+    else:
+        run.mkdir()
+    rc = cli.main(["compress", "--model", str(path), "--data", str(data), "--ratio", "0.5",
+                   "--duals", str(run), *FAST, "-o", str(tmp / "x.safetensors")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and message in err and len(err.splitlines()) == 1
+    assert not (tmp / "x.safetensors").exists()
