@@ -84,9 +84,28 @@ def test_degrade_unknown_preset(tmp_path, capsys):
     assert "fog" in err and "Traceback" not in err
 
 
-def test_models_lists_bicubic(capsys):
+def test_models_lists_shipped_models_and_marks_the_default(capsys):
+    from blindsr import zoo
+
     assert main(["models"]) == 0
-    assert "bicubic" in capsys.readouterr().out
+    lines = capsys.readouterr().out.splitlines()
+    names = [line.split()[0] for line in lines]
+    assert names == ["bicubic", *zoo.shipped_models()]
+    marked = [line.split()[0] for line in lines if line.endswith("[default]")]
+    assert marked == [zoo.default_model_name()]
+
+
+def test_models_name_prints_its_card(capsys):
+    from blindsr import zoo
+
+    for name, entry in zoo.shipped_models().items():
+        assert main(["models", name]) == 0
+        assert capsys.readouterr().out.strip() == entry.card_text().strip()
+    assert main(["models", "bicubic"]) == 0
+    assert "always available" in capsys.readouterr().out
+    assert main(["models", "no-such-model"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "no such shipped model" in err and "bicubic" in err and len(err.splitlines()) == 1
 
 
 def test_command_runs_as_a_module():

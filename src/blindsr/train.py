@@ -113,7 +113,10 @@ def _device_name(device: torch.device) -> str:
 
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({torch.get_num_threads()} threads)" if device.type == "cpu" else device.type
+    if device.type != "cpu":
+        return device.type
+    n = torch.get_num_threads()
+    return f"cpu ({n} thread{'s' * (n != 1)})"
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
