@@ -195,6 +195,64 @@ def test_command_line_writes_files_and_prints_summary(tmp_path, hr_folder, capsy
     assert len(list(out.glob("channels_body.0.conv1*"))) == 4
 
 
+def _copies(net: TinyNet) -> TinyNet:
+    """The same network with every conv1 filter a copy of the first (fully similar channels)."""
+    out = TinyNet(4)
+    out.load_state_dict(net.state_dict())
+    with torch.no_grad():
+        out.conv1.weight.copy_(out.conv1.weight[:1].expand_as(out.conv1.weight))
+        out.conv1.bias.copy_(out.conv1.bias[:1].expand_as(out.conv1.bias))
+    return out
+
+
+def test_all_layers_match_single_layer_analyses(hr_folder):
+    torch.manual_seed(0)
+    net = TinyNet(4)
+    models = {"a": net, "b": _copies(net)}
+    result = analyze.analyze_layers(models, str(hr_folder), ["all"])
+    assert [r["layer"] for r in result["layers"]] == ["conv1", "conv2"] == list(result["summary"])
+    for r in result["layers"]:
+        single = analyze.analyze_channels(models, str(hr_folder), r["layer"])
+        for label in models:
+            assert torch.allclose(torch.tensor(r["models"][label]["similarity"]),
+                                  torch.tensor(single["models"][label]["similarity"]), atol=1e-6)
+            assert result["summary"][r["layer"]][label]["gini_saliency"] == pytest.approx(
+                single["models"][label]["gini_saliency"], abs=1e-9)
+    assert result["summary"]["conv1"]["b"]["mean_abs_offdiag_similarity"] == pytest.approx(1.0)
+    again = analyze.analyze_layers(models, str(hr_folder), ["conv2", "all", "conv2"])
+    assert [r["layer"] for r in again["layers"]] == ["conv2", "conv1"]
+
+
+def test_command_line_all_layers_prints_a_table_and_counts(tmp_path, hr_folder, capsys):
+    torch.manual_seed(0)
+    net = TinyNet(4)
+    copies = _copies(net)
+    net.conv1.weight.data[1:] = torch.randn(3, 3, 3, 3)  # channels unlike each other
+    out = tmp_path / "all"
+    result = analyze.analyze_layers({"copies": copies, "varied": net}, str(hr_folder), ["all"],
+                                    out=out)
+    table = analyze.format_layer_table(result["summary"])
+    assert table.splitlines()[0].endswith("copies | varied")
+    assert table.splitlines()[1].startswith("  conv1: 1.0000 | ")
+    assert "varied is lower than copies in" in table.splitlines()[-1]
+    lower = int(table.splitlines()[-1].split(" in ")[1].split(" of ")[0])
+    expected = sum(result["summary"][n]["varied"]["mean_abs_offdiag_similarity"]
+                   < result["summary"][n]["copies"]["mean_abs_offdiag_similarity"]
+                   for n in ("conv1", "conv2"))
+    assert lower == expected >= 1 and table.endswith("of 2 layers")
+    body = json.loads((out / "channels_summary.json").read_text())
+    assert set(body["layers"]) == {"conv1", "conv2"}
+    assert len(list(out.glob("channels_conv*.png"))) == 6
+    ckpt = save_model(_srresnet(2), tmp_path / "m.safetensors")
+    code = cli.main(["analyze", "channels", "--model", str(ckpt), "--model", str(ckpt),
+                     "--data", str(hr_folder), "--layer", "all", "--out", str(tmp_path / "cli"),
+                     "--max-images", "1"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "mean |cos| between channels per layer" in printed
+    assert printed.rstrip().endswith(f"{ckpt}-2 is lower than {ckpt} in 0 of 6 layers")
+
+
 # ------------------------------------------------------------------------------------ errors
 
 

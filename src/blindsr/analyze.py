@@ -36,6 +36,9 @@ if TYPE_CHECKING:  # torch is imported on use, so that `blindsr --help` stays li
     from torch import Tensor, nn
 
 _SHOWN_LAYERS = 6
+ALL_LAYERS = "all"  # --layer all: every conv layer
+_SUMMARY_KEYS = ("mean_abs_offdiag_similarity", "gini_saliency", "gini_response",
+                 "dead_channels")
 
 
 # ------------------------------------------------------------------------------------ statistics
@@ -128,12 +131,11 @@ class _Accumulator:
 def find_layer(model: nn.Module, layer: str, label: str = "model") -> nn.Module:
     """The sub-module called ``layer`` (a name from ``model.named_modules()``); a one-line error
     naming a few conv layers when there is none."""
-    from torch import nn
 
     modules = dict(model.named_modules())
     if layer and layer in modules:
         return modules[layer]
-    convs = [n for n, m in modules.items() if isinstance(m, nn.Conv2d | nn.Conv3d)]
+    convs = conv_layers(model)
     if len(convs) > _SHOWN_LAYERS:
         shown = ", ".join([*convs[:4], "...", *convs[-2:]]) + f" ({len(convs)} in all)"
     else:
@@ -279,6 +281,25 @@ def analyze_channels(
     models' common scale. With ``out``, writes ``channels_<layer>.json`` and three PNGs there.
     Returns the JSON's content (per model: summaries and per-channel numbers) plus ``files``.
     """
+    return analyze_layers(models, data, [layer], out, scale, max_images, device)["layers"][0]
+
+
+def analyze_layers(
+    models: Mapping[str, str | Path | nn.Module] | Sequence[str | Path | nn.Module],
+    data: str,
+    layers: Sequence[str],
+    out: str | Path | None = None,
+    scale: int | None = None,
+    max_images: int | None = None,
+    device: str | torch.device | None = None,
+) -> dict[str, Any]:
+    """:func:`analyze_channels` for several layers, models and images loaded once.
+
+    ``layers``: module names; ``"all"`` stands for every conv layer of the first model. Returns
+    ``{"layers": [one analyze_channels result per layer], "summary": per layer and model the mean
+    off-diagonal |cos| and the Gini coefficients}``; with ``out``, every layer's files plus
+    ``channels_summary.json`` when there are several layers.
+    """
     from blindsr.inference import pick_device
 
     if max_images is not None and (isinstance(max_images, bool) or max_images < 1):
@@ -288,22 +309,45 @@ def analyze_channels(
     labelled = _labels(models)
     if not labelled:
         raise BlindSRError("no models to analyse")
+    if isinstance(layers, str) or not layers:
+        raise BlindSRError("layers must be a non-empty list of layer names")
     dev = pick_device(None if device is None else str(device))
     loaded, scale = _load_models(labelled, scale, dev)
-    modules = {label: find_layer(m, layer, label) for label, m in loaded.items()}
+    convs = conv_layers(next(iter(loaded.values())))
+    layers = list(dict.fromkeys(n for layer in layers
+                                for n in (convs if layer == ALL_LAYERS else [layer])))
+    modules = {layer: {label: find_layer(m, layer, label) for label, m in loaded.items()}
+               for layer in layers}
     name, names, images, skipped = _lr_images(data, scale, max_images)
-    result: dict[str, Any] = {"layer": layer, "dataset": name, "scale": scale, "images": names,
-                              "skipped": skipped, "models": {}}
-    for label, model in loaded.items():
-        acc = _Accumulator([], [])
-        channels = _model_in_channels(model)
-        for img in images:
-            x = _fit_channels(img, channels).to(dev)
-            acc.add(*layer_response(model, modules[label], x, label))
-        result["models"][label] = {"arch": getattr(model, "arch_name", type(model).__name__),
-                                   **acc.summary()}
-    result["files"] = write_outputs(result, out) if out is not None else []
-    return result
+    results = []
+    for layer in layers:
+        result: dict[str, Any] = {"layer": layer, "dataset": name, "scale": scale,
+                                  "images": names, "skipped": skipped, "models": {}}
+        for label, model in loaded.items():
+            acc = _Accumulator([], [])
+            channels = _model_in_channels(model)
+            for img in images:
+                x = _fit_channels(img, channels).to(dev)
+                acc.add(*layer_response(model, modules[layer][label], x, label))
+            result["models"][label] = {"arch": getattr(model, "arch_name", type(model).__name__),
+                                       **acc.summary()}
+        result["files"] = write_outputs(result, out) if out is not None else []
+        results.append(result)
+    summary = {r["layer"]: {label: {k: s[k] for k in _SUMMARY_KEYS}
+                            for label, s in r["models"].items()} for r in results}
+    if out is not None and len(results) > 1:
+        path = Path(out) / "channels_summary.json"
+        body = {"dataset": name, "scale": scale, "images": names, "layers": summary}
+        path.write_text(json.dumps(body, indent=1) + "\n")
+        results[-1]["files"].append(str(path))
+    return {"layers": results, "summary": summary}
+
+
+def conv_layers(model: nn.Module) -> list[str]:
+    """Names of the model's conv layers, in module order."""
+    from torch import nn
+
+    return [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Conv3d)]
 
 
 def _model_in_channels(model: nn.Module) -> int:
@@ -418,6 +462,25 @@ def format_summary(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def format_layer_table(summary: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """A line per layer: each model's mean |cos|; with two or more models, a last line counting
+    the layers where the last model's channels are less similar than the first model's."""
+    labels = list(next(iter(summary.values())))
+    lines = ["mean |cos| between channels per layer: " + " | ".join(labels)]
+    lower = compared = 0
+    for layer, by_model in summary.items():
+        values = [by_model[label]["mean_abs_offdiag_similarity"] for label in labels]
+        shown = ["n/a" if v is None or math.isnan(v) else f"{v:.4f}" for v in values]
+        lines.append(f"  {layer}: {' | '.join(shown)}")
+        first, last = values[0], values[-1]
+        if len(labels) > 1 and None not in (first, last) and not math.isnan(first + last):
+            compared += 1
+            lower += last < first
+    if len(labels) > 1:
+        lines.append(f"{labels[-1]} is lower than {labels[0]} in {lower} of {compared} layers")
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------------ command
 
 
@@ -435,8 +498,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="shipped model name or checkpoint path (repeat to compare)")
     c.add_argument("--data", required=True, metavar="D",
                    help="shared dataset name (Set5, Set14, ...) or a folder")
-    c.add_argument("--layer", required=True, metavar="NAME",
-                   help="a module name, e.g. body.7.conv1 (a wrong name lists conv layers)")
+    c.add_argument("--layer", action="append", required=True, metavar="NAME",
+                   help="a module name, e.g. body.7.conv1 (a wrong name lists conv layers); "
+                        "repeat for several, or 'all' for every conv layer")
     c.add_argument("--out", default="analysis", metavar="DIR",
                    help="output folder (default: analysis)")
     c.add_argument("--max-images", type=int, default=None, metavar="N")
@@ -452,10 +516,16 @@ def _help(parser: argparse.ArgumentParser) -> int:
 
 
 def _run_channels(args: argparse.Namespace) -> int:
-    result = analyze_channels(args.model, args.data, args.layer, out=args.out, scale=args.scale,
-                              max_images=args.max_images, device=args.device)
-    print(format_summary(result))
-    for line in result["skipped"]:
+    result = analyze_layers(args.model, args.data, args.layer, out=args.out, scale=args.scale,
+                            max_images=args.max_images, device=args.device)
+    layers = result["layers"]
+    for r in layers:
+        print(format_summary(r))
+    if len(layers) > 1:
+        print(format_layer_table(result["summary"]))
+    for line in layers[0]["skipped"]:
         print(f"skipped {line}", file=sys.stderr)
-    print(f"wrote {', '.join(result['files'])}", file=sys.stderr)
+    files = [f for r in layers for f in r["files"]]
+    print(f"wrote {len(files)} files to {args.out}" if len(layers) > 1
+          else f"wrote {', '.join(files)}", file=sys.stderr)
     return 0
