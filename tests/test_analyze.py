@@ -253,6 +253,43 @@ def test_command_line_all_layers_prints_a_table_and_counts(tmp_path, hr_folder, 
     assert printed.rstrip().endswith(f"{ckpt}-2 is lower than {ckpt} in 0 of 6 layers")
 
 
+def test_all_keeps_layers_every_model_has_and_runs_once(hr_folder):
+    torch.manual_seed(0)
+    drn = archs.build("drn", scale=4, num_block=1, num_feat=4)
+    result = analyze.analyze_layers([drn], str(hr_folder), ["all"], max_images=1)
+    assert {"tail.0", "tail.1"} <= set(result["left_out"])  # lower-scale outputs: not in forward
+    assert [r["layer"] for r in result["layers"]] == [
+        n for n in analyze.conv_layers(drn) if n not in result["left_out"]]
+    small, big = (archs.build("srresnet", num_feat=8, num_block=n, scale=2) for n in (1, 2))
+    for pair in ([small, big], [big, small]):
+        result = analyze.analyze_layers(pair, str(hr_folder), ["all"], max_images=1)
+        assert not any(r["layer"].startswith("body.1.") for r in result["layers"])
+        if pair[0] is big:
+            assert result["left_out"] == ["body.1.conv1", "body.1.conv2"]
+    with pytest.raises(BlindSRError, match="takes one layer"):
+        analyze.analyze_channels([small], str(hr_folder), "all")
+
+
+def test_command_line_layers_repeat_and_all_has_no_plots(tmp_path, hr_folder, capsys):
+    ckpt = save_model(_srresnet(2), tmp_path / "m.safetensors")
+    base = ["analyze", "channels", "--model", str(ckpt), "--data", str(hr_folder),
+            "--max-images", "1"]
+    one = tmp_path / "one"
+    assert cli.main([*base, "--layer", "conv_first", "--out", str(one)]) == 0
+    assert not (one / "channels_summary.json").exists()
+    two = tmp_path / "two"
+    assert cli.main([*base, "--layer", "conv_first", "--layer", "conv_hr", "--out", str(two)]) == 0
+    assert len(list(two.glob("*.png"))) == 6 and (two / "channels_summary.json").is_file()
+    every = tmp_path / "every"
+    assert cli.main([*base, "--layer", "all", "--out", str(every)]) == 0
+    assert not list(every.glob("*.png")) and len(list(every.glob("channels_*.json"))) == 7
+    capsys.readouterr()
+    assert cli.main(["analyze", "channels", "--model", "bicubic", "--scale", "2", "--data",
+                     str(hr_folder), "--layer", "all", "--out", str(tmp_path / "b")]) == 1
+    err = capsys.readouterr().err
+    assert "has no conv layer" in err and err.count("\n") == 1 and "Traceback" not in err
+
+
 # ------------------------------------------------------------------------------------ errors
 
 

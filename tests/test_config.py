@@ -20,7 +20,8 @@ from blindsr.config import (
 from blindsr.errors import BlindSRError
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))  # named after their run
+ALL_CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))  # with the methods' subfolders
 
 
 def raw(**sections):
@@ -158,14 +159,25 @@ def test_resolved_config_round_trips(tmp_path):
     assert isinstance(again, Config) and again.optim["generator"].schedule.milestones == [3]
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+@pytest.mark.parametrize("path", ALL_CONFIGS,
+                         ids=[str(p.relative_to(ROOT / "configs")) for p in ALL_CONFIGS])
 def test_shipped_configs_are_valid(path):
     assert path.read_text().startswith("#"), "each config starts with a comment saying its use"
     cfg = load_config(path, paths=False)
-    assert cfg.name == path.stem
+    if path in CONFIGS:
+        assert cfg.name == path.stem
+
+
+def test_configs_sharing_a_run_name_are_the_same_run():
+    by_name: dict[str, set[str]] = {}
+    for path in ALL_CONFIGS:
+        cfg = load_config(path, paths=False)
+        by_name.setdefault(cfg.name, set()).add(dump_config(cfg))
+    clashes = [name for name, dumps in by_name.items() if len(dumps) > 1]
+    assert not clashes, f"different configs write the same run folder: {clashes}"
 
 
 def test_shipped_configs_find_the_shared_data(shared, monkeypatch):
     monkeypatch.setenv("BLINDSR_DATA", str(shared / "datasets"))
-    for path in CONFIGS:  # every dataset and validation set resolves (model.init points at the
+    for path in ALL_CONFIGS:  # every dataset and validation set resolves (model.init points at the
         load_config(path, ["model.init=null"])  # run of an earlier stage: absent in a checkout

@@ -24,7 +24,7 @@ import json
 import math
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -151,34 +151,78 @@ def layer_response(model: nn.Module, module: nn.Module, x: Tensor,
     The activation is captured as a copy, so in-place operations after the layer do not alter
     it; ``model``'s parameters get no gradients.
     """
+    return layer_responses(model, {"layer": module}, x, label)["layer"]
+
+
+def layer_responses(model: nn.Module, modules: Mapping[str, nn.Module], x: Tensor,
+                    label: str = "model") -> dict[str, tuple[Tensor, Tensor]]:
+    """:func:`layer_response` for several layers from one forward and one backward pass.
+
+    Each captured activation stays in the graph (the input is tracked instead of the
+    parameters), so ``dS/dA`` is the full derivative through every later layer, as with one
+    layer at a time.
+    """
     import torch
 
-    captured: list[Any] = []
+    captured: dict[str, list[Any]] = {name: [] for name in modules}
 
-    def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
-        if not isinstance(output, torch.Tensor) or output.ndim != 4:
-            captured.append(None)
-            return None
-        act = output.detach().clone().requires_grad_(True)
-        captured.append(act)
-        return act.clone()  # downstream in-place operations must not touch the leaf
+    def hook_for(name: str) -> Callable[..., Any]:
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
+            if not isinstance(output, torch.Tensor) or output.ndim != 4:
+                captured[name].append(None)
+                return None
+            kept = output.clone()
+            captured[name].append(kept)
+            return kept.clone()  # downstream in-place operations must not touch the copy kept
 
-    handle = module.register_forward_hook(hook)
+        return hook
+
+    handles = [m.register_forward_hook(hook_for(n)) for n, m in modules.items()]
     try:
         with torch.enable_grad():
-            y = model(x)
+            y = model(x.detach().requires_grad_(True))
     finally:
-        handle.remove()
-    if len(captured) != 1:
-        raise BlindSRError(f"{label}: the layer ran {len(captured)} times in one forward pass; "
-                           "choose a layer that runs exactly once")
-    act = captured[0]
-    if act is None:
-        raise BlindSRError(f"{label}: the layer's output is not an (N, C, H, W) tensor")
-    grad = None
+        for h in handles:
+            h.remove()
+    for name, acts in captured.items():
+        shown = "the layer" if name == "layer" else f"layer {name!r}"
+        if len(acts) != 1:
+            raise BlindSRError(f"{label}: {shown} ran {len(acts)} times in one forward pass; "
+                               "choose a layer that runs exactly once")
+        if acts[0] is None:
+            raise BlindSRError(f"{label}: {shown}'s output is not an (N, C, H, W) tensor")
+    names = list(captured)
+    acts = [captured[n][0] for n in names]
+    grads: list[Tensor | None] = [None] * len(acts)
     if isinstance(y, torch.Tensor) and y.requires_grad:
-        (grad,) = torch.autograd.grad(y.sum(), act, allow_unused=True)
-    return act.detach(), grad if grad is not None else torch.zeros_like(act)
+        grads = list(torch.autograd.grad(y.sum(), acts, allow_unused=True))
+    return {n: (a.detach(), g.detach() if g is not None else torch.zeros_like(a.detach()))
+            for n, a, g in zip(names, acts, grads, strict=True)}
+
+
+def runs_once(model: nn.Module, names: Sequence[str], x: Tensor) -> list[str]:
+    """The layers of ``names`` that run exactly once, with an (N, C, H, W) output, on ``x``."""
+    import torch
+
+    calls = dict.fromkeys(names, 0)
+    shaped = dict.fromkeys(names, True)
+
+    def hook_for(name: str) -> Callable[..., None]:
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+            calls[name] += 1
+            shaped[name] &= isinstance(output, torch.Tensor) and output.ndim == 4
+
+        return hook
+
+    modules = dict(model.named_modules())
+    handles = [modules[n].register_forward_hook(hook_for(n)) for n in names if n in modules]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return [n for n in names if calls[n] == 1 and shaped[n]]
 
 
 # ------------------------------------------------------------------------------------ data
@@ -281,6 +325,8 @@ def analyze_channels(
     models' common scale. With ``out``, writes ``channels_<layer>.json`` and three PNGs there.
     Returns the JSON's content (per model: summaries and per-channel numbers) plus ``files``.
     """
+    if layer == ALL_LAYERS:
+        raise BlindSRError("analyze_channels takes one layer; use analyze_layers for 'all'")
     return analyze_layers(models, data, [layer], out, scale, max_images, device)["layers"][0]
 
 
@@ -292,12 +338,16 @@ def analyze_layers(
     scale: int | None = None,
     max_images: int | None = None,
     device: str | torch.device | None = None,
+    plots: bool = True,
 ) -> dict[str, Any]:
-    """:func:`analyze_channels` for several layers, models and images loaded once.
+    """:func:`analyze_channels` for several layers: one forward and backward pass per image and
+    model covers them all.
 
-    ``layers``: module names; ``"all"`` stands for every conv layer of the first model. Returns
+    ``layers``: module names; ``"all"`` stands for every conv layer of the first model that every
+    model has and runs exactly once (the others are listed under ``"left_out"``). Returns
     ``{"layers": [one analyze_channels result per layer], "summary": per layer and model the mean
-    off-diagonal |cos| and the Gini coefficients}``; with ``out``, every layer's files plus
+    off-diagonal |cos|, the Gini coefficients and the dead channels, "left_out": [...], "files":
+    [...]}``. With ``out``: every layer's JSON (and PNGs with ``plots``), plus
     ``channels_summary.json`` when there are several layers.
     """
     from blindsr.inference import pick_device
@@ -313,34 +363,54 @@ def analyze_layers(
         raise BlindSRError("layers must be a non-empty list of layer names")
     dev = pick_device(None if device is None else str(device))
     loaded, scale = _load_models(labelled, scale, dev)
-    convs = conv_layers(next(iter(loaded.values())))
-    layers = list(dict.fromkeys(n for layer in layers
-                                for n in (convs if layer == ALL_LAYERS else [layer])))
-    modules = {layer: {label: find_layer(m, layer, label) for label, m in loaded.items()}
-               for layer in layers}
     name, names, images, skipped = _lr_images(data, scale, max_images)
+    layers, left_out = _expand(loaded, list(layers), images[0], dev)
+    accs = {layer: {label: _Accumulator([], []) for label in loaded} for layer in layers}
+    for label, model in loaded.items():
+        modules = {layer: find_layer(model, layer, label) for layer in layers}
+        channels = _model_in_channels(model)
+        for img in images:
+            x = _fit_channels(img, channels).to(dev)
+            for layer, (act, grad) in layer_responses(model, modules, x, label).items():
+                accs[layer][label].add(act, grad)
     results = []
     for layer in layers:
         result: dict[str, Any] = {"layer": layer, "dataset": name, "scale": scale,
                                   "images": names, "skipped": skipped, "models": {}}
         for label, model in loaded.items():
-            acc = _Accumulator([], [])
-            channels = _model_in_channels(model)
-            for img in images:
-                x = _fit_channels(img, channels).to(dev)
-                acc.add(*layer_response(model, modules[layer][label], x, label))
             result["models"][label] = {"arch": getattr(model, "arch_name", type(model).__name__),
-                                       **acc.summary()}
-        result["files"] = write_outputs(result, out) if out is not None else []
+                                       **accs[layer][label].summary()}
+        result["files"] = write_outputs(result, out, plots) if out is not None else []
         results.append(result)
     summary = {r["layer"]: {label: {k: s[k] for k in _SUMMARY_KEYS}
                             for label, s in r["models"].items()} for r in results}
+    files = []
     if out is not None and len(results) > 1:
         path = Path(out) / "channels_summary.json"
-        body = {"dataset": name, "scale": scale, "images": names, "layers": summary}
+        body = {"dataset": name, "scale": scale, "images": names, "layers": summary,
+                "left_out": left_out}
         path.write_text(json.dumps(body, indent=1) + "\n")
-        results[-1]["files"].append(str(path))
-    return {"layers": results, "summary": summary}
+        files.append(str(path))
+    return {"layers": results, "summary": summary, "left_out": left_out, "files": files}
+
+
+def _expand(loaded: dict[str, nn.Module], layers: list[str], image: Tensor,
+            device: Any) -> tuple[list[str], list[str]]:
+    """``layers`` with ``all`` replaced by the usable conv layers (duplicates dropped), and the
+    conv layers ``all`` left out."""
+    if ALL_LAYERS not in layers:
+        return list(dict.fromkeys(layers)), []
+    first_label, first = next(iter(loaded.items()))
+    convs = conv_layers(first)
+    usable = convs
+    for model in loaded.values():
+        x = _fit_channels(image, _model_in_channels(model)).to(device)
+        usable = runs_once(model, usable, x)
+    if not usable:
+        raise BlindSRError(f"--layer all: {first_label} has no conv layer that every model has "
+                           "and runs exactly once")
+    expanded = [n for layer in layers for n in (usable if layer == ALL_LAYERS else [layer])]
+    return list(dict.fromkeys(expanded)), [n for n in convs if n not in usable]
 
 
 def conv_layers(model: nn.Module) -> list[str]:
@@ -366,13 +436,9 @@ def _short(label: str, width: int = 40) -> str:
     return label if len(label) <= width else "..." + label[-(width - 3):]
 
 
-def write_outputs(result: dict[str, Any], out: str | Path) -> list[str]:
-    """Write the JSON and the three PNGs of an :func:`analyze_channels` result into ``out``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def write_outputs(result: dict[str, Any], out: str | Path, plots: bool = True) -> list[str]:
+    """Write the JSON and (with ``plots``) the three PNGs of an :func:`analyze_channels` result
+    into ``out``."""
     folder = Path(out)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -383,6 +449,13 @@ def write_outputs(result: dict[str, Any], out: str | Path) -> list[str]:
              folder / f"{stem}_saliency.png", folder / f"{stem}_similarity.png"]
     body = {k: v for k, v in result.items() if k != "files"}
     paths[0].write_text(json.dumps(body, indent=1) + "\n")
+    if not plots:
+        return [str(paths[0])]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     for path, draw in zip(paths[1:], (_plot_response, _plot_saliency, _plot_similarity),
                           strict=True):
         fig = draw(plt, result)
@@ -500,7 +573,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="shared dataset name (Set5, Set14, ...) or a folder")
     c.add_argument("--layer", action="append", required=True, metavar="NAME",
                    help="a module name, e.g. body.7.conv1 (a wrong name lists conv layers); "
-                        "repeat for several, or 'all' for every conv layer")
+                        "repeat for several, or 'all' for every conv layer that runs once "
+                        "(JSON only, no PNGs)")
     c.add_argument("--out", default="analysis", metavar="DIR",
                    help="output folder (default: analysis)")
     c.add_argument("--max-images", type=int, default=None, metavar="N")
@@ -517,15 +591,20 @@ def _help(parser: argparse.ArgumentParser) -> int:
 
 def _run_channels(args: argparse.Namespace) -> int:
     result = analyze_layers(args.model, args.data, args.layer, out=args.out, scale=args.scale,
-                            max_images=args.max_images, device=args.device)
+                            max_images=args.max_images, device=args.device,
+                            plots=ALL_LAYERS not in args.layer)
     layers = result["layers"]
     for r in layers:
         print(format_summary(r))
     if len(layers) > 1:
         print(format_layer_table(result["summary"]))
+    if result["left_out"]:
+        print(f"left out {len(result['left_out'])} conv layers that do not run exactly once in "
+              f"every model: {', '.join(result['left_out'][:4])}"
+              + (", ..." if len(result["left_out"]) > 4 else ""), file=sys.stderr)
     for line in layers[0]["skipped"]:
         print(f"skipped {line}", file=sys.stderr)
-    files = [f for r in layers for f in r["files"]]
+    files = [f for r in layers for f in r["files"]] + result["files"]
     print(f"wrote {len(files)} files to {args.out}" if len(layers) > 1
           else f"wrote {', '.join(files)}", file=sys.stderr)
     return 0

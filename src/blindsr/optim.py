@@ -94,3 +94,6 @@ def _lerp_all(ema: nn.Module, model: nn.Module, decay: float) -> None:
             e.lerp_(b, 1.0 - decay)
         else:
             e.copy_(b)
+
+
+__all__ = ["Scheduler", "ema_decay", "ema_update", "make_optimizer", "schedule_lr"]

@@ -9,12 +9,14 @@ the gradients of both terms reach the shared parameters, nothing is modified in 
 nothing carries over to the next step.
 
 ``erased_weight`` (default 1, the paper's sum) has a trivial optimum when it is large: f = f' =
-Bicubic(LR) zeroes the awakening term. Whenever a trained network's gain over bicubic (in L1
-against HR) is smaller than ``erased_weight x ||f - Bicubic(LR)||_1``, training collapses to
-bicubic. It did at CPU scale (SRResNet 32x8, 4000 iterations of the random pipeline: a gain of
-0.007 against a residual of 0.020, so collapse above a weight of about 0.34); the CPU configs
-use 0.1 (``configs/eats/eats_w0.1.yaml``). Watch ``l_erased``: a value that falls toward zero
-means the network has become bicubic.
+Bicubic(LR) zeroes the awakening term. Since f' differs from f by one filter, the term costs a
+trained network about ``erased_weight x ||f - Bicubic(LR)||_1``; when that exceeds the network's
+gain over bicubic (in L1 against HR), bicubic is the cheaper answer and training drifts to it.
+It did at CPU scale (SRResNet 32x8, 4000 iterations of the random pipeline: a gain of 0.005
+against a residual of 0.022, ``benchmarks/bicubic_gap.py``, so bicubic is cheaper above a
+weight of about 0.23). ``configs/eats/eats_w0.1.yaml`` uses 0.1; ``eats.yaml`` keeps 1
+for reference. Watch ``l_erased``: a value that falls toward zero means the network has become
+bicubic.
 
 Eligible layers: every ``nn.Conv2d`` of the generator in the order of its first call in a
 forward pass (traced once on one sample), except the last one (the output conv: its filters
