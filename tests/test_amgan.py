@@ -230,8 +230,8 @@ def test_predictor_can_keep_training(rand_image):
 
 
 def test_perceptual_terms_use_vgg_and_dists(rand_image):
+    from blindsr.assets import IndexUnreachableError, fetch
     from blindsr.losses.perceptual import DISTSLoss, PerceptualLoss
-    from blindsr.metrics.assets import IndexUnreachableError, fetch
 
     try:
         fetch(["vgg16", "dists"])

@@ -189,7 +189,7 @@ def test_andgan_updates_generator_then_discriminator(rand_image, gan_type, disc,
 
 
 def test_perceptual_term_uses_the_layer_weights(rand_image):
-    from blindsr.metrics.assets import IndexUnreachableError, fetch
+    from blindsr.assets import IndexUnreachableError, fetch
 
     try:
         fetch(["vgg16"])

@@ -10,10 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load, load_file
 
-from blindsr.cli import main
-from blindsr.errors import BlindSRError
-from blindsr.metrics import assets
-from blindsr.metrics.assets import (
+from blindsr import assets
+from blindsr.assets import (
     ASSETS,
     IndexUnreachableError,
     asset_path,
@@ -24,6 +22,8 @@ from blindsr.metrics.assets import (
     sha256_file,
     verify,
 )
+from blindsr.cli import main
+from blindsr.errors import BlindSRError
 
 
 @pytest.fixture(scope="module")

@@ -108,6 +108,15 @@ def test_models_name_prints_its_card(capsys):
     assert "no such shipped model" in err and "bicubic" in err and len(err.splitlines()) == 1
 
 
+def test_help_does_not_import_torch():
+    # the parser of every command is built without torch, so that `blindsr --help` is instant
+    code = "import sys; from blindsr.cli import build_parser; build_parser(); " \
+           "print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == "False"
+
+
 def test_command_runs_as_a_module():
     result = subprocess.run([sys.executable, "-m", "blindsr", "--version"], capture_output=True,
                             text=True, check=True)

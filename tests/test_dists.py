@@ -5,9 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
+from blindsr.assets import IndexUnreachableError, fetch, load_asset
 from blindsr.errors import BlindSRError
 from blindsr.metrics import dists, get_metric
-from blindsr.metrics.assets import IndexUnreachableError, fetch, load_asset
 from blindsr.metrics.dists import L2Pool2d, dists_model
 
 IDS = ("I03", "I04", "I06", "I08", "I19")

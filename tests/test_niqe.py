@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
+from blindsr.assets import IndexUnreachableError, fetch, load_asset
 from blindsr.errors import BlindSRError
 from blindsr.metrics import get_metric, niqe
-from blindsr.metrics.assets import IndexUnreachableError, fetch, load_asset
 from blindsr.metrics.niqe import aggd_fit, gaussian_window, mscn, to_gray_levels
 
 IDS = ("I03", "I04", "I06", "I08", "I19")

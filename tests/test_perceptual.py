@@ -4,10 +4,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from blindsr.assets import IndexUnreachableError, fetch
 from blindsr.errors import BlindSRError
 from blindsr.losses.perceptual import DISTSLoss, LPIPSLoss, PerceptualLoss
 from blindsr.metrics import dists, lpips
-from blindsr.metrics.assets import IndexUnreachableError, fetch
 from blindsr.metrics.backbones import IMAGENET_MEAN, IMAGENET_STD, VGGFeatures, vgg
 
 

@@ -1,6 +1,6 @@
 """Image quality metrics and a small registry describing them.
 
-LPIPS, DISTS and NIQE load their weights (verified assets, see :mod:`blindsr.metrics.assets`)
+LPIPS, DISTS and NIQE load their weights (verified assets, see :mod:`blindsr.assets`)
 lazily on first use and keep them per device; importing this package loads none.
 """
 

@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
+from blindsr.assets import load_asset, load_weights_file
 from blindsr.errors import BlindSRError
-from blindsr.metrics.assets import load_asset, load_weights_file
 from blindsr.metrics.psnr_ssim import _levels
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from blindsr.assets import load_asset, load_weights_file
 from blindsr.errors import BlindSRError
-from blindsr.metrics.assets import load_asset, load_weights_file
 from blindsr.metrics.backbones import (
     IMAGENET_MEAN,
     IMAGENET_STD,

@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from blindsr.assets import load_asset
 from blindsr.errors import BlindSRError
-from blindsr.metrics.assets import load_asset
 from blindsr.metrics.psnr_ssim import _levels
 from blindsr.ops.resize import imresize
 

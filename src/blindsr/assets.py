@@ -39,13 +39,14 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from blindsr.errors import BlindSRError
+
+if TYPE_CHECKING:  # torch is imported on use: `blindsr --help` imports this module
+    from torch import Tensor
 
 CACHE_ENV = "BLINDSR_CACHE"
 OFFLINE_ENV = "BLINDSR_OFFLINE"
@@ -142,6 +143,8 @@ def _flax_to_torch(data: bytes, group: str, conv_indices: tuple[int, ...]) -> di
 
 
 def _dists_weights(data: bytes) -> dict[str, np.ndarray]:
+    import torch
+
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         out = {k: state[k].detach().to(torch.float32).numpy() for k in ("alpha", "beta")}
@@ -445,6 +448,9 @@ def load_weights_file(path: str | os.PathLike[str]) -> dict[str, Tensor]:
 
     A leading ``module.`` (DataParallel) and a wrapping ``{"state_dict": ...}`` are undone.
     """
+    import torch
+    from torch import Tensor
+
     p = Path(path).expanduser()
     if not p.is_file():
         raise BlindSRError(f"weight file not found: {p}")
