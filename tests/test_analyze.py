@@ -327,3 +327,8 @@ def test_caller_model_is_not_changed(hr_folder):
     analyze.analyze_channels([model], str(hr_folder), "conv_first", max_images=1)
     assert model.training and all(p.requires_grad for p in model.parameters())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_json_numbers_are_compact_and_valid():
+    assert analyze._compact({"a": [float("nan"), 1.23456789, 2], "b": (0.5,)}) == {
+        "a": [None, 1.23457, 2], "b": [0.5]}

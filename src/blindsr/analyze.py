@@ -389,7 +389,7 @@ def analyze_layers(
         path = Path(out) / "channels_summary.json"
         body = {"dataset": name, "scale": scale, "images": names, "layers": summary,
                 "left_out": left_out}
-        path.write_text(json.dumps(body, indent=1) + "\n")
+        path.write_text(json.dumps(_compact(body), indent=1) + "\n")
         files.append(str(path))
     return {"layers": results, "summary": summary, "left_out": left_out, "files": files}
 
@@ -448,7 +448,7 @@ def write_outputs(result: dict[str, Any], out: str | Path, plots: bool = True) -
     paths = [folder / f"{stem}.json", folder / f"{stem}_response.png",
              folder / f"{stem}_saliency.png", folder / f"{stem}_similarity.png"]
     body = {k: v for k, v in result.items() if k != "files"}
-    paths[0].write_text(json.dumps(body, indent=1) + "\n")
+    paths[0].write_text(json.dumps(_compact(body), separators=(",", ":")) + "\n")
     if not plots:
         return [str(paths[0])]
     import matplotlib
@@ -462,6 +462,17 @@ def write_outputs(result: dict[str, Any], out: str | Path, plots: bool = True) -
         fig.savefig(path, dpi=100)
         plt.close(fig)
     return [str(p) for p in paths]
+
+
+def _compact(value: Any) -> Any:
+    """Floats to 6 significant digits and NaN to null (valid, small JSON), recursively."""
+    if isinstance(value, float):
+        return None if math.isnan(value) else float(f"{value:.6g}")
+    if isinstance(value, dict):
+        return {k: _compact(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_compact(v) for v in value]
+    return value
 
 
 def _panels(plt: Any, n: int, height: float = 3.6) -> tuple[Any, list[Any]]:
