@@ -11,7 +11,10 @@ hooks) predicts the ratio independently of the machine:
     and   = 3 G + K (2 G + 3 F) + F   (per PGD step: G forward + input gradients only,
                                        F forward + input and weight gradients; then F once more)
 
-where G and F are the forward MACs of the generator and of the degradation network.
+where G and F are the forward MACs of the generator and of the degradation network. The
+ablations (`--params '{"perturbation": "noise"}'` or `"random"`) need no attack through F
+(noise: ``3 G + 2 K G``, PGD on the LR noise of every sample) or no attack at all (random:
+``3 G + F``).
 
     python benchmarks/and_overhead.py                     # SRResNet 32x8, batch 16, patch 96
     python benchmarks/and_overhead.py --attack-batch 4    # the attack on 4 of the 16 samples
@@ -54,9 +57,14 @@ def conv_macs(model: nn.Module, *args: object) -> float:
     return total[0]
 
 
-def predicted_ratio(g_macs: float, f_macs: float, steps: int, attack_share: float) -> float:
+def predicted_ratio(g_macs: float, f_macs: float, steps: int, attack_share: float,
+                    perturbation: str = "neural") -> float:
     """The conv-work model of the module docstring (``attack_share``: attacked fraction)."""
     plain = 3 * g_macs
+    if perturbation == "noise":
+        return (plain + steps * 2 * g_macs) / plain
+    if perturbation == "random":
+        return (plain + f_macs) / plain
     attack = steps * attack_share * (2 * g_macs + 3 * f_macs)
     return (plain + attack + f_macs) / plain
 
@@ -128,7 +136,7 @@ def main() -> None:
         shares[name] = min(args.attack_batch / args.batch, 1.0)
     hr = smooth_batch(args.batch, args.patch, torch.Generator().manual_seed(0)).to(device)
     hr = hr.contiguous(memory_format=torch.channels_last)
-    k = cases["and"].params.steps
+    k, kind = cases["and"].params.steps, cases["and"].params.perturbation
     g_macs = conv_macs(model, hr[:1, :, ::scale, ::scale].contiguous())
     f_macs = conv_macs(NeuralDegradation(scale, cases["and"].params.channels).to(device), hr[:1])
     print(f"machine: {platform.machine()} {platform.processor() or ''}, device {device}, "
@@ -140,7 +148,8 @@ def main() -> None:
     if args.flops_only:
         for name, share in shares.items():
             if name != "plain":
-                print(f"conv-work model, {name}: {predicted_ratio(g_macs, f_macs, k, share):.2f}x")
+                ratio = predicted_ratio(g_macs, f_macs, k, share, kind)
+                print(f"conv-work model, {name}: {ratio:.2f}x")
         return
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-6)
     for strategy in cases.values():  # warm-up
@@ -156,7 +165,8 @@ def main() -> None:
     print("|---|---|---|---|")
     for name in names:
         t = statistics.median(times[name])
-        model_ratio = predicted_ratio(g_macs, f_macs, k, shares[name]) if name != "plain" else 1
+        model_ratio = (predicted_ratio(g_macs, f_macs, k, shares[name], kind)
+                       if name != "plain" else 1)
         print(f"| {name} | {t * 1e3:.0f} | {t / base:.2f}x | {model_ratio:.2f}x |", flush=True)
 
 
