@@ -330,5 +330,26 @@ def test_caller_model_is_not_changed(hr_folder):
 
 
 def test_json_numbers_are_compact_and_valid():
-    assert analyze._compact({"a": [float("nan"), 1.23456789, 2], "b": (0.5,)}) == {
-        "a": [None, 1.23457, 2], "b": [0.5]}
+    assert analyze._compact({"a": [float("nan"), 1.23456789, 2], "b": (0.5, float("inf"))}) == {
+        "a": [None, 1.23457, 2], "b": [0.5, None]}
+
+
+class CutNet(nn.Module):
+    """conv a -> (no gradient) -> conv b, plus the input: the graph is cut before b."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 3, 3, 1, 1), nn.Conv2d(3, 3, 3, 1, 1)
+
+    def forward(self, x):
+        with torch.no_grad():
+            h = self.a(x)
+        return self.b(h) * 2 + x
+
+
+def test_a_graph_cut_before_the_layer_still_gives_its_gradient(rand_image):
+    net, x = CutNet(), rand_image(1, 3, 6, 6)
+    act, grad = analyze.layer_response(net, net.b, x)
+    assert torch.allclose(grad, torch.full_like(grad, 2.0))  # d sum(2 b + x) / d b = 2
+    both = analyze.layer_responses(net, {"a": net.a, "b": net.b}, x)
+    assert torch.equal(both["b"][1], grad) and torch.equal(both["a"][1], torch.zeros_like(act))

@@ -171,7 +171,10 @@ def layer_responses(model: nn.Module, modules: Mapping[str, nn.Module], x: Tenso
             if not isinstance(output, torch.Tensor) or output.ndim != 4:
                 captured[name].append(None)
                 return None
-            kept = output.clone()
+            # in the graph where it is connected (full derivative through later hooked layers),
+            # else a fresh leaf (a model that cuts the graph before the layer)
+            kept = (output.clone() if output.requires_grad
+                    else output.detach().clone().requires_grad_(True))
             captured[name].append(kept)
             return kept.clone()  # downstream in-place operations must not touch the copy kept
 
@@ -465,9 +468,9 @@ def write_outputs(result: dict[str, Any], out: str | Path, plots: bool = True) -
 
 
 def _compact(value: Any) -> Any:
-    """Floats to 6 significant digits and NaN to null (valid, small JSON), recursively."""
+    """Floats to 6 significant digits, NaN and infinities to null (valid, small JSON)."""
     if isinstance(value, float):
-        return None if math.isnan(value) else float(f"{value:.6g}")
+        return float(f"{value:.6g}") if math.isfinite(value) else None
     if isinstance(value, dict):
         return {k: _compact(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -585,7 +588,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--layer", action="append", required=True, metavar="NAME",
                    help="a module name, e.g. body.7.conv1 (a wrong name lists conv layers); "
                         "repeat for several, or 'all' for every conv layer that runs once "
-                        "(JSON only, no PNGs)")
+                        "(JSON only, no PNGs; every layer's output is kept for one pass, so "
+                        "memory grows with the layer count: use --max-images or small images "
+                        "for deep networks)")
     c.add_argument("--out", default="analysis", metavar="DIR",
                    help="output folder (default: analysis)")
     c.add_argument("--max-images", type=int, default=None, metavar="N")
