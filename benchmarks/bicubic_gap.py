@@ -62,11 +62,12 @@ def main(argv: list[str] | None = None) -> int:
             sr = model(lr).clamp(0, 1)
         to_hr = (sr - hr).abs().mean().item()
         to_bicubic = (sr - bicubic).abs().mean().item()
-        threshold = (base - to_hr) / to_bicubic if to_bicubic > 0 else float("inf")
+        threshold = (base - to_hr) / to_bicubic if to_bicubic > 0 else None  # None: it is bicubic
         rows[name] = {"l1_hr": round(to_hr, 5), "l1_bicubic": round(to_bicubic, 5),
-                      "bicubic_cheaper_above_w": round(threshold, 3)}
+                      "bicubic_cheaper_above_w": None if threshold is None else round(threshold, 3)}
+        shown = "never (it is bicubic)" if threshold is None else f"w = {threshold:.2f}"
         print(f"{name}: L1 to HR {to_hr:.4f}, to bicubic {to_bicubic:.4f}, "
-              f"bicubic cheaper above w = {threshold:.2f}")
+              f"bicubic cheaper above {shown}")
     print(json.dumps({"crops": args.crops, "patch": args.patch, "seed": args.seed,
                       "models": rows}))
     return 0

@@ -303,3 +303,30 @@ def test_trains_in_the_loop_and_resumes_bit_identically(tmp_path):
     assert resumed.strategy.last == last
     again = load_file(str(ckpt / "step_0000004" / "weights.safetensors"))
     assert all(torch.equal(again[k], reference[k]) for k in reference)
+
+
+def test_bicubic_gap_script_prices_the_collapse(shared, tmp_path, monkeypatch, capsys):
+    """benchmarks/bicubic_gap.py: bicubic itself is 0 from bicubic (no threshold); a
+    network gets a finite threshold = (bicubic's L1 - its L1) / its distance to bicubic."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from blindsr.checkpoint import save_model
+
+    monkeypatch.setenv("BLINDSR_DATA", str(shared / "datasets"))
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bicubic_gap.py"
+    spec = importlib.util.spec_from_file_location("bicubic_gap", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    torch.manual_seed(0)
+    net = save_model(archs.build("srresnet", num_feat=4, num_block=1, scale=4),
+                     tmp_path / "net.safetensors")
+    assert script.main(["--model", "bicubic", "--model", str(net), "--crops", "2",
+                        "--patch", "32"]) == 0
+    rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["models"]
+    assert rows["bicubic"]["bicubic_cheaper_above_w"] is None
+    assert rows["bicubic"]["l1_bicubic"] == 0.0
+    r = rows[str(net)]
+    expected = (rows["bicubic"]["l1_hr"] - r["l1_hr"]) / r["l1_bicubic"]
+    assert r["l1_bicubic"] > 0 and r["bicubic_cheaper_above_w"] == pytest.approx(expected, abs=2e-2)
