@@ -24,7 +24,8 @@ import json
 import math
 import re
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -151,7 +152,8 @@ def layer_response(model: nn.Module, module: nn.Module, x: Tensor,
     The activation is captured as a copy, so in-place operations after the layer do not alter
     it; ``model``'s parameters get no gradients.
     """
-    return layer_responses(model, {"layer": module}, x, label)["layer"]
+    name = next((n for n, m in model.named_modules() if m is module), "?")
+    return layer_responses(model, {name: module}, x, label)[name]
 
 
 def layer_responses(model: nn.Module, modules: Mapping[str, nn.Module], x: Tensor,
@@ -180,26 +182,20 @@ def layer_responses(model: nn.Module, modules: Mapping[str, nn.Module], x: Tenso
 
         return hook
 
-    handles = [m.register_forward_hook(hook_for(n)) for n, m in modules.items()]
-    try:
-        with torch.enable_grad():
-            y = model(x.detach().requires_grad_(True))
-    finally:
-        for h in handles:
-            h.remove()
+    with _hooked([(m, hook_for(n)) for n, m in modules.items()]), torch.enable_grad():
+        y = model(x.detach().requires_grad_(True))
     for name, acts in captured.items():
-        shown = "the layer" if name == "layer" else f"layer {name!r}"
         if len(acts) != 1:
-            raise BlindSRError(f"{label}: {shown} ran {len(acts)} times in one forward pass; "
-                               "choose a layer that runs exactly once")
+            raise BlindSRError(f"{label}: layer {name!r} ran {len(acts)} times in one forward "
+                               "pass; choose a layer that runs exactly once")
         if acts[0] is None:
-            raise BlindSRError(f"{label}: {shown}'s output is not an (N, C, H, W) tensor")
+            raise BlindSRError(f"{label}: layer {name!r}'s output is not an (N, C, H, W) tensor")
     names = list(captured)
     acts = [captured[n][0] for n in names]
     grads: list[Tensor | None] = [None] * len(acts)
     if isinstance(y, torch.Tensor) and y.requires_grad:
         grads = list(torch.autograd.grad(y.sum(), acts, allow_unused=True))
-    return {n: (a.detach(), g.detach() if g is not None else torch.zeros_like(a.detach()))
+    return {n: (a.detach(), g if g is not None else torch.zeros_like(a))
             for n, a, g in zip(names, acts, grads, strict=True)}
 
 
@@ -218,14 +214,20 @@ def runs_once(model: nn.Module, names: Sequence[str], x: Tensor) -> list[str]:
         return hook
 
     modules = dict(model.named_modules())
-    handles = [modules[n].register_forward_hook(hook_for(n)) for n in names if n in modules]
+    with _hooked([(modules[n], hook_for(n)) for n in names if n in modules]), torch.no_grad():
+        model(x)
+    return [n for n in names if calls[n] == 1 and shaped[n]]
+
+
+@contextmanager
+def _hooked(hooks: Sequence[tuple[nn.Module, Callable[..., Any]]]) -> Iterator[None]:
+    """Forward hooks (module, hook) for the duration of the block, removed however it ends."""
+    handles = [m.register_forward_hook(h) for m, h in hooks]
     try:
-        with torch.no_grad():
-            model(x)
+        yield
     finally:
         for h in handles:
             h.remove()
-    return [n for n in names if calls[n] == 1 and shaped[n]]
 
 
 # ------------------------------------------------------------------------------------ data
