@@ -49,7 +49,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patch", type=int, default=96)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
     hr = training_crops(args.crops, args.patch)
     lr = second_order(hr, 4, generator=torch.Generator().manual_seed(args.seed))
     bicubic = imresize(lr, 4).clamp(0, 1)

@@ -17,6 +17,17 @@ def shared_path(*parts: str) -> Path:
     return base.joinpath(*parts)
 
 
+@pytest.fixture(autouse=True)
+def _threads_unchanged():
+    """Fail a test that leaves torch's thread count changed: later tests that compare
+    results bit for bit (e.g. a resumed run against a fresh one) would differ."""
+    before = torch.get_num_threads()
+    yield
+    after = torch.get_num_threads()
+    torch.set_num_threads(before)
+    assert after == before, f"the test changed torch's thread count from {before} to {after}"
+
+
 @pytest.fixture
 def shared():
     """The shared folder; tests that need it skip (saying why) when it is absent."""

@@ -133,7 +133,9 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, data_dir):
     killed = tmp_path / "killed"
     args = [sys.executable, "-c", KILL_SCRIPT, "train", str(TINY), "-q", "--output-dir",
             str(killed / "runs"), f"data.train=[{{path: {json.dumps(str(data_dir))}}}]", *overrides]
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    # bit-identical resumption holds for one thread count: the child uses this process's
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"),
+           "OMP_NUM_THREADS": str(torch.get_num_threads())}
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     run = killed / "runs" / "tiny"
     deadline = time.time() + 120
