@@ -272,6 +272,35 @@ def test_init_checkpoint_starts_the_generator(tmp_path, data_dir):
         build_generator(bad)
 
 
+def test_init_grows_a_smaller_checkpoint_into_the_configured_net(tmp_path, data_dir, rand_image):
+    from blindsr import archs
+    from blindsr.checkpoint import save_model
+
+    torch.manual_seed(1)
+    src = archs.build("srresnet", num_feat=4, num_block=1, scale=4)
+    save_model(src, tmp_path / "small.safetensors")
+    init = f"model.init={json.dumps(str(tmp_path / 'small.safetensors'))}"
+    cfg = tiny(tmp_path, data_dir, init, "model.grow=true",
+               "model.kwargs={num_feat: 8, num_block: 2}")
+    net = build_generator(cfg)
+    assert net.arch_kwargs["num_feat"] == 8 and len(net.body) == 2
+    x = rand_image(1, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(net(x), src(x), atol=1e-6)
+    result = train(cfg, progress=False)  # and it trains from there
+    assert result.step == 4
+    with pytest.raises(BlindSRError, match="model.grow: needs model.init"):
+        tiny(tmp_path, data_dir, "model.grow=true")
+    with pytest.raises(BlindSRError, match="model.init: .*rrdbnet cannot be grown"):
+        build_generator(tiny(tmp_path, data_dir, init, "model.grow=true", "model.arch=rrdbnet",
+                             "model.kwargs={num_feat: 4, num_block: 1, num_grow_ch: 4}"))
+
+
+def test_help_after_the_config(capsys):
+    assert main(["train", str(TINY), "--help"]) == 0
+    assert "KEY=VALUE" in capsys.readouterr().out
+
+
 class Recorder(Strategy):
     """Keeps the (LR, HR) pairs the loop hands over; trains nothing useful."""
 

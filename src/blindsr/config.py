@@ -34,10 +34,15 @@ class ModelConfig:
     scale: int = bounded(4, ge=1)
     kwargs: dict[str, Any] = field(default_factory=dict)  # constructor arguments except scale
     init: str | None = None  # checkpoint whose weights start the training
+    # init is a smaller net of the same arch (fewer features/blocks): grow it into this one,
+    # computing the same function at step 0 (blindsr.archs.grow)
+    grow: bool = False
 
     def check(self, path: str) -> None:
         if "scale" in self.kwargs:
             raise fail(join_path(path, "kwargs.scale"), "set the scale with model.scale instead")
+        if self.grow and not self.init:
+            raise fail(join_path(path, "grow"), "needs model.init, the smaller net to grow")
 
 
 @dataclass

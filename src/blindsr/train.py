@@ -236,7 +236,8 @@ def _say(run: _Run | None, message: str, main: bool = True) -> None:
 
 def build_generator(cfg: Config) -> nn.Module:
     """The generator of ``cfg.model``, initialised from ``train.seed`` (seeds torch's global
-    RNG), or with the ``init`` checkpoint's weights when given."""
+    RNG), or with the ``init`` checkpoint's weights when given (grown into the larger net
+    with ``model.grow``)."""
     import torch
 
     from blindsr import archs
@@ -251,6 +252,13 @@ def build_generator(cfg: Config) -> nn.Module:
         from blindsr.checkpoint import read_checkpoint
 
         sd, _ = read_checkpoint(m.init)
+        if m.grow:
+            from blindsr.archs.grow import grow_state_dict
+
+            try:
+                sd = grow_state_dict(sd, model)
+            except BlindSRError as e:
+                raise fail("model.init", f"{m.init}: {e}") from None
         try:
             model.load_state_dict(sd, strict=True)
         except RuntimeError as e:
@@ -846,15 +854,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     # options may also follow the overrides: the rest is parsed again in run_command
     p.add_argument("overrides", nargs=argparse.REMAINDER, metavar="KEY=VALUE",
                    help="config overrides, e.g. train.iterations=2000 optim.generator.lr=1e-4")
-    p.set_defaults(run=run_command)
+    p.set_defaults(run=run_command, print_help=p.print_help)
 
 
 def run_command(args: argparse.Namespace) -> int:
     """``blindsr train``: load the config with overrides, then train (or resume)."""
     rest = argparse.ArgumentParser(prog="blindsr train", add_help=False)
     _add_options(rest)
+    rest.add_argument("-h", "--help", action="store_true")
     rest.add_argument("overrides", nargs="*")
     more = rest.parse_intermixed_args(args.overrides)
+    if more.help:  # `blindsr train CONFIG --help`
+        args.print_help()
+        return 0
     overrides = list(more.overrides)
     output_dir = more.output_dir if more.output_dir is not None else args.output_dir
     if output_dir is not None:

@@ -3,6 +3,7 @@ upsampling and a bilinear global skip. State-dict keys match BasicSR's ``MSRResN
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import torch.nn.functional as F
@@ -93,10 +94,16 @@ def kwargs_from_state_dict(sd: StateDict) -> dict[str, Any]:
     }
 
 
+def grow_zero(name: str) -> bool:
+    """An added residual block starts as the identity: its second conv is zero."""
+    return re.fullmatch(r"body\.\d+\.conv2\.(weight|bias)", name) is not None
+
+
 SPEC = ArchSpec(
     name=NAME,
     constructor=SRResNet,
     detect=detect,
     kwargs_from_state_dict=kwargs_from_state_dict,
     description="MSRResNet (BasicSR): residual blocks, pixel shuffle, bilinear skip; x2/x3/x4",
+    grow_zero=grow_zero,
 )
