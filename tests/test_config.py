@@ -179,5 +179,7 @@ def test_configs_sharing_a_run_name_are_the_same_run():
 
 def test_shipped_configs_find_the_shared_data(shared, monkeypatch):
     monkeypatch.setenv("BLINDSR_DATA", str(shared / "datasets"))
-    for path in ALL_CONFIGS:  # every dataset and validation set resolves (model.init points at the
-        load_config(path, ["model.init=null", "model.grow=false"])  # init: an earlier run
+    # every dataset and validation set resolves (model.init, and the growth from it, points at
+    # the run of an earlier stage: absent in a checkout)
+    for path in ALL_CONFIGS:
+        load_config(path, ["model.init=null", "model.grow=false"])
