@@ -7,6 +7,8 @@ average over layers of the strategy's uniform layer choice. The candidates for t
 
 - ``replay``: the strategy's default: the layers before the erased one run once (hooks replay
   their recorded outputs), the erased pass costs the layers from it on;
+- ``subbatch``: ``replay`` with ``erased_batch`` (``--erased-batch``, default 4): the erased pass
+  on the first samples of the batch only;
 - ``full``: ``torch.func.functional_call`` with the erased weights: a second complete pass;
 - ``batched``: one forward of the batch twice (2N), a forward hook on the erased layer replacing
   the channel in the second half (everything before the layer is computed twice too).
@@ -17,6 +19,7 @@ every step, on the training device) to both sides.
     python benchmarks/eats_overhead.py                 # SRResNet 32x8, batch 16, HR patch 96
     python benchmarks/eats_overhead.py --arch rrdbnet --feat 32 --blocks 4
     python benchmarks/eats_overhead.py --quick         # batch 2, patch 64, 1 thread: seconds
+    python benchmarks/eats_overhead.py --erased-batch 2   # the subbatch case on 2 of 16
     python benchmarks/eats_overhead.py --flops-only    # the conv-work model only, instant
 """
 
@@ -65,17 +68,20 @@ def batched_loss(model: nn.Module, lr: Tensor, hr: Tensor, bicubic: Tensor,
     return l1_loss(out[:n], hr) + l1_loss(out[n:], bicubic)
 
 
-def make_steps(model: nn.Module, lr: Tensor, hr: Tensor, scale: int) -> dict[str, Step]:
+def make_steps(model: nn.Module, lr: Tensor, hr: Tensor, scale: int,
+               erased_batch: int) -> dict[str, Step]:
     """One loss function per case (plain ignores the erasure)."""
     batch = {"lr": lr, "hr": hr, "has_hr": torch.ones(len(lr), dtype=torch.bool),
              "has_lr": torch.ones(len(lr), dtype=torch.bool)}
     plain = Plain(model, Plain.parse_params({}), scale, lr.device)
     replay = EATS(model, EATS.parse_params({"branch": "replay"}), scale, lr.device)
     full = EATS(model, EATS.parse_params({"branch": "full"}), scale, lr.device)
+    sub = EATS(model, EATS.parse_params({"erased_batch": erased_batch}), scale, lr.device)
     bicubic = imresize(lr, scale=scale)
     return {
         "plain": lambda e: next(iter(plain.training_step(batch, 0))).loss,
         "replay": lambda e: replay.loss(lr, hr, e)[0],
+        "subbatch": lambda e: sub.loss(lr, hr, e)[0],
         "full": lambda e: full.loss(lr, hr, e)[0],
         "batched": lambda e: batched_loss(model, lr, hr, bicubic, e),
     }
@@ -141,7 +147,9 @@ def main() -> None:
     parser.add_argument("--patch", type=int, default=96, help="HR patch")
     parser.add_argument("--rounds", type=int, default=1, help="steps per layer and case")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
-    parser.add_argument("--cases", default="plain,replay,full,batched")
+    parser.add_argument("--cases", default="plain,replay,subbatch,full,batched")
+    parser.add_argument("--erased-batch", type=int, default=4,
+                        help="samples in the erased pass of the subbatch case")
     parser.add_argument("--flops-only", action="store_true",
                         help="print the conv-work model of the replay ratio only (no timing)")
     parser.add_argument("--quick", action="store_true",
@@ -162,7 +170,7 @@ def main() -> None:
     hr = torch.rand(args.batch, 3, args.patch, args.patch, generator=g)
     lr = imresize(hr, scale=1 / scale).clamp(0, 1).contiguous(memory_format=torch.channels_last)
     hr = hr.contiguous(memory_format=torch.channels_last)
-    steps = make_steps(model, lr, hr, scale)
+    steps = make_steps(model, lr, hr, scale, args.erased_batch)
     cases = args.cases.split(",")
     layers = eligible_layers(model, lr[:1])
     erasures = [sample_erasure(model, [name], 1, g) for name in layers]
@@ -170,8 +178,10 @@ def main() -> None:
           f"{torch.get_num_threads()} threads, torch {torch.__version__}")
     print(f"{args.arch} {kwargs}, batch {args.batch}, HR patch {args.patch}, x{scale}, "
           f"{len(layers)} eligible layers x {args.rounds} round(s)")
-    print(f"conv-work model: replay {flop_model(model, lr[:1], layers):.2f}x, full and batched "
-          "2.00x plain")
+    replay_model = flop_model(model, lr[:1], layers)
+    sub_share = min(args.erased_batch, args.batch) / args.batch
+    print(f"conv-work model: replay {replay_model:.2f}x, subbatch "
+          f"{1 + sub_share * (replay_model - 1):.2f}x, full and batched 2.00x plain")
     if args.flops_only:
         return
     for case in cases:  # warm-up
@@ -191,7 +201,8 @@ def main() -> None:
         t = statistics.fmean(times[case])
         ratio = f"{t / base:.2f}x" if base else "-"
         loop = f"{(t + deg) / (base + deg):.2f}x" if base else "-"
-        print(f"| {case} | {t * 1e3:.1f} | {ratio} | {loop} |", flush=True)
+        label = f"replay, erased_batch {args.erased_batch}" if case == "subbatch" else case
+        print(f"| {label} | {t * 1e3:.1f} | {ratio} | {loop} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -129,6 +129,33 @@ def test_replay_and_full_give_the_same_gradients_through_both_passes(rand_image)
             assert torch.allclose(a, b, atol=1e-6)
 
 
+def test_erased_batch_runs_the_erased_network_on_the_first_samples_only(rand_image):
+    model = build("toy")
+    x = rand_image(3, h=8, w=8)
+    target = rand_image(3, h=16, w=16, seed=3)
+    for layer in ["head", "blocks.1.conv1", "shared"]:
+        e = Erasure(layer, (1,), (3,))
+        with torch.no_grad():
+            want = reference(model, e)(x[:2])
+        grads = []
+        for fn in (branched_forward, full_forward):
+            model.zero_grad()
+            out, erased = fn(model, x, e, 2)
+            assert out.shape[0] == 3 and erased.shape[0] == 2
+            assert (erased - want).abs().max() < 1e-6, layer
+            ((out - target).abs().mean() + (erased - 0.5).abs().mean()).backward()
+            grads.append([p.grad.clone() for p in model.parameters()])
+        for a, b in zip(*grads, strict=True):
+            assert torch.allclose(a, b, atol=1e-6)
+    s = make({"erased_batch": 2})
+    b = batch(rand_image, n=3)
+    (u,) = list(s.training_step(b, 0))
+    lr = b["lr"][:2]
+    with torch.no_grad():
+        l_er = (reference(s.generator, s.last)(lr) - imresize(lr, scale=2)).abs().mean()
+    assert u.logs["l_erased"].item() == pytest.approx(l_er.item(), rel=1e-5)
+
+
 def test_gradients_reach_the_parameters_through_the_erased_term_alone(rand_image):
     model = build("srresnet")
     x = rand_image(2, h=8, w=8)
@@ -330,3 +357,20 @@ def test_bicubic_gap_script_prices_the_collapse(shared, tmp_path, monkeypatch, c
     r = rows[str(net)]
     expected = (rows["bicubic"]["l1_hr"] - r["l1_hr"]) / r["l1_bicubic"]
     assert r["l1_bicubic"] > 0 and r["bicubic_cheaper_above_w"] == pytest.approx(expected, abs=2e-2)
+
+
+def test_overhead_script_times_every_case(monkeypatch, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "eats_overhead.py"
+    spec = importlib.util.spec_from_file_location("eats_overhead", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.setattr("sys.argv", ["eats_overhead", "--feat", "4", "--blocks", "1", "--batch",
+                                     "4", "--patch", "32", "--erased-batch", "1"])
+    script.main()
+    rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| ") and "ms" not in r]
+    assert [r.split(" | ")[0] for r in rows] == [
+        "| plain", "| replay", "| replay, erased_batch 1", "| full", "| batched"]
+    assert rows[0].split(" | ")[2] == "1.00x"

@@ -58,9 +58,13 @@ configs (32 features, 8 blocks) the model predicts 1.82x and ``benchmarks/eats_o
 measured replay 1.94x, full 2.19x, batched 2.36x at batch 16, HR patch 96 (one thread, compute
 only; ``benchmarks/RESULTS.md``); RRDBNet saves more (1.54x predicted at 64 features, 23 blocks).
 The paper's ~1.4x / the target 1.25x are not reachable exactly with a uniform layer choice on
-SRResNet; per loop iteration the data and degradation time dilute the ratio. On a tiny model
-(8 features, 2 blocks), where per-op overhead dominates, ``batched`` measured 1.30x against
-replay 1.58x: launch-bound GPUs with small patches may favour it (not measured on a GPU).
+SRResNet; per loop iteration the data and degradation time dilute the ratio. ``erased_batch: b``
+runs the erased pass on the first ``b`` samples of the batch only (the awakening term is then a
+mean over ``b`` samples; the L1 term to HR keeps the whole batch): a step costs
+``1 + (b / batch) mean_l share(l..end)``, measured 1.19x for ``b = 4`` of 16 on the CPU configs.
+On a tiny model (8 features, 2 blocks), where per-op overhead dominates, ``batched`` measured
+1.30x against replay 1.58x: launch-bound GPUs with small patches may favour it (not measured on
+a GPU).
 """
 
 from __future__ import annotations
@@ -91,6 +95,9 @@ class EATSParams:
     layer_pick: Literal["shallow", "deep", "spread"] = "shallow"  # which fraction
     erased_weight: float = bounded(1.0, ge=0)  # weight of the awakening term
     branch: Literal["replay", "full"] = "replay"  # how the erased pass is computed
+    # the first erased_batch samples of each batch make the awakening term (None: all of them):
+    # the erased pass then costs erased_batch / batch of a full one
+    erased_batch: int | None = bounded(None, ge=1)
     seed: int | None = bounded(None, ge=0)  # None: torch.initial_seed() (= train.seed)
 
 
@@ -189,10 +196,11 @@ def erased_weights(model: nn.Module, erasure: Erasure) -> dict[str, Tensor]:
     return out
 
 
-def full_forward(model: nn.Module, x: Tensor, erasure: Erasure) -> tuple[Tensor, Tensor]:
-    """``(f(x), f'(x))`` by two complete passes (the reference)."""
+def full_forward(model: nn.Module, x: Tensor, erasure: Erasure,
+                 rows: int | None = None) -> tuple[Tensor, Tensor]:
+    """``(f(x), f'(x[:rows]))`` by two complete passes (the reference)."""
     out = model(x)
-    erased = torch.func.functional_call(model, erased_weights(model, erasure), (x,))
+    erased = torch.func.functional_call(model, erased_weights(model, erasure), (x[:rows],))
     return out, erased
 
 
@@ -219,13 +227,15 @@ def select_channels(y: Tensor, src: Tensor) -> Tensor:
     return out
 
 
-def _copy(value: Any) -> Any:
+def _copy(value: Any, rows: int | None = None) -> Any:
+    """A copy of a module output (tensors in tuples, lists, dicts), of its first ``rows``
+    samples (batch-first tensors) when given."""
     if isinstance(value, Tensor):
-        return value.clone()
+        return value[:rows].clone()
     if type(value) in (tuple, list):
-        return type(value)(_copy(v) for v in value)
+        return type(value)(_copy(v, rows) for v in value)
     if type(value) is dict:
-        return {k: _copy(v) for k, v in value.items()}
+        return {k: _copy(v, rows) for k, v in value.items()}
     return value
 
 
@@ -253,8 +263,9 @@ class _Recorder:
     """Pass 1: outputs of the outermost frontier calls that end before ``layer`` first runs,
     and ``layer``'s erased output."""
 
-    def __init__(self, src: Tensor) -> None:
+    def __init__(self, src: Tensor, rows: int | None) -> None:
         self.src = src
+        self.rows = rows
         self.calls: list[tuple[nn.Module, Any]] = []
         self.depth = 0
         self.erased: Tensor | None = None
@@ -265,17 +276,17 @@ class _Recorder:
     def leave(self, module: nn.Module, args: Any, out: Any) -> None:
         self.depth -= 1
         if self.depth == 0 and self.erased is None:
-            self.calls.append((module, _copy(out)))
+            self.calls.append((module, _copy(out, self.rows)))
 
     def layer(self, module: nn.Module, args: Any, out: Tensor) -> None:
         if self.erased is None:
-            self.erased = select_channels(out, self.src)
+            self.erased = select_channels(out[: self.rows], self.src)
 
 
-def _record(model: nn.Module, x: Tensor, erasure: Erasure,
-            frontier: list[nn.Module]) -> tuple[Tensor, _Recorder]:
+def _record(model: nn.Module, x: Tensor, erasure: Erasure, frontier: list[nn.Module],
+            rows: int | None) -> tuple[Tensor, _Recorder]:
     conv = model.get_submodule(erasure.layer)
-    rec = _Recorder(erasure.source(conv.out_channels, x.device))
+    rec = _Recorder(erasure.source(conv.out_channels, x.device), rows)
     with ExitStack() as stack:
         for m in frontier:
             stack.callback(m.register_forward_pre_hook(rec.enter).remove)
@@ -326,11 +337,13 @@ def _replay(model: nn.Module, x: Tensor, erasure: Erasure, frontier: list[nn.Mod
     return out
 
 
-def branched_forward(model: nn.Module, x: Tensor, erasure: Erasure) -> tuple[Tensor, Tensor]:
-    """``(f(x), f'(x))``, running the layers before the erased one only once (see above)."""
+def branched_forward(model: nn.Module, x: Tensor, erasure: Erasure,
+                     rows: int | None = None) -> tuple[Tensor, Tensor]:
+    """``(f(x), f'(x[:rows]))``, running the layers before the erased one only once (see
+    above); batch-first module outputs are assumed when ``rows`` is given."""
     frontier = _frontier(model, erasure.layer)
-    out, rec = _record(model, x, erasure, frontier)
-    return out, _replay(model, x, erasure, frontier, rec)
+    out, rec = _record(model, x, erasure, frontier, rows)
+    return out, _replay(model, x[:rows], erasure, frontier, rec)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -368,16 +381,17 @@ class EATS(Strategy):
         return sample_erasure(self.generator, self.eligible(lr), self.params.filters, self.rng)
 
     def forward_pair(self, lr: Tensor, erasure: Erasure) -> tuple[Tensor, Tensor]:
-        """``(f(lr), f'(lr))`` by the configured branch method."""
+        """``(f(lr), f'(lr[:erased_batch]))`` by the configured branch method."""
+        rows = self.params.erased_batch
         if self.params.branch == "full":
-            return full_forward(self.generator, lr, erasure)
-        return branched_forward(self.generator, lr, erasure)
+            return full_forward(self.generator, lr, erasure, rows)
+        return branched_forward(self.generator, lr, erasure, rows)
 
     def loss(self, lr: Tensor, hr: Tensor, erasure: Erasure) -> tuple[Tensor, dict[str, Tensor]]:
         """The EATS loss of one batch and its logged terms."""
         sr, sr_erased = self.forward_pair(lr, erasure)
         with torch.no_grad(), torch.autocast(lr.device.type, enabled=False):
-            bicubic = imresize(lr.float(), scale=self.scale)
+            bicubic = imresize(lr[: self.params.erased_batch].float(), scale=self.scale)
         l_hr = l1_loss(sr.float(), hr.float())
         l_erased = l1_loss(sr_erased.float(), bicubic)
         total = l_hr + self.params.erased_weight * l_erased
