@@ -42,6 +42,7 @@ GROUPS: dict[str, tuple[str, dict[str, str], str]] = {
         "Original": "eats_srresnet_original",
         "Dropout": "eats_srresnet_dropout",
         "EATS, weight 1": "eats_srresnet_eats",  # collapsed to bicubic: see eats_w0.1.yaml
+        "EATS, erased_batch 4": "eats_srresnet_eats_w0.1_b4",  # the 1.2x-cost variant
         "EATS": "eats_srresnet_eats_w0.1",  # last: the Improvement row is EATS - Original
     }, "EATS"),
 }
