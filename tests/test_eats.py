@@ -148,12 +148,53 @@ def test_erased_batch_runs_the_erased_network_on_the_first_samples_only(rand_ima
         for a, b in zip(*grads, strict=True):
             assert torch.allclose(a, b, atol=1e-6)
     s = make({"erased_batch": 2})
-    b = batch(rand_image, n=3)
+    b = batch(rand_image, n=4, has_hr=[True, False, True, True])
     (u,) = list(s.training_step(b, 0))
-    lr = b["lr"][:2]
+    lr = b["lr"][[0, 2]]  # the first two samples that have an HR
     with torch.no_grad():
         l_er = (reference(s.generator, s.last)(lr) - imresize(lr, scale=2)).abs().mean()
     assert u.logs["l_erased"].item() == pytest.approx(l_er.item(), rel=1e-5)
+    s = make({"erased_batch": 5})  # more than the batch: all of it
+    b = batch(rand_image, n=3)
+    (u,) = list(s.training_step(b, 0))
+    with torch.no_grad():
+        want = (reference(s.generator, s.last)(b["lr"]) - imresize(b["lr"], scale=2)).abs().mean()
+    assert u.logs["l_erased"].item() == pytest.approx(want.item(), rel=1e-5)
+
+
+class ScalarSide(nn.Module):
+    """A frontier module that also returns a 0-dim tensor (not batch-first)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.g = nn.Parameter(torch.tensor(0.5))
+
+    def forward(self, x):
+        return self.conv(x), self.g * 2
+
+
+class WithScalar(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = ScalarSide()
+        self.tail = nn.Conv2d(4, 3, 3, padding=1)
+
+    def forward(self, x):
+        y, g = self.head(x)
+        return self.tail(y) * g
+
+
+def test_erased_batch_refuses_outputs_that_are_not_batch_first(rand_image):
+    model = WithScalar()
+    x = rand_image(3, h=8, w=8)
+    e = Erasure("tail", (0,), (1,))
+    with torch.no_grad():
+        _, erased = branched_forward(model, x, e)  # the whole batch: any output is fine
+        assert torch.allclose(erased, reference(model, e)(x), atol=1e-6)
+        with pytest.raises(BlindSRError, match="erased_batch needs .* batch-first, got a tensor "
+                                               r"of shape \(\)"):
+            branched_forward(model, x, e, 2)
 
 
 def test_gradients_reach_the_parameters_through_the_erased_term_alone(rand_image):

@@ -50,10 +50,31 @@ def test_same_size_is_a_plain_copy():
 
 def test_what_cannot_grow_is_a_one_line_error():
     big = archs.build("srresnet", num_feat=8, num_block=2, scale=4)
-    with pytest.raises(BlindSRError, match="cannot grow conv_first.weight: .* does not fit"):
-        grow_state_dict(trained(num_feat=16, num_block=2, scale=4).state_dict(), big)
-    with pytest.raises(BlindSRError, match="smaller weights have body.2.conv1.bias and 3 more"):
-        grow_state_dict(trained(num_feat=8, num_block=3, scale=4).state_dict(), big)
+
+    def grow(**kwargs):
+        return grow_state_dict(trained(**{"num_feat": 8, "num_block": 2, **kwargs}).state_dict(),
+                               big)
+
+    with pytest.raises(BlindSRError, match="num_feat 16 is larger than the target's 8"):
+        grow(num_feat=16)
+    with pytest.raises(BlindSRError, match="num_block 3 is larger than the target's 2"):
+        grow(num_block=3)
+    for kwargs in ({"scale": 2}, {"num_in_ch": 1}, {"num_out_ch": 1}):  # would scramble it
+        with pytest.raises(BlindSRError, match="differs from the target's .*only num_feat, "
+                                               "num_block may grow"):
+            grow(**kwargs)
+    x3 = archs.build("srresnet", num_feat=4, num_block=1, scale=3)  # upconv1 "fits" a x4's
+    with pytest.raises(BlindSRError, match="scale 3 differs"):
+        grow_state_dict(x3.state_dict(), archs.build("srresnet", num_feat=16, num_block=1))
+    partial = dict(trained(num_feat=4, num_block=1).state_dict())
+    del partial["conv_hr.bias"]
+    with pytest.raises(BlindSRError, match="smaller weights lack conv_hr.bias"):
+        grow_state_dict(partial, big)
+    junk = {**trained(num_feat=4, num_block=1).state_dict(), "extra.weight": torch.zeros(1)}
+    with pytest.raises(BlindSRError, match="smaller weights have extra.weight, which the larger"):
+        grow_state_dict(junk, big)
+    with pytest.raises(BlindSRError, match="not srresnet weights"):
+        grow_state_dict({"conv_body.weight": torch.zeros(1)}, big)
     rrdb = archs.build("rrdbnet", num_feat=8, num_block=1, num_grow_ch=4, scale=4)
     with pytest.raises(BlindSRError, match="rrdbnet cannot be grown"):
         grow_state_dict(rrdb.state_dict(), rrdb)

@@ -294,6 +294,10 @@ def test_init_grows_a_smaller_checkpoint_into_the_configured_net(tmp_path, data_
     with pytest.raises(BlindSRError, match="model.init: .*rrdbnet cannot be grown"):
         build_generator(tiny(tmp_path, data_dir, init, "model.grow=true", "model.arch=rrdbnet",
                              "model.kwargs={num_feat: 4, num_block: 1, num_grow_ch: 4}"))
+    (tmp_path / "small.safetensors").unlink()  # resuming needs only the run's checkpoints
+    more = tiny(tmp_path, data_dir, init, "model.grow=true", "train.iterations=6",
+                "model.kwargs={num_feat: 8, num_block: 2}")
+    assert train(more, progress=False).step == 6
 
 
 def test_help_after_the_config(capsys):

@@ -327,7 +327,10 @@ def check_paths(cfg: Config) -> None:
         except BlindSRError as e:
             raise fail(f"val.sets[{i}]", str(e)) from None
     if cfg.model.init is not None and not Path(cfg.model.init).is_file():
-        raise fail("model.init", f"checkpoint not found: {cfg.model.init}")
+        from blindsr.train_state import latest_checkpoint
+
+        if latest_checkpoint(cfg.run_dir) is None:  # a run that resumes does not read it
+            raise fail("model.init", f"checkpoint not found: {cfg.model.init}")
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = (),

@@ -234,10 +234,10 @@ def _say(run: _Run | None, message: str, main: bool = True) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
-def build_generator(cfg: Config) -> nn.Module:
+def build_generator(cfg: Config, with_init: bool = True) -> nn.Module:
     """The generator of ``cfg.model``, initialised from ``train.seed`` (seeds torch's global
     RNG), or with the ``init`` checkpoint's weights when given (grown into the larger net
-    with ``model.grow``)."""
+    with ``model.grow``); ``with_init=False`` skips them (a resumed run has its own)."""
     import torch
 
     from blindsr import archs
@@ -248,7 +248,7 @@ def build_generator(cfg: Config) -> nn.Module:
         model = archs.build(m.arch, scale=m.scale, **m.kwargs)
     except BlindSRError as e:
         raise fail("model", str(e)) from None
-    if m.init:
+    if m.init and with_init:
         from blindsr.checkpoint import read_checkpoint
 
         sd, _ = read_checkpoint(m.init)
@@ -287,8 +287,10 @@ def _build(cfg: Config, info: distributed.DistInfo, device: torch.device) -> _Ru
     import torch
 
     from blindsr.strategies import get_strategy
+    from blindsr.train_state import latest_checkpoint
 
-    generator = build_generator(cfg).to(device)
+    # a run that will resume takes every weight from its checkpoint, not from model.init
+    generator = build_generator(cfg, with_init=latest_checkpoint(cfg.run_dir) is None).to(device)
     cls = get_strategy(cfg.strategy.name)
     strategy = cls(generator, cls.parse_params(cfg.strategy.params), cfg.model.scale, device)
     extra = strategy.networks()

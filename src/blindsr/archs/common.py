@@ -29,10 +29,11 @@ class ArchSpec:
     detect: Callable[[StateDict], bool]
     kwargs_from_state_dict: Callable[[StateDict], dict[str, Any]]
     description: str = ""
-    # Growth (archs.grow): whether a parameter that a larger net adds must start at zero to keep
-    # the smaller net's function (e.g. the last conv of an added residual block); None: the
-    # architecture cannot be grown.
-    grow_zero: Callable[[str], bool] | None = None
+    # Growth (archs.grow): the constructor arguments a grown net may increase (empty: the
+    # architecture cannot be grown), and whether a parameter the larger net adds must start at
+    # zero to keep the smaller net's function (e.g. the last conv of an added residual block).
+    growable: tuple[str, ...] = ()
+    grow_zero: Callable[[str], bool] = lambda name: False
 
 
 def check_int(

@@ -10,7 +10,9 @@ added layers keep their random values too, except those the architecture marks t
 zero (``ArchSpec.grow_zero``, e.g. the last conv of an added residual block, which makes the
 block the identity). This holds where channel ``c`` of a layer feeds channel ``c`` of the next
 (pixel shuffle included: its first ``C r^2`` inputs make its first ``C`` outputs); dense
-concatenations such as RRDB's do not, and such architectures do not declare ``grow_zero``.
+concatenations such as RRDB's do not, and such architectures declare nothing growable. The
+smaller weights must be complete and differ only in the growable arguments (``ArchSpec.
+growable``, e.g. srresnet's ``num_feat`` and ``num_block``): scale and channel counts match.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ..errors import BlindSRError
-from .common import StateDict
+from .common import ArchSpec, StateDict
 
 
 def grow_state_dict(small: StateDict, big: nn.Module) -> dict[str, Tensor]:
@@ -28,9 +30,10 @@ def grow_state_dict(small: StateDict, big: nn.Module) -> dict[str, Tensor]:
 
     name = getattr(big, "arch_name", type(big).__name__)
     spec = ARCHS.get(name)
-    if spec is None or spec.grow_zero is None:
+    if spec is None or not spec.growable:
         raise BlindSRError(f"{name} cannot be grown (only channel-aligned architectures such as "
                            "srresnet can)")
+    _check_small(small, big, spec)
     out: dict[str, Tensor] = {}
     for key, fresh in big.state_dict().items():
         new = fresh.detach().clone()
@@ -56,6 +59,27 @@ def grow_state_dict(small: StateDict, big: nn.Module) -> dict[str, Tensor]:
                            f"{f' and {len(extra) - 1} more' if len(extra) > 1 else ''}, "
                            "which the larger network lacks")
     return out
+
+
+def _check_small(small: StateDict, big: nn.Module, spec: ArchSpec) -> None:
+    """``small`` must be complete weights of the same architecture that differ from ``big``
+    only in the growable arguments, each no larger."""
+    if not spec.detect(small):
+        raise BlindSRError(f"cannot grow: the smaller weights are not {spec.name} weights")
+    kwargs = spec.kwargs_from_state_dict(small)
+    target = big.arch_kwargs
+    for key, value in kwargs.items():
+        if key in spec.growable and value > target[key]:
+            raise BlindSRError(f"cannot grow: {key} {value} is larger than the target's "
+                               f"{target[key]}")
+        if key not in spec.growable and value != target[key]:
+            raise BlindSRError(f"cannot grow: {key} {value} differs from the target's "
+                               f"{target[key]} (only {', '.join(spec.growable)} may grow)")
+    expected = set(spec.constructor(**kwargs).state_dict())
+    missing = sorted(expected - set(small))
+    if missing:
+        raise BlindSRError(f"cannot grow: the smaller weights lack {missing[0]}"
+                           f"{f' and {len(missing) - 1} more' if len(missing) > 1 else ''}")
 
 
 __all__ = ["grow_state_dict"]

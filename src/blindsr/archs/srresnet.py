@@ -105,5 +105,6 @@ SPEC = ArchSpec(
     detect=detect,
     kwargs_from_state_dict=kwargs_from_state_dict,
     description="MSRResNet (BasicSR): residual blocks, pixel shuffle, bilinear skip; x2/x3/x4",
+    growable=("num_feat", "num_block"),
     grow_zero=grow_zero,
 )

@@ -54,14 +54,16 @@ Cost: pass 2 costs the layers from ``l`` on, forward and backward, so a step cos
 ``1 + mean_l share(l..end)`` plain steps; the alternatives (``full``, or one forward of the
 batch twice with a hook erasing in the second half) cost 2x. For SRResNet most of the conv
 work is at the output resolution after the upsampler, which every suffix contains: for the CPU
-configs (32 features, 8 blocks) the model predicts 1.82x and ``benchmarks/eats_overhead.py``
-measured replay 1.94x, full 2.19x, batched 2.36x at batch 16, HR patch 96 (one thread, compute
-only; ``benchmarks/RESULTS.md``); RRDBNet saves more (1.54x predicted at 64 features, 23 blocks).
-The paper's ~1.4x / the target 1.25x are not reachable exactly with a uniform layer choice on
-SRResNet; per loop iteration the data and degradation time dilute the ratio. ``erased_batch: b``
-runs the erased pass on the first ``b`` samples of the batch only (the awakening term is then a
-mean over ``b`` samples; the L1 term to HR keeps the whole batch): a step costs
-``1 + (b / batch) mean_l share(l..end)``, measured 1.19x for ``b = 4`` of 16 on the CPU configs.
+configs (32 features, 8 blocks) the model predicts 1.82x and one run of
+``benchmarks/eats_overhead.py`` measured replay 1.74x, full 1.94x, batched 2.20x at batch 16,
+HR patch 96 (one thread, compute only; ``benchmarks/RESULTS.md``); RRDBNet saves more (1.54x
+predicted at 64 features, 23 blocks). The paper's ~1.4x / the target 1.25x are not reachable
+exactly with a uniform layer choice on SRResNet; per loop iteration the data and degradation
+time dilute the ratio. ``erased_batch: b`` runs the erased pass on the first ``b`` samples of
+the batch only (the awakening term is then a mean over ``b`` samples; the L1 term to HR keeps
+the whole batch; ``b`` >= the batch means all of it): a step costs ``1 + (b / batch) mean_l
+share(l..end)``, 1.19x for ``b = 4`` of 16 in the same run. It needs the module outputs before
+the erased layer to be batch-first tensors (checked).
 On a tiny model (8 features, 2 blocks), where per-op overhead dominates, ``batched`` measured
 1.30x against replay 1.58x: launch-bound GPUs with small patches may favour it (not measured on
 a GPU).
@@ -227,16 +229,28 @@ def select_channels(y: Tensor, src: Tensor) -> Tensor:
     return out
 
 
-def _copy(value: Any, rows: int | None = None) -> Any:
-    """A copy of a module output (tensors in tuples, lists, dicts), of its first ``rows``
-    samples (batch-first tensors) when given."""
+def _copy(value: Any, rows: int | None = None, batch: int = 0) -> Any:
+    """A copy of a module output (tensors in tuples, lists, dicts); with ``rows``, of its first
+    ``rows`` samples, which needs batch-first tensors (``batch`` samples) in those containers."""
     if isinstance(value, Tensor):
+        if rows is None:
+            return value.clone()
+        if value.dim() == 0 or value.shape[0] != batch:
+            raise _not_batch_first(f"a tensor of shape {tuple(value.shape)}")
         return value[:rows].clone()
     if type(value) in (tuple, list):
-        return type(value)(_copy(v, rows) for v in value)
+        return type(value)(_copy(v, rows, batch) for v in value)
     if type(value) is dict:
-        return {k: _copy(v, rows) for k, v in value.items()}
+        return {k: _copy(v, rows, batch) for k, v in value.items()}
+    if rows is not None and value is not None and not isinstance(value, (int, float, bool, str)):
+        raise _not_batch_first(f"a {type(value).__name__}")
     return value
+
+
+def _not_batch_first(what: str) -> BlindSRError:
+    return BlindSRError(f"eats: erased_batch needs module outputs whose tensors are batch-first, "
+                        f"got {what} before the erased layer; unset erased_batch for this "
+                        "network")
 
 
 @contextmanager
@@ -263,9 +277,10 @@ class _Recorder:
     """Pass 1: outputs of the outermost frontier calls that end before ``layer`` first runs,
     and ``layer``'s erased output."""
 
-    def __init__(self, src: Tensor, rows: int | None) -> None:
+    def __init__(self, src: Tensor, rows: int | None, batch: int) -> None:
         self.src = src
         self.rows = rows
+        self.batch = batch
         self.calls: list[tuple[nn.Module, Any]] = []
         self.depth = 0
         self.erased: Tensor | None = None
@@ -276,7 +291,7 @@ class _Recorder:
     def leave(self, module: nn.Module, args: Any, out: Any) -> None:
         self.depth -= 1
         if self.depth == 0 and self.erased is None:
-            self.calls.append((module, _copy(out, self.rows)))
+            self.calls.append((module, _copy(out, self.rows, self.batch)))
 
     def layer(self, module: nn.Module, args: Any, out: Tensor) -> None:
         if self.erased is None:
@@ -286,7 +301,7 @@ class _Recorder:
 def _record(model: nn.Module, x: Tensor, erasure: Erasure, frontier: list[nn.Module],
             rows: int | None) -> tuple[Tensor, _Recorder]:
     conv = model.get_submodule(erasure.layer)
-    rec = _Recorder(erasure.source(conv.out_channels, x.device), rows)
+    rec = _Recorder(erasure.source(conv.out_channels, x.device), rows, len(x))
     with ExitStack() as stack:
         for m in frontier:
             stack.callback(m.register_forward_pre_hook(rec.enter).remove)
@@ -340,7 +355,8 @@ def _replay(model: nn.Module, x: Tensor, erasure: Erasure, frontier: list[nn.Mod
 def branched_forward(model: nn.Module, x: Tensor, erasure: Erasure,
                      rows: int | None = None) -> tuple[Tensor, Tensor]:
     """``(f(x), f'(x[:rows]))``, running the layers before the erased one only once (see
-    above); batch-first module outputs are assumed when ``rows`` is given."""
+    above); with ``rows``, the recorded module outputs must hold batch-first tensors (a clear
+    error otherwise)."""
     frontier = _frontier(model, erasure.layer)
     out, rec = _record(model, x, erasure, frontier, rows)
     return out, _replay(model, x[:rows], erasure, frontier, rec)
@@ -383,6 +399,7 @@ class EATS(Strategy):
     def forward_pair(self, lr: Tensor, erasure: Erasure) -> tuple[Tensor, Tensor]:
         """``(f(lr), f'(lr[:erased_batch]))`` by the configured branch method."""
         rows = self.params.erased_batch
+        rows = rows if rows is not None and rows < len(lr) else None  # None: the whole batch
         if self.params.branch == "full":
             return full_forward(self.generator, lr, erasure, rows)
         return branched_forward(self.generator, lr, erasure, rows)
