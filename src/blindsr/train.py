@@ -289,8 +289,12 @@ def _build(cfg: Config, info: distributed.DistInfo, device: torch.device) -> _Ru
     from blindsr.strategies import get_strategy
     from blindsr.train_state import latest_checkpoint
 
-    # a run that will resume takes every weight from its checkpoint, not from model.init
-    generator = build_generator(cfg, with_init=latest_checkpoint(cfg.run_dir) is None).to(device)
+    # A run that resumes takes its weights from its checkpoint, so it may lose model.init; but
+    # init is still loaded when present, as strategies check the generator they are given
+    # (e.g. amnet's code units) before the checkpoint is restored.
+    init_gone = cfg.model.init is not None and not Path(cfg.model.init).is_file()
+    resuming = latest_checkpoint(cfg.run_dir) is not None
+    generator = build_generator(cfg, with_init=not (init_gone and resuming)).to(device)
     cls = get_strategy(cfg.strategy.name)
     strategy = cls(generator, cls.parse_params(cfg.strategy.params), cfg.model.scale, device)
     extra = strategy.networks()
