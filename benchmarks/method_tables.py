@@ -79,7 +79,6 @@ def main(argv: list[str] | None = None) -> int:
     if baseline not in models or method not in models:
         print(f"error: {baseline} and {method} are both needed", file=sys.stderr)
         return 1
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     results = evaluate(models, ["Set5", "Set14"], CONFIGS, ("psnr", "ssim"),
                        max_images=args.max_images, progress=True)
     results += evaluate(models, ["RealSRSet"], None, ("niqe",), max_images=args.max_images,
