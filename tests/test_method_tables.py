@@ -1,0 +1,53 @@
+"""benchmarks/method_tables.py: the comparison table of one method group from its run folders."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import torch
+
+from blindsr import archs
+from blindsr.checkpoint import save_model
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "method_tables.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("method_tables", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_table_counts_the_cells_where_the_method_beats_the_baseline(shared, tmp_path,
+                                                                     monkeypatch, capsys):
+    monkeypatch.setenv("BLINDSR_DATA", str(shared / "datasets"))
+    script = load_script()
+    _, runs, _ = script.GROUPS["eats"]
+    for label, seed in (("Original", 0), ("EATS", 1)):  # the others are missing
+        torch.manual_seed(seed)
+        net = archs.build("srresnet", num_feat=4, num_block=1, scale=4)
+        (tmp_path / runs[label]).mkdir()
+        save_model(net, tmp_path / runs[label] / "model.safetensors")
+    out = tmp_path / "table"
+    assert script.main(["eats", "--runs-dir", str(tmp_path), "--max-images", "1",
+                        "--out", str(out)]) == 0
+    assert "missing (left out): Dropout" in capsys.readouterr().err
+    data = json.loads(out.with_suffix(".json").read_text())
+    psnr = {(r["model"], r["dataset"], r["degradation"]): r["value"]
+            for r in data["results"] if r["metric"] == "psnr"}
+    assert {m for m, _, _ in psnr} == {"Original", "EATS"}
+    assert any(r["metric"] == "niqe" and r["dataset"] == "RealSRSet" for r in data["results"])
+    for dataset in ("Set5", "Set14"):
+        won = data["meta"]["wins_psnr"][dataset]
+        assert len(won["beats"]) + len(won["loses"]) == 8
+        for deg in won["beats"]:
+            assert psnr[("EATS", dataset, deg)] > psnr[("Original", dataset, deg)]
+        for deg in won["loses"]:
+            assert psnr[("EATS", dataset, deg)] <= psnr[("Original", dataset, deg)]
+    assert out.with_suffix(".md").is_file() and out.with_suffix(".csv").is_file()
+
+
+def test_a_group_without_its_baseline_is_an_error(tmp_path, capsys):
+    assert load_script().main(["and", "--runs-dir", str(tmp_path)]) == 1
+    assert "classical and ANDNet are both needed" in capsys.readouterr().err
