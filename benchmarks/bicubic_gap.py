@@ -23,23 +23,10 @@ import sys
 import torch
 
 from blindsr import zoo
-from blindsr.data import list_pairs, resolve_dataset
+from blindsr.data import corner_crops
 from blindsr.degrade.random import second_order
-from blindsr.io import read_image
+from blindsr.errors import BlindSRError
 from blindsr.ops import imresize
-
-
-def training_crops(count: int, patch: int) -> torch.Tensor:
-    """(count, 3, patch, patch) HR crops from T91 then BSD200 (RGB images that are big enough)."""
-    crops = []
-    for name in ("T91", "BSD200"):
-        for hr_path, _ in list_pairs(resolve_dataset(name, 4)):
-            img = read_image(hr_path).color
-            if img.shape[1] == 3 and min(img.shape[-2:]) >= patch:
-                crops.append(img[..., :patch, :patch])
-            if len(crops) == count:
-                return torch.cat(crops)
-    raise SystemExit(f"error: only {len(crops)} training images are {patch} pixels or larger")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,7 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patch", type=int, default=96)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
-    hr = training_crops(args.crops, args.patch)
+    try:
+        hr = corner_crops(("T91", "BSD200"), args.crops, args.patch)
+    except BlindSRError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     lr = second_order(hr, 4, generator=torch.Generator().manual_seed(args.seed))
     bicubic = imresize(lr, 4).clamp(0, 1)
     base = (bicubic - hr).abs().mean().item()

@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from blindsr.errors import BlindSRError
-from blindsr.ops.blurpool import BlurPool, binomial_kernel, blurpool
+from blindsr.ops import imresize
+from blindsr.ops.blurpool import BlurPool, binomial_kernel, blurpool, centred_taps
 
 
 def test_binomial_taps():
@@ -33,9 +34,32 @@ def test_equals_explicit_conv(rand_image):
     x = rand_image(1, 2, 16, 16)
     row = torch.tensor([1.0, 3, 3, 1]) / 8
     k = (row[:, None] * row[None, :]).expand(2, 1, 4, 4)
-    ref = F.conv2d(F.pad(x, (1, 2, 1, 2), mode="reflect"), k, stride=4, groups=2)
+    ref = F.conv2d(x, k, stride=4, groups=2)  # 4 taps at stride 4: each window is one block
     torch.testing.assert_close(blurpool(x, 4, 4), ref)
     torch.testing.assert_close(BlurPool(4)(x), ref)
+    ref2 = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), k, stride=2, groups=2)
+    torch.testing.assert_close(blurpool(x, 2, 4), ref2)  # x2: Zhang's BlurPool
+
+
+@pytest.mark.parametrize(("stride", "taps"), [(2, 4), (3, 3), (3, 5), (4, 4), (4, 6), (8, 4)])
+def test_lr_pixels_are_centred_like_bicubic_lr(stride, taps):
+    """On a ramp, output pixel i is input coordinate stride*i + (stride-1)/2, as MATLAB's
+    imresize: a network trained on BlurPool LR is registered with bicubic test LR."""
+    ramp = torch.arange(48, dtype=torch.float64).expand(1, 1, 8, 48)
+    out = blurpool(ramp, stride, taps)
+    assert centred_taps(taps, stride)
+    centres = stride * torch.arange(out.shape[-1], dtype=torch.float64) + (stride - 1) / 2
+    inner = slice(2, -2)  # away from the reflected borders
+    torch.testing.assert_close(out[0, 0, 0, inner], centres[inner])
+    torch.testing.assert_close(out[..., inner], imresize(ramp, scale=1 / stride)[..., inner])
+    assert not centred_taps(5, 4)  # half a pixel late
+    assert blurpool(ramp, 4, 5)[0, 0, 0, 3] == pytest.approx(14.0)
+
+
+@pytest.mark.parametrize("size", [13, 14, 15, 16])
+def test_sizes_not_divisible_by_the_stride_round_up(rand_image, size):
+    x = rand_image(1, 3, size, size + 1)
+    assert blurpool(x, 4, 4).shape[-2:] == (-(-size // 4), -(-(size + 1) // 4))
 
 
 def test_stride_one_blurs_only(rand_image):

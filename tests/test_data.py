@@ -20,6 +20,7 @@ from blindsr.data import (
     resolve_dataset,
 )
 from blindsr.errors import BlindSRError
+from blindsr.io import read_image
 from blindsr.ops import imresize
 
 
@@ -319,3 +320,15 @@ def test_pair_pool_is_deterministic_and_checks_sizes():
     pool(_tagged(0))
     with pytest.raises(BlindSRError, match="changed"):
         pool({k: v for k, v in _tagged(4).items() if k != "kernel_sigma"})
+
+
+def test_corner_crops_are_a_fixed_sample_of_big_enough_rgb_images(shared, monkeypatch):
+    from blindsr.data import corner_crops
+
+    monkeypatch.setenv("BLINDSR_DATA", str(shared / "datasets"))
+    a = corner_crops(("Set5", "T91"), 7, 96)
+    assert a.shape == (7, 3, 96, 96) and torch.equal(a, corner_crops(("Set5", "T91"), 7, 96))
+    first = read_image(sorted((shared / "datasets" / "Set5" / "x4" / "HR").iterdir())[0]).color
+    assert torch.equal(a[:1], first[..., :96, :96])
+    with pytest.raises(BlindSRError, match="only 5 images of Set5 are 96 pixels or larger"):
+        corner_crops(("Set5",), 6, 96)

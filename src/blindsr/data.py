@@ -38,8 +38,8 @@ from blindsr.io import IMAGE_EXTENSIONS, read_image
 from blindsr.ops.sharpen import usm_sharpen
 
 __all__ = [
-    "DatasetSpec", "PairPool", "SHARED_NAMES", "TrainSet", "data_root", "list_pairs",
-    "make_loader", "resolve_dataset", "usm_sharpen",
+    "DatasetSpec", "PairPool", "SHARED_NAMES", "TrainSet", "corner_crops", "data_root",
+    "list_pairs", "make_loader", "resolve_dataset", "usm_sharpen",
 ]
 
 DATA_ENV = "BLINDSR_DATA"
@@ -209,6 +209,22 @@ def list_pairs(spec: DatasetSpec) -> list[tuple[Path | None, Path | None]]:
             parts.append(f"only in {spec.lr_dir}: {_first(set(lr) - set(hr))}")
         raise BlindSRError(f"HR and LR names of {spec.name} do not match: {'; '.join(parts)}")
     return [(hr[s], lr[s]) for s in sorted(hr)]
+
+
+def corner_crops(names: list[str] | tuple[str, ...], count: int, patch: int) -> Tensor:
+    """(count, 3, patch, patch): the top-left ``patch`` square of the first ``count`` RGB HR
+    images at least ``patch`` pixels a side, from the datasets ``names`` in order (sorted within
+    each): a fixed sample for diagnostics."""
+    crops = []
+    for name in names:
+        for hr_path, _ in list_pairs(resolve_dataset(name, 4)):  # paired sets: their x4 HR
+            img = read_image(hr_path).color
+            if img.shape[1] == 3 and min(img.shape[-2:]) >= patch:
+                crops.append(img[..., :patch, :patch])
+            if len(crops) == count:
+                return torch.cat(crops)
+    raise BlindSRError(f"only {len(crops)} images of {', '.join(names)} are {patch} pixels "
+                       "or larger")
 
 
 def _require(folder: Path | None, spec: DatasetSpec) -> Path:

@@ -58,7 +58,7 @@ def and_grid(hr: torch.Tensor, restorer: torch.nn.Module, scale: int, seed: int,
         raw = base if perturbation is None else {**base, "perturbation": perturbation}
         strategy = AND(restorer, AND.parse_params(raw), scale, hr.device)
         strategy.rng.manual_seed(seed)
-        first = hr if perturbation is None else blurpool(hr, scale, strategy.params.blur_taps)
+        first = hr if perturbation is None else blurpool(hr, scale, strategy.degradation.pool.taps)
         rows.append([first, *(strategy.degrade(hr)[0] for _ in range(n))])
 
     def tile(x: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,8 @@ Design choices the paper leaves open:
 - **No biases.** A bias would let the attack shift a whole colour channel, and the identity needs
   them zero anyway; the perturbed parameters are exactly the paper's three kinds.
 - **Reflect padding** in the convs (as the BlurPool), so perturbed kernels do not darken borders.
+- **Registration.** The BlurPool centres LR pixel ``i`` on HR ``scale * i + (scale - 1) / 2``, as
+  bicubic LR (4 taps at even scales, 5 at odd ones; see :mod:`blindsr.ops.blurpool`).
 - **Noise maps** are one N(0, 1) map per sample and block, shared by the channels and scaled by a
   per-channel strength (StyleGAN's noise injection); drawn by :meth:`NeuralDegradation.sample_noise`
   from a caller's generator and kept fixed during an attack.
@@ -40,7 +42,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from blindsr.errors import BlindSRError
-from blindsr.ops.blurpool import BlurPool
+from blindsr.ops.blurpool import BlurPool, centred_taps
 
 KINDS = ("conv", "noise", "slope")
 Params = dict[str, Tensor]
@@ -84,16 +86,26 @@ def _cpu_generator(generator: torch.Generator | None) -> torch.Generator | None:
     return generator
 
 
+def default_taps(scale: int) -> int:
+    """BlurPool taps that keep LR pixels centred at ``scale``: 4 for even scales, 5 for odd."""
+    return 4 if scale % 2 == 0 else 5
+
+
 class NeuralDegradation(nn.Module):
     """HR (N, 3, H, W) -> LR (N, 3, ceil(H/scale), ceil(W/scale)); equals BlurPool after
     :meth:`identity_` (the constructor calls it with the global RNG)."""
 
-    def __init__(self, scale: int = 4, channels: int = 64, blocks: int = 5, taps: int = 4) -> None:
+    def __init__(self, scale: int = 4, channels: int = 64, blocks: int = 5,
+                 taps: int | None = None) -> None:
         super().__init__()
         for name, v in (("scale", scale), ("channels", channels), ("blocks", blocks)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise BlindSRError(f"NeuralDegradation: {name} must be a positive integer, "
                                    f"got {v!r}")
+        taps = default_taps(scale) if taps is None else taps
+        if not centred_taps(taps, scale):  # LR would be off by half an HR pixel
+            raise BlindSRError(f"NeuralDegradation: {taps} BlurPool taps at x{scale} do not keep "
+                               f"LR pixels centred; use {default_taps(scale)} (taps - scale even)")
         self.scale, self.channels = scale, channels
         self.head = nn.ModuleList(BasicBlock(3 if i == 0 else channels, channels)
                                   for i in range(blocks))

@@ -1,9 +1,18 @@
 """Anti-aliased downsampling (BlurPool, Zhang 2019): binomial blur, then keep every stride-th pixel.
 
 The blur is the outer product of binomial taps (3: [1,2,1], 4: [1,3,3,1], 5: [1,4,6,4,1], ...),
-normalised to sum 1, applied depthwise with reflect padding of ``(taps-1)//2`` before and
-``taps//2`` after (so taps=4 pads (1, 2), as the original BlurPool). The output is
-``ceil(H / stride) x ceil(W / stride)``: exactly ``H / stride`` when ``stride`` divides ``H``.
+normalised to sum 1, applied depthwise. Output pixel ``i`` is centred on input coordinate
+``stride * i + (stride - 1) / 2``: the convention of MATLAB's ``imresize`` and of every SR
+dataset's LR/HR pairs, so a network trained on BlurPool LR is registered with bicubic LR. That
+needs ``taps - stride`` even (x4: 4 or 6 taps, x3: 3 or 5, x2: 4); otherwise the centre is half
+an input pixel later (:func:`centred_taps` says). The window starts ``(taps - stride) // 2``
+pixels before each stride block, with reflect padding at the borders (or cropping, when the
+taps are fewer than the stride). The output is ``ceil(H / stride) x ceil(W / stride)``.
+
+Zhang's BlurPool pads ``((taps-1)//2, taps//2)``, centring output ``i`` on ``stride * i + 0.5``
+for 4 taps: right for stride 2, one input pixel early at stride 4, which would train an SR
+network on LR shifted against every test set (it did: AND at x4 lost several dB on sharp
+inputs before this was fixed).
 """
 
 from __future__ import annotations
@@ -33,22 +42,37 @@ def _check_stride(stride: int) -> None:
         raise BlindSRError(f"blurpool stride must be a positive integer, got {stride!r}")
 
 
+def centred_taps(taps: int, stride: int) -> bool:
+    """Whether ``taps`` centre every output pixel exactly on its stride block's centre."""
+    return (taps - stride) % 2 == 0
+
+
+def _window(size: int, taps: int, stride: int) -> tuple[int, int]:
+    """(before, after): input pixels to add (> 0, reflected) or drop (< 0) along one axis so
+    that ``ceil(size / stride)`` windows of ``taps`` at ``stride`` start ``(taps - stride) // 2``
+    pixels before each block."""
+    out = -(-size // stride)
+    before = (taps - stride) // 2
+    return before, (out - 1) * stride + taps - size - before
+
+
 def _blurpool(x: Tensor, kernel: Tensor, stride: int) -> Tensor:
     if x.ndim != 4:
         raise BlindSRError(f"blurpool expects an N,C,H,W tensor, got shape {tuple(x.shape)}")
     taps = kernel.shape[-1]
-    c = x.shape[1]
-    if taps == 1:
-        return x[..., ::stride, ::stride]
-    lo, hi = (taps - 1) // 2, taps // 2
-    if hi >= min(x.shape[-2:]):
+    (top, bottom), (left, right) = (_window(n, taps, stride) for n in x.shape[-2:])
+    x = x[..., max(-top, 0): x.shape[-2] - max(-bottom, 0),
+          max(-left, 0): x.shape[-1] - max(-right, 0)]
+    pad = (max(left, 0), max(right, 0), max(top, 0), max(bottom, 0))
+    if max(pad) >= min(x.shape[-2:]):
         raise BlindSRError(
-            f"blurpool with {taps} taps needs images larger than {hi} pixels, got "
-            f"{x.shape[-2]}x{x.shape[-1]}"
+            f"blurpool with {taps} taps at stride {stride} needs images larger than "
+            f"{max(pad)} pixels, got {x.shape[-2]}x{x.shape[-1]}"
         )
-    xp = F.pad(x, (lo, hi, lo, hi), mode="reflect")
-    weight = kernel.to(device=x.device, dtype=x.dtype).expand(c, 1, taps, taps)
-    return F.conv2d(xp, weight, stride=stride, groups=c)
+    if any(pad):
+        x = F.pad(x, pad, mode="reflect")
+    weight = kernel.to(device=x.device, dtype=x.dtype).expand(x.shape[1], 1, taps, taps)
+    return F.conv2d(x, weight, stride=stride, groups=x.shape[1])
 
 
 def blurpool(x: Tensor, stride: int, taps: int = 4) -> Tensor:

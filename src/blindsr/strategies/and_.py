@@ -67,7 +67,8 @@ class ANDParams:
     perturbation: Literal["neural", "noise", "random"] = "neural"
     identity_init: bool = True  # false: Xavier on every tap (ablation)
     channels: int = bounded(64, ge=1)  # width of the degradation network
-    blur_taps: int = bounded(4, ge=1, le=7)  # BlurPool binomial taps
+    # BlurPool binomial taps; None: 4 at even scales, 5 at odd (taps - scale must be even)
+    blur_taps: int | None = bounded(None, ge=1, le=7)
     epsilon: float = bounded(20.0, gt=0)  # radius of the ball in the scaled norm
     alpha: float = bounded(6.0, gt=0)  # PGD step (in the scaled norm)
     steps: int = bounded(5, ge=0)  # PGD steps K
