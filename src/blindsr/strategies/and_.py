@@ -36,11 +36,12 @@ All randomness (matrices, noise maps, random deltas) comes from the strategy's o
 seeded from ``seed`` (and the process rank) and checkpointed by :meth:`AND.state_dict`.
 
 What the attack spends its budget on is logged as ``share_conv``, ``share_noise`` and
-``share_slope`` (each kind's part of ``||delta||^2`` in the scaled norm). In the CPU ANDNet run
-(``configs/and/andnet.yaml``) conv weights take 99.97% and noise about 0.01-0.04% from the first
-steps on: the noise strengths start at 0, and at 0 a zero-mean noise map gives the loss no
-expected first-order gradient, so PGD barely moves them (the norm's factor 10 shrinks them
-further). The adversary therefore makes blur, ringing and colour shifts, hardly any noise.
+``share_slope`` (each kind's part of ``||delta||^2`` in the scaled norm). In the first CPU ANDNet
+run (``configs/and/andnet.yaml`` at epsilon 0.1) conv weights took 99.97% and noise about
+0.01-0.04% from the first steps on: the noise strengths start at 0, and at 0 a zero-mean noise
+map gives the loss no expected first-order gradient, so PGD barely moves them (the norm's factor
+10 shrinks them further). The adversary therefore makes blur, ringing and colour shifts,
+hardly any noise.
 """
 
 from __future__ import annotations

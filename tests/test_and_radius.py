@@ -1,0 +1,29 @@
+"""benchmarks/and_radius.py: the attack's difficulty at each radius, beside the test presets."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import torch
+
+from blindsr import archs
+from blindsr.checkpoint import save_model
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "and_radius.py"
+
+
+def test_a_larger_radius_is_a_harder_attack(shared, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("BLINDSR_DATA", str(shared / "datasets"))
+    spec = importlib.util.spec_from_file_location("and_radius", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    torch.manual_seed(0)
+    net = save_model(archs.build("srresnet", num_feat=4, num_block=1, scale=4),
+                     tmp_path / "net.safetensors")
+    assert script.main(["--model", str(net), "--epsilon", "0.05,0.2", "--noise-rms", "0.01,0.1",
+                        "--crops", "2", "--patch", "32", "--channels", "16"]) == 0
+    l1 = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["l1"]
+    assert l1["identity (BlurPool)"] < l1["epsilon 0.05"] < l1["epsilon 0.2"]
+    assert l1["adversarial noise, rms 0.01"] < l1["adversarial noise, rms 0.1"]
+    assert set(script.PRESETS) <= set(l1)
+    assert script.main(["--model", str(tmp_path / "absent.safetensors")]) == 1
