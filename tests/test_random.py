@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import blindsr.degrade.random as rnd
-from blindsr.degrade import SecondOrderConfig, second_order
+from blindsr.degrade import SecondOrderConfig, first_order, second_order
 from blindsr.errors import BlindSRError
 from blindsr.ops.kernels import (
     gaussian_kernel,
@@ -233,3 +233,42 @@ def test_rejects_bad_arguments(rand_image):
         second_order(rand_image(1, 3, 16, 16), 0)
     with pytest.raises(BlindSRError):
         second_order(rand_image(1, 4, 16, 16), 2)
+
+
+def _white_noise_config(first_order_prob: float) -> SecondOrderConfig:
+    """Gray Gaussian noise of sigma 10 only (JPEG subsamples colour), near-lossless JPEG, no blur
+    to speak of."""
+    noise = {"gaussian_prob": 1.0, "gaussian_sigma": [10.0, 10.0], "gray_prob": 1.0}
+    blur = {"sigma": [0.2, 0.2], "kernel_sizes": [7, 7]}
+    return SecondOrderConfig.from_dict({
+        "first_order_prob": first_order_prob,
+        "stage1": {"noise": noise, "blur": blur, "jpeg_quality": [95.0, 95.0]},
+        "stage2": {"noise": noise, "blur": {**blur, "prob": 0.0}, "jpeg_quality": [95.0, 95.0],
+                   "resize": {"probs": [0.0, 1.0, 0.0]}},
+        "final": {"sinc_prob": 1.0}})
+
+
+def _lag1_correlation(lr: torch.Tensor) -> torch.Tensor:
+    """Per sample: correlation of horizontally adjacent pixels of the zero-mean LR."""
+    x = lr - lr.mean(dim=(-2, -1), keepdim=True)
+    return (x[..., 1:] * x[..., :-1]).mean(dim=(1, 2, 3)) / x.square().mean(dim=(1, 2, 3))
+
+
+def test_first_order_samples_keep_white_noise_at_lr_scale():
+    hr = torch.full((16, 3, 128, 128), 0.5)
+    first = first_order(hr, 4, _white_noise_config(0.0), torch.Generator().manual_seed(0))
+    second = second_order(hr, 4, _white_noise_config(0.0), torch.Generator().manual_seed(0))
+    assert first.shape == second.shape == (16, 3, 32, 32)
+    r_first, r_second = _lag1_correlation(first), _lag1_correlation(second)
+    assert r_first.abs().max() < 0.15  # noise added at LR size: white
+    assert r_second.min() > 0.3  # resized and sinc-filtered on the way: correlated
+    mixed = second_order(hr, 4, _white_noise_config(0.5), torch.Generator().manual_seed(0))
+    white = int((_lag1_correlation(mixed).abs() < 0.15).sum())
+    assert 3 <= white <= 13  # about half of the 16 samples took the first-order path
+    assert torch.equal(mixed, second_order(hr, 4, _white_noise_config(0.5),
+                                           torch.Generator().manual_seed(0)))  # seeded
+
+
+def test_first_order_prob_is_validated():
+    with pytest.raises(BlindSRError, match="first_order_prob"):
+        SecondOrderConfig.from_dict({"first_order_prob": 1.5})

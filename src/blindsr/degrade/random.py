@@ -1,4 +1,5 @@
-"""Real-ESRGAN's random second-order degradation, batched and seedable.
+"""Real-ESRGAN's random second-order degradation, batched and seedable (optionally mixed with the
+classical first-order model: ``first_order_prob``).
 
 Two rounds of blur -> random resize -> noise -> JPEG, then a final step that resizes to the target
 size and applies a sinc filter, before or after the second JPEG (Wang et al. 2021, Real-ESRGAN).
@@ -243,12 +244,17 @@ class SecondOrderConfig:
     stage1: StageConfig = field(default_factory=StageConfig)
     stage2: StageConfig = field(default_factory=_stage2)
     final: FinalConfig = field(default_factory=FinalConfig)
+    # The share of samples made by the first-order (classical) model instead (:func:`first_order`):
+    # white noise at LR scale, which the second order rarely leaves (its stage-2 noise is resized
+    # and sinc-filtered on the way to the target size). 0: Real-ESRGAN's pipeline alone.
+    first_order_prob: float = 0.0
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
         """Raise BlindSRError naming the first bad value."""
+        _check_prob(self.first_order_prob, "first_order_prob")
         _validate_stage(self.stage1, "stage1")
         _validate_stage(self.stage2, "stage2")
         f = self.final
@@ -419,6 +425,48 @@ def _final(
     return _split(x, resize_first, jpeg_last, jpeg_first)
 
 
+def _second(hr: Tensor, cfg: SecondOrderConfig, scale: int, g: torch.Generator | None) -> Tensor:
+    h, w = hr.shape[-2:]
+    x = _stage(hr, cfg.stage1, (float(h), float(w)), g)
+    x = _random_jpeg(x, cfg.stage1.jpeg_quality, g)
+    x = _stage(x, cfg.stage2, (h / scale, w / scale), g)
+    return _final(x, cfg, (h // scale, w // scale), g)
+
+
+def _first(hr: Tensor, cfg: SecondOrderConfig, scale: int, g: torch.Generator | None) -> Tensor:
+    h, w = hr.shape[-2:]
+    x = filter2d(hr, random_kernels(cfg.stage1.blur, hr.shape[0], g))
+    mode = cfg.final.modes[int(torch.randint(len(cfg.final.modes), (1,), generator=g))]
+    x = _random_noise(_resize(x, (h // scale, w // scale), mode), cfg.stage1.noise, g)
+    return _random_jpeg(x, cfg.stage1.jpeg_quality, g)
+
+
+def _checked(hr: Tensor, scale: int, config: SecondOrderConfig | None,
+             generator: torch.Generator | None, who: str) -> SecondOrderConfig:
+    check_hr(hr, scale, who)
+    check_generator(generator)
+    cfg = config if config is not None else SecondOrderConfig()
+    cfg.validate()
+    return cfg
+
+
+def _to_8bit(x: Tensor) -> Tensor:
+    return torch.round(x.clamp(0, 1) * 255) / 255
+
+
+def first_order(
+    hr: Tensor,
+    scale: int,
+    config: SecondOrderConfig | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """The classical first-order model with the pipeline's stage-1 ranges: blur, a resize straight
+    to ``(H // scale, W // scale)`` (one of ``final.modes``, one for the batch), noise, JPEG; the
+    LR is clamped and rounded to 8-bit levels, as :func:`second_order`'s."""
+    cfg = _checked(hr, scale, config, generator, "first_order")
+    return _to_8bit(_first(hr, cfg, scale, generator))
+
+
 def second_order(
     hr: Tensor,
     scale: int,
@@ -427,17 +475,14 @@ def second_order(
 ) -> Tensor:
     """Degrade HR ``(N, C, H, W)`` in [0, 1] into LR ``(N, C, H // scale, W // scale)``.
 
-    Real-ESRGAN's second-order pipeline (see the module docstring); the LR is clamped to [0, 1]
-    and rounded to 8-bit levels. ``generator`` must be a CPU generator.
+    Real-ESRGAN's second-order pipeline (see the module docstring), with a ``first_order_prob``
+    share of the samples made by :func:`first_order` instead; the LR is clamped to [0, 1] and
+    rounded to 8-bit levels. ``generator`` must be a CPU generator.
     """
-    check_hr(hr, scale, "second_order")
-    h, w = hr.shape[-2:]
-    check_generator(generator)
-    cfg = config if config is not None else SecondOrderConfig()
-    cfg.validate()
+    cfg = _checked(hr, scale, config, generator, "second_order")
     g = generator
-    x = _stage(hr, cfg.stage1, (float(h), float(w)), g)
-    x = _random_jpeg(x, cfg.stage1.jpeg_quality, g)
-    x = _stage(x, cfg.stage2, (h / scale, w / scale), g)
-    x = _final(x, cfg, (h // scale, w // scale), g)
-    return torch.round(x.clamp(0, 1) * 255) / 255
+    if cfg.first_order_prob == 0:  # no draw: the pure pipeline's random stream is unchanged
+        return _to_8bit(_second(hr, cfg, scale, g))
+    first = _chance(cfg.first_order_prob, hr.shape[0], g)
+    return _to_8bit(_split(hr, first, lambda t, i: _first(t, cfg, scale, g),
+                           lambda t, i: _second(t, cfg, scale, g)))
