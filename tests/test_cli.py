@@ -142,6 +142,13 @@ def test_degrade_and_writes_a_grid_of_samples(tmp_path, capsys):
     assert np.array_equal(grid, np.asarray(Image.open(tmp_path / "b" / "hr.png")))
     assert main(["degrade", str(small), "-o", str(tmp_path / "c"), "--preset", "and"]) == 1
     assert "too small for an AND grid" in capsys.readouterr().err
+    # without a config: the calibrated prior, whose attacked LRs keep the image (not a flat colour)
+    assert main(["degrade", str(src), "-o", str(tmp_path / "d"), "--preset", "and"]) == 0
+    grid = np.asarray(Image.open(tmp_path / "d" / "hr.png")).astype(np.float64)
+    hr_std = grid[1:side - 1, 1:side - 1].std()
+    for c in range(1, 4):
+        attacked = grid[1:side - 1, c * side + 1:(c + 1) * side - 1]
+        assert attacked.std() > 0.3 * hr_std
 
 
 class _ClosedPipe:
