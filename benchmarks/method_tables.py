@@ -48,6 +48,23 @@ GROUPS: dict[str, tuple[str, dict[str, str], str]] = {
 }
 
 
+def unfinished(run_dir: Path) -> str | None:
+    """Why a run folder cannot be tabled yet (None: its model is final). A run writes
+    ``model.safetensors`` at every checkpoint, so the file alone does not mean it is done."""
+    import yaml
+
+    from blindsr.train_state import list_checkpoints
+
+    if not (run_dir / "model.safetensors").is_file():
+        return f"no {run_dir / 'model.safetensors'}"
+    config = run_dir / "config.yaml"
+    if not config.is_file():  # a folder holding only weights: take them as final
+        return None
+    total = (yaml.safe_load(config.read_text()) or {}).get("train", {}).get("iterations")
+    done = max((step for step, _ in list_checkpoints(run_dir)), default=0)
+    return None if total is None or done >= total else f"unfinished: step {done} of {total}"
+
+
 def wins(results: list[Result], method: str, baseline: str) -> dict[str, dict[str, object]]:
     """Per dataset: the PSNR configs where ``method`` beats ``baseline`` (clean included)."""
     psnr = {(r.model, r.dataset, r.degradation): r.value for r in results if r.metric == "psnr"}
@@ -73,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     models, missing = {}, []
     for label, folder in runs.items():
         path = args.runs_dir / folder / "model.safetensors"
-        (models.__setitem__(label, path) if path.is_file() else missing.append(f"{label} ({path})"))
+        why = unfinished(args.runs_dir / folder)
+        (models.__setitem__(label, path) if why is None else missing.append(f"{label} ({why})"))
     if missing:
         print("missing (left out): " + ", ".join(missing), file=sys.stderr)
     if baseline not in models or method not in models:
