@@ -6,7 +6,8 @@ attack is as hard as the test degradations: this script prints, for the restorer
 shipped classical baseline, the network AND starts from in spirit), its mean L1 on
 
 - the identity LR (BlurPool, epsilon 0) and the PGD-attacked LR at each ``--epsilon``
-  (``alpha`` = 0.3 epsilon, K = 5, ``--channels`` wide, the attack on the whole batch),
+  (``alpha`` = 0.3 epsilon, K = 5, ``--channels`` wide; one perturbation for the batch, found
+  on its first ``--attack-batch`` samples, 0 = all, as the strategy's ``attack_batch``),
 - the 'adversarial noise only' ablation's LR (bicubic + PGD noise) at each ``--noise-rms``, and
 - the eight EATS test presets (clean ... b+n+j),
 
@@ -40,11 +41,12 @@ def restorer_l1(model: torch.nn.Module, lr: torch.Tensor, hr: torch.Tensor) -> f
 
 
 def attacked_lr(model: torch.nn.Module, hr: torch.Tensor, epsilon: float, channels: int,
-                seed: int, noise_rms: float | None = None) -> torch.Tensor:
+                seed: int, noise_rms: float | None = None, attack_batch: int = 0) -> torch.Tensor:
     """LR from the and strategy's degradation (PGD against ``model``; epsilon 0: identity), or
     its noise-only ablation with ``noise_rms``."""
     params = {"epsilon": max(epsilon, 1e-9), "alpha": 0.3 * max(epsilon, 1e-9),
-              "steps": 5 if epsilon > 0 else 0, "channels": channels, "seed": seed}
+              "steps": 5 if epsilon > 0 else 0, "channels": channels, "seed": seed,
+              "attack_batch": attack_batch}
     if noise_rms is not None:
         params.update(perturbation="noise", noise_rms=noise_rms)
     strategy = AND(model, AND.parse_params(params), 4, hr.device)
@@ -57,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epsilon", default="0.025,0.05,0.1,0.2")
     parser.add_argument("--noise-rms", default="0.025,0.05")
     parser.add_argument("--channels", type=int, default=32)
+    parser.add_argument("--attack-batch", type=int, default=0, help="0: the whole batch")
     parser.add_argument("--crops", type=int, default=16)
     parser.add_argument("--patch", type=int, default=96)
     parser.add_argument("--seed", type=int, default=0)
@@ -71,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     rows = {}
     for eps in [0.0, *epsilons]:
-        lr = attacked_lr(model, hr, eps, args.channels, args.seed)
+        lr = attacked_lr(model, hr, eps, args.channels, args.seed,
+                         attack_batch=args.attack_batch)
         rows[f"epsilon {eps:g}" if eps else "identity (BlurPool)"] = restorer_l1(model, lr, hr)
     for rms in noise:
         lr = attacked_lr(model, hr, 0.1, args.channels, args.seed, noise_rms=rms)
@@ -79,12 +83,14 @@ def main(argv: list[str] | None = None) -> int:
     for preset in PRESETS:
         lr = degrade.apply(hr, preset, 4, seed=args.seed)
         rows[preset] = restorer_l1(model, lr, hr)
-    print(f"restorer {args.model}, {args.crops} crops of {args.patch}, channels {args.channels}")
+    print(f"restorer {args.model}, {args.crops} crops of {args.patch}, channels {args.channels}, "
+          f"attack batch {args.attack_batch or args.crops}")
     print("| LR | restorer L1 to HR |\n|---|---|")
     for name, value in rows.items():
         print(f"| {name} | {value:.4f} |")
     print(json.dumps({"model": args.model, "crops": args.crops, "patch": args.patch,
                       "channels": args.channels, "seed": args.seed,
+                      "attack_batch": args.attack_batch,
                       "l1": {k: round(v, 5) for k, v in rows.items()}}))
     return 0
 

@@ -10,8 +10,8 @@ RealSRSet, and counts the PSNR cells where the method beats the baseline:
                                                # (awakening weight 1 and 0.1)
     python benchmarks/method_tables.py and --runs-dir runs --max-images 2   # a smoke run
 
-Writes benchmarks/results/<group>_table.{json,csv,md}. Runs missing their model.safetensors are
-reported and left out (the table says which).
+Writes benchmarks/results/<group>_table.{json,csv,md}. Runs missing their model.safetensors or not
+yet trained to their config's train.iterations are reported and left out (the table says which).
 """
 
 from __future__ import annotations

@@ -57,9 +57,16 @@ def test_lr_pixels_are_centred_like_bicubic_lr(stride, taps):
 
 
 @pytest.mark.parametrize("size", [13, 14, 15, 16])
-def test_sizes_not_divisible_by_the_stride_round_up(rand_image, size):
+@pytest.mark.parametrize(("stride", "taps"), [(4, 4), (3, 5), (8, 4), (2, 3)])
+def test_sizes_not_divisible_by_the_stride_round_up(rand_image, size, stride, taps):
     x = rand_image(1, 3, size, size + 1)
-    assert blurpool(x, 4, 4).shape[-2:] == (-(-size // 4), -(-(size + 1) // 4))
+    assert blurpool(x, stride, taps).shape[-2:] == (-(-size // stride), -(-(size + 1) // stride))
+
+
+def test_each_axis_only_needs_its_own_padding():
+    assert blurpool(torch.rand(1, 1, 9, 3), 4, 4).shape == (1, 1, 3, 1)
+    with pytest.raises(BlindSRError, match="a 9x2 image is too small"):
+        blurpool(torch.rand(1, 1, 9, 2), 4, 6)
 
 
 def test_stride_one_blurs_only(rand_image):

@@ -41,7 +41,7 @@ def and_grid(hr: torch.Tensor, restorer: torch.nn.Module, scale: int, seed: int,
              params: dict | None = None, n: int = AND_SAMPLES,
              crop: int = AND_CROP) -> torch.Tensor:
     """(1, 3, 2 S, (n + 1) S) grid for HR ``hr`` (1, 3, H, W): its centre crop (S = the side) and
-    ``n`` LRs of the ``and`` strategy with ``params`` (over :data:`AND_GRID_PARAMS`) attacking
+    ``n`` LRs of the ``and`` strategy with ``params`` (none: :data:`AND_GRID_PARAMS`) attacking
     ``restorer`` on top; the identity LR (BlurPool) and ``n`` random LRs of the same ball below.
 
     The attack maximises the restorer's pixel loss (perceptual and GAN terms are dropped). LRs
@@ -56,7 +56,7 @@ def and_grid(hr: torch.Tensor, restorer: torch.nn.Module, scale: int, seed: int,
                            f"(at least {4 * scale} pixels a side)")
     top, left = (hr.shape[-2] - side) // 2, (hr.shape[-1] - side) // 2
     hr = hr[..., top:top + side, left:left + side].contiguous()
-    base = {**AND_GRID_PARAMS, **(params or {}), "perceptual_weight": 0.0, "gan_weight": 0.0}
+    base = {**(params or AND_GRID_PARAMS), "perceptual_weight": 0.0, "gan_weight": 0.0}
     rows = []
     for perturbation in (None, "random"):
         raw = base if perturbation is None else {**base, "perturbation": perturbation}
@@ -111,8 +111,8 @@ def degrade_files(inputs: list[str], output: str | Path, preset: str = "bicubic"
     Colour is degraded; alpha is dropped; grayscale stays grayscale. The HR image is cropped to a
     multiple of ``scale`` first, as the SR benchmarks do. Preset ``and`` writes an
     :func:`and_grid` per input instead, attacking ``model`` (default: bicubic), with the ``and``
-    params of ``config`` (a training config or a mapping of params) over
-    :data:`AND_GRID_PARAMS`.
+    params of ``config`` (a training config or a mapping of params; the strategy's defaults fill
+    what it leaves out), else :data:`AND_GRID_PARAMS`.
     """
     from blindsr import degrade
 

@@ -4,15 +4,15 @@ The blur is the outer product of binomial taps (3: [1,2,1], 4: [1,3,3,1], 5: [1,
 normalised to sum 1, applied depthwise. Output pixel ``i`` is centred on input coordinate
 ``stride * i + (stride - 1) / 2``: the convention of MATLAB's ``imresize`` and of every SR
 dataset's LR/HR pairs, so a network trained on BlurPool LR is registered with bicubic LR. That
-needs ``taps - stride`` even (x4: 4 or 6 taps, x3: 3 or 5, x2: 4); otherwise the centre is half
-an input pixel later (:func:`centred_taps` says). The window starts ``(taps - stride) // 2``
-pixels before each stride block, with reflect padding at the borders (or cropping, when the
-taps are fewer than the stride). The output is ``ceil(H / stride) x ceil(W / stride)``.
+needs ``taps - stride`` even (x4: 2, 4 or 6 taps; x3: 1, 3, 5 or 7; x2: 2, 4 or 6); otherwise
+the centre is half an input pixel later (:func:`centred_taps` says). The window starts
+``(taps - stride) // 2`` pixels before each stride block, with reflect padding at the borders
+(or cropping, when the taps are fewer than the stride). The output is
+``ceil(H / stride) x ceil(W / stride)``.
 
 Zhang's BlurPool pads ``((taps-1)//2, taps//2)``, centring output ``i`` on ``stride * i + 0.5``
 for 4 taps: right for stride 2, one input pixel early at stride 4, which would train an SR
-network on LR shifted against every test set (it did: AND at x4 lost several dB on sharp
-inputs before this was fixed).
+network on LR shifted against every test set (the first AND runs did).
 """
 
 from __future__ import annotations
@@ -64,10 +64,10 @@ def _blurpool(x: Tensor, kernel: Tensor, stride: int) -> Tensor:
     x = x[..., max(-top, 0): x.shape[-2] - max(-bottom, 0),
           max(-left, 0): x.shape[-1] - max(-right, 0)]
     pad = (max(left, 0), max(right, 0), max(top, 0), max(bottom, 0))
-    if max(pad) >= min(x.shape[-2:]):
+    if max(pad[2:]) >= x.shape[-2] or max(pad[:2]) >= x.shape[-1]:  # reflect needs pad < size
         raise BlindSRError(
-            f"blurpool with {taps} taps at stride {stride} needs images larger than "
-            f"{max(pad)} pixels, got {x.shape[-2]}x{x.shape[-1]}"
+            f"blurpool with {taps} taps at stride {stride}: a {x.shape[-2]}x{x.shape[-1]} image "
+            "is too small"
         )
     if any(pad):
         x = F.pad(x, pad, mode="reflect")
