@@ -11,6 +11,17 @@ from blindsr import io
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def load_benchmark(name: str):
+    """The module of ``benchmarks/<name>.py``, loaded from its file (the scripts are not a
+    package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def shared_path(*parts: str) -> Path:
     """Path under the shared folder (``$BLINDSR_SHARED`` or ``../shared`` beside the checkout)."""
     base = Path(os.environ.get("BLINDSR_SHARED", ROOT.parent / "shared"))

@@ -1,22 +1,17 @@
 """benchmarks/and_radius.py: the attack's difficulty at each radius, beside the test presets."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import torch
+from conftest import load_benchmark
 
 from blindsr import archs
 from blindsr.checkpoint import save_model
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "and_radius.py"
-
 
 def test_a_larger_radius_is_a_harder_attack(shared, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("BLINDSR_DATA", str(shared / "datasets"))
-    spec = importlib.util.spec_from_file_location("and_radius", SCRIPT)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_benchmark("and_radius")
     torch.manual_seed(0)
     net = save_model(archs.build("srresnet", num_feat=4, num_block=1, scale=4),
                      tmp_path / "net.safetensors")

@@ -1,13 +1,13 @@
 """``blindsr compress`` end to end on a tiny DRN, its errors, the pruned checkpoint in load_model /
 upscale / eval, and the benchmark script on tiny budgets."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import load_benchmark
 from PIL import Image
 
 import blindsr
@@ -100,10 +100,7 @@ def test_bad_input_gives_one_line_errors(setup, change, message, capsys):
 
 def test_the_benchmark_script_runs_on_a_tiny_model(setup):
     path, data, tmp = setup
-    spec = importlib.util.spec_from_file_location("drn_compress",
-                                                  ROOT / "benchmarks" / "drn_compress.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_benchmark("drn_compress")
     out = tmp / "results" / "drn_compress"
     rc = script.main(["--model", str(path), "--data", str(data), "--sets", str(data),
                       "--ratios", "0.5", "--methods", "dr,l1", "--search-steps", "1",

@@ -4,6 +4,7 @@ import io
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import load_benchmark
 from torch import nn
 
 from blindsr import archs
@@ -376,17 +377,12 @@ def test_trains_in_the_loop_and_resumes_bit_identically(tmp_path):
 def test_bicubic_gap_script_prices_the_collapse(shared, tmp_path, monkeypatch, capsys):
     """benchmarks/bicubic_gap.py: bicubic itself is 0 from bicubic (no threshold); a
     network gets a finite threshold = (bicubic's L1 - its L1) / its distance to bicubic."""
-    import importlib.util
     import json
-    from pathlib import Path
 
     from blindsr.checkpoint import save_model
 
     monkeypatch.setenv("BLINDSR_DATA", str(shared / "datasets"))
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bicubic_gap.py"
-    spec = importlib.util.spec_from_file_location("bicubic_gap", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_benchmark("bicubic_gap")
     torch.manual_seed(0)
     net = save_model(archs.build("srresnet", num_feat=4, num_block=1, scale=4),
                      tmp_path / "net.safetensors")
@@ -401,13 +397,7 @@ def test_bicubic_gap_script_prices_the_collapse(shared, tmp_path, monkeypatch, c
 
 
 def test_overhead_script_times_every_case(monkeypatch, capsys):
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "eats_overhead.py"
-    spec = importlib.util.spec_from_file_location("eats_overhead", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_benchmark("eats_overhead")
     monkeypatch.setattr("sys.argv", ["eats_overhead", "--feat", "4", "--blocks", "1", "--batch",
                                      "4", "--patch", "32", "--erased-batch", "1"])
     script.main()

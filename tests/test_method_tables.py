@@ -1,22 +1,16 @@
 """benchmarks/method_tables.py: the comparison table of one method group from its run folders."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import torch
+from conftest import load_benchmark
 
 from blindsr import archs
 from blindsr.checkpoint import save_model
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "method_tables.py"
-
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("method_tables", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("method_tables")
 
 
 def test_table_counts_the_cells_where_the_method_beats_the_baseline(shared, tmp_path,
