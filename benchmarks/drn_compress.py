@@ -65,7 +65,7 @@ def measure(name: str, model: nn.Module, args: argparse.Namespace) -> dict:
 
 def _settings(args: argparse.Namespace, ratio: float, method: str) -> CompressSettings:
     return CompressSettings(
-        ratio=ratio, method=method, search_steps=args.search_steps,
+        ratio=ratio, method=method, search_steps=args.search_steps, alpha_lr=args.alpha_lr,
         finetune_steps=args.finetune_steps, batch=args.batch, patch=args.patch, seed=args.seed,
         multiple=args.multiple, dual_steps=args.dual_steps, select_batches=args.select_batches,
         tune_steps=args.tune_steps, per_round=args.per_round, device=args.device)
@@ -106,6 +106,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--methods", default="dr,l1")
     p.add_argument("--sets", default="Set5,Set14")
     p.add_argument("--search-steps", type=int, default=200)
+    p.add_argument("--alpha-lr", type=float, default=3e-4)
     p.add_argument("--finetune-steps", type=int, default=1000)
     p.add_argument("--dual-steps", type=int, default=200)
     p.add_argument("--select-batches", type=int, default=1)

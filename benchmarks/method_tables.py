@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from blindsr.evaluate import Result, evaluate, format_tables, write_results
+from blindsr.train_state import unfinished_run
 
 HERE = Path(__file__).resolve().parent
 CONFIGS = ["clean", "blur", "noise", "jpeg", "b+n", "b+j", "n+j", "b+n+j"]
@@ -46,23 +47,6 @@ GROUPS: dict[str, tuple[str, dict[str, str], str]] = {
         "EATS": "eats_srresnet_eats_w0.1",  # last: the Improvement row is EATS - Original
     }, "EATS"),
 }
-
-
-def unfinished(run_dir: Path) -> str | None:
-    """Why a run folder cannot be tabled yet (None: its model is final). A run writes
-    ``model.safetensors`` at every checkpoint, so the file alone does not mean it is done."""
-    import yaml
-
-    from blindsr.train_state import list_checkpoints
-
-    if not (run_dir / "model.safetensors").is_file():
-        return f"no {run_dir / 'model.safetensors'}"
-    config = run_dir / "config.yaml"
-    if not config.is_file():  # a folder holding only weights: take them as final
-        return None
-    total = (yaml.safe_load(config.read_text()) or {}).get("train", {}).get("iterations")
-    done = max((step for step, _ in list_checkpoints(run_dir)), default=0)
-    return None if total is None or done >= total else f"unfinished: step {done} of {total}"
 
 
 def wins(results: list[Result], method: str, baseline: str) -> dict[str, dict[str, object]]:
@@ -90,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     models, missing = {}, []
     for label, folder in runs.items():
         path = args.runs_dir / folder / "model.safetensors"
-        why = unfinished(args.runs_dir / folder)
+        why = unfinished_run(args.runs_dir / folder)
         (models.__setitem__(label, path) if why is None else missing.append(f"{label} ({why})"))
     if missing:
         print("missing (left out): " + ", ".join(missing), file=sys.stderr)

@@ -284,3 +284,11 @@ def test_amgan_trains_through_the_loop_and_resumes(tmp_path, gan):
     again, _ = load_checkpoint(last)
     for net in reference:
         assert all(torch.equal(v, again[net][k]) for k, v in reference[net].items()), net
+
+
+def test_the_step_keeps_the_lr_it_made_for_image_samples(rand_image):
+    s, b = make(), batch(rand_image)
+    list(s.training_step(b, 0))
+    lr, hr = s.sample_pair
+    assert lr.shape == b["lr"].shape and float(lr.abs().sum()) > 0  # not the loader's zeros
+    assert torch.equal(hr, b["hr"])

@@ -95,6 +95,8 @@ def test_params_are_validated():
         AMRL.parse_params({"reward": "ssim"})
     with pytest.raises(BlindSRError, match="strategy.params.gamma: must be < 1"):
         AMRL.parse_params({"gamma": 1})
+    with pytest.raises(BlindSRError, match="minibatch: 64 is larger than buffer_size 32"):
+        AMRL.parse_params({"minibatch": 64, "buffer_size": 32})
 
 
 def test_critic_gets_grads_only_from_its_update_and_the_actor_only_from_its_own():
@@ -516,3 +518,11 @@ def test_shipped_configs_load_and_run_an_iteration(tmp_path, config, reward, sta
     assert cfg.train.patch >= 96  # NIQE's minimum SR size
     result = train(cfg, progress=False)
     assert len(result.strategy.buffer) == 1
+
+
+def test_the_step_keeps_the_lr_it_acted_on_for_image_samples():
+    s, b = make(), batch()
+    list(s.training_step(b, 0))
+    lr, hr = s.sample_pair
+    assert lr.shape == b["lr"].shape and float(lr.abs().sum()) > 0  # not the loader's zeros
+    assert torch.equal(hr, b["hr"])

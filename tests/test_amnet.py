@@ -168,6 +168,28 @@ def test_save_load_and_upscale_without_a_code(tmp_path, rand_image):
     assert out.shape == (48, 40, 3) and out.dtype == np.uint8
 
 
+
+def test_tiles_share_one_code_for_the_whole_image(rand_image):
+    from blindsr.inference import Settings, Upscaler
+
+    model = strengthen(tiny())
+    with torch.no_grad():  # a predictor that reads the image: tiles alone would disagree
+        for p in model.predictor.parameters():
+            p.normal_(0, 0.3, generator=torch.Generator().manual_seed(3))
+    smooth = torch.nn.functional.interpolate(rand_image(1, 3, 6, 6, seed=1), size=(24, 24),
+                                             mode="bilinear")
+    x = torch.cat([smooth, rand_image(1, 3, 24, 24, seed=2)], dim=-1)
+    left, right = x[..., :24], x[..., 24:]
+    with torch.no_grad():
+        assert (model.predictor(left) - model.predictor(right)).abs().max() > 0.02
+        whole = model(x, model.image_code(x))
+    tiled = Upscaler(model, Settings(tile=16, tile_pad=12, device="cpu")).upscale_tensor(x)
+    untiled = Upscaler(model, Settings(tile=64, tile_pad=0, device="cpu")).upscale_tensor(x)
+    assert (tiled - untiled).abs().max() <= 1 / 255
+    torch.testing.assert_close(untiled, whole.clamp(0, 1), atol=1e-5, rtol=0)
+    big = rand_image(1, 3, 8, 600, seed=4)  # codes come from a centre crop of large images
+    torch.testing.assert_close(model.image_code(big), model.image_code(big[..., 44:556]))
+
 # -- the amnet strategy -------------------------------------------------------------------------
 
 
@@ -322,3 +344,11 @@ def test_amnet_trains_through_the_loop_and_resumes(tmp_path):
     coder = model.kernel_coder()
     assert (coder.kind, coder.code_dim, coder.sigma_range) == ("pca", 3, (0.2, 4.0))
     torch.testing.assert_close(model.code_box, coder.box())
+
+
+def test_the_step_keeps_the_lr_it_made_for_image_samples(rand_image):
+    s, b = make(), batch(rand_image)
+    list(s.training_step(b, 0))
+    lr, hr = s.sample_pair
+    assert lr.shape == b["lr"].shape and float(lr.abs().sum()) > 0  # not the loader's zeros
+    assert torch.equal(hr, b["hr"])

@@ -242,3 +242,12 @@ def test_trains_through_the_loop_and_resumes_bit_identically(tmp_path):
     again, _ = load_checkpoint(last)
     for net in reference:
         assert all(torch.equal(v, again[net][k]) for k, v in reference[net].items()), net
+
+
+def test_the_step_keeps_the_lr_it_made_for_image_samples(rand_image):
+    s, b = make(), batch(rand_image)
+    assert s.sample_pair is None
+    list(s.training_step(b, 0))
+    lr, hr = s.sample_pair
+    assert lr.shape == b["lr"].shape and float(lr.abs().sum()) > 0  # not the loader's zeros
+    assert torch.equal(hr, b["hr"]) and not lr.requires_grad

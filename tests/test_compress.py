@@ -164,6 +164,16 @@ def test_search_returns_allowed_widths_meeting_the_ratio():
     assert layer_widths(model) == full  # the search worked on a copy
 
 
+def test_search_alpha_lr_sets_how_far_the_architecture_weights_move():
+    def spread(alpha_lr):
+        result = search_widths(tiny(), 0.4, batches(seed=0), batches(seed=1), l1_objective(),
+                               steps=3, multiple=1, alpha_lr=alpha_lr)
+        return max(max(p) - min(p) for p in result.probs.values())
+
+    slow, fast = spread(3e-4), spread(3e-2)
+    assert fast > 10 * slow > 0
+
+
 def test_search_leaves_the_dual_models_alone_and_needs_steps():
     from blindsr.compress.objective import make_duals
 

@@ -131,24 +131,26 @@ def test_multi_scale_loss_with_mask_by_hand():
     outs = [const(0.1, size=2), const(0.3, size=4), const(0.6, size=8)]
     lr, hr = const(0.2, size=2), const(0.5, size=8)
     total, logs = dual_regression_loss(outs, lr, hr, None, lam=0.1, fixed=True)
-    # primal: |0.1-0.5| + |0.3-0.5| + |0.6-0.5|; dual: |0.3-0.2| + |0.6-0.5| (targets: LR, HR/2)
-    assert float(logs["l_primal"]) == pytest.approx(0.7)
+    # primal (1x target: the LR input, as DRN): |0.1-0.2| + |0.3-0.5| + |0.6-0.5|;
+    # dual: |0.3-0.2| + |0.6-0.5| (targets: LR, HR/2)
+    assert float(logs["l_primal"]) == pytest.approx(0.4)
     assert float(logs["l_dual"]) == pytest.approx(0.2)
-    assert float(total) == pytest.approx(0.72)
+    assert float(total) == pytest.approx(0.42)
     paired = torch.tensor([True, False])
     total, logs = dual_regression_loss(outs, lr, hr, None, lam=0.1, fixed=True, paired=paired)
-    # primal: sample 0 only, divided by the batch (Algorithm 2): 0.7 / 2. Dual, sample 1 (no HR):
+    # primal: sample 0 only, divided by the batch (Algorithm 2): 0.4 / 2. Dual, sample 1 (no HR):
     # level 0 vs LR 0.1, level 1 vs its own 2x output 0.3 -> |0.6-0.3| = 0.3
-    assert float(logs["l_primal"]) == pytest.approx(0.35)
+    assert float(logs["l_primal"]) == pytest.approx(0.2)
     assert float(logs["l_dual"]) == pytest.approx(0.1 + (0.1 + 0.3) / 2)
-    assert float(total) == pytest.approx(0.35 + 0.1 * 0.3)
+    assert float(total) == pytest.approx(0.2 + 0.1 * 0.3)
 
 
 def test_lam_zero_is_the_plain_multi_scale_l1(rand_image):
     hr = rand_image(2, 3, 16, 16, seed=3)
     outs = [rand_image(2, 3, s, s, seed=s) for s in (4, 8, 16)]
-    total, logs = dual_regression_loss(outs, rand_image(2, 3, 4, 4), hr, None, lam=0.0)
-    want = sum(F.l1_loss(o, imresize(hr, 1 / f)) for o, f in zip(outs, (4, 2, 1), strict=True))
+    lr = rand_image(2, 3, 4, 4)
+    total, logs = dual_regression_loss(outs, lr, hr, None, lam=0.0)
+    want = F.l1_loss(outs[0], lr) + F.l1_loss(outs[1], imresize(hr, 0.5)) + F.l1_loss(outs[2], hr)
     assert float(total) == pytest.approx(float(want), rel=1e-6)
     assert float(logs["l_dual"]) == 0.0
     (sr,) = outs[-1:]

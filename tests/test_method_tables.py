@@ -45,23 +45,3 @@ def test_table_counts_the_cells_where_the_method_beats_the_baseline(shared, tmp_
 def test_a_group_without_its_baseline_is_an_error(tmp_path, capsys):
     assert load_script().main(["and", "--runs-dir", str(tmp_path)]) == 1
     assert "classical and ANDNet are both needed" in capsys.readouterr().err
-
-
-def test_unfinished_runs_are_left_out(tmp_path):
-    script = load_script()
-    run = tmp_path / "run"
-    assert script.unfinished(run).startswith("no ")
-    run.mkdir()
-    save_model(archs.build("srresnet", num_feat=4, num_block=1, scale=4),
-               run / "model.safetensors")
-    assert script.unfinished(run) is None  # weights alone: final
-    (run / "config.yaml").write_text("train: {iterations: 8}\n")
-    assert script.unfinished(run) == "unfinished: step 0 of 8"
-    for step in (4, 8):
-        ckpt = run / "checkpoints" / f"step_{step:07d}"
-        ckpt.mkdir(parents=True)
-        (ckpt / "weights.safetensors").write_bytes(b"")
-        (ckpt / "state.pt").write_bytes(b"")
-        if step == 4:
-            assert script.unfinished(run) == "unfinished: step 4 of 8"
-    assert script.unfinished(run) is None

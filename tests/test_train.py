@@ -272,6 +272,24 @@ def test_init_checkpoint_starts_the_generator(tmp_path, data_dir):
         build_generator(bad)
 
 
+def test_init_from_a_run_that_is_not_finished_is_refused(tmp_path, data_dir):
+    import shutil
+
+    parent = tiny(tmp_path, data_dir, "name=parent")
+    train(parent, progress=False)
+    run = tmp_path / "runs/parent"
+    init = f"model.init={json.dumps(str(run / 'model.safetensors'))}"
+    assert train(tiny(tmp_path, data_dir, "name=child", init), progress=False).step == 4
+    shutil.rmtree(run / "checkpoints/step_0000004")  # as if it had been stopped at step 2
+    with pytest.raises(BlindSRError, match=r"model.init: .* not finished \(unfinished: step 2 "
+                                           r"of 4\); finish it first"):
+        train(tiny(tmp_path, data_dir, "name=child2", init), progress=False)
+    assert not (tmp_path / "runs/child2/checkpoints").exists()
+    # a child that already started resumes from its own checkpoints regardless
+    assert train(tiny(tmp_path, data_dir, "name=child", init, "train.iterations=6"),
+                 progress=False).step == 6
+
+
 def test_init_grows_a_smaller_checkpoint_into_the_configured_net(tmp_path, data_dir, rand_image):
     from blindsr import archs
     from blindsr.checkpoint import save_model
@@ -328,3 +346,28 @@ def test_preset_prob_mixes_preset_lr_into_random_degradation(tmp_path, data_dir,
     for lr, hr in Recorder.seen:
         bicubic = apply(hr, "bicubic", 4)
         assert torch.equal(lr, bicubic) == (prob == 1.0)
+
+
+def test_image_samples_show_the_lr_a_self_degrading_strategy_made():
+    from types import SimpleNamespace
+
+    from blindsr.train import _shown_batch, sample_grid
+
+    class Made(Strategy):
+        def degrades_itself(self):
+            return True
+
+    model = nn.Upsample(scale_factor=2, mode="nearest")
+    placeholder = {"lr": torch.zeros(2, 3, 4, 4), "hr": torch.rand(2, 3, 9, 9),
+                   "has_hr": torch.ones(2, dtype=torch.bool)}
+    strategy = Made(model, None, 2, torch.device("cpu"))
+    run = SimpleNamespace(strategy=strategy)
+    assert _shown_batch(run, placeholder) is placeholder  # no step yet: the batch as it is
+    made = (torch.full((2, 3, 4, 4), 0.5), torch.rand(2, 3, 8, 8))
+    strategy.sample_pair = made
+    grid = sample_grid(model, _shown_batch(run, placeholder), 2)
+    assert grid.shape == (3, 16, 24)
+    assert torch.equal(grid[:, :8, :16], torch.full((3, 8, 16), 0.5))  # LR | SR of the made LR
+    assert torch.equal(grid[:, :8, 16:], made[1][0])
+    # the HR is cropped to the LR's size times the scale (the 9x9 placeholder HR)
+    assert sample_grid(model, placeholder, 2).shape == (3, 16, 24)

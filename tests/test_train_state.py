@@ -15,6 +15,7 @@ from blindsr.train_state import (
     save_checkpoint,
     set_rng_state,
     step_dir,
+    unfinished_run,
 )
 
 
@@ -93,3 +94,25 @@ def test_pickled_objects_are_refused(tmp_path):
     torch.save({"format_version": 1, "evil": nn.Linear(1, 1)}, path / "state.pt")
     with pytest.raises(BlindSRError, match="unreadable"):
         load_checkpoint(path)
+
+
+def test_a_run_is_unfinished_until_its_checkpoints_reach_its_iterations(tmp_path):
+    from blindsr import archs
+    from blindsr.checkpoint import save_model
+
+    run = tmp_path / "run"
+    assert unfinished_run(run).startswith("no ")
+    run.mkdir()
+    save_model(archs.build("srresnet", num_feat=4, num_block=1, scale=4),
+               run / "model.safetensors")
+    assert unfinished_run(run) is None  # weights alone: final
+    (run / "config.yaml").write_text("train: {iterations: 8}\n")
+    assert unfinished_run(run) == "unfinished: step 0 of 8"
+    for step in (4, 8):
+        ckpt = run / "checkpoints" / f"step_{step:07d}"
+        ckpt.mkdir(parents=True)
+        (ckpt / "weights.safetensors").write_bytes(b"")
+        (ckpt / "state.pt").write_bytes(b"")
+        if step == 4:
+            assert unfinished_run(run) == "unfinished: step 4 of 8"
+    assert unfinished_run(run) is None

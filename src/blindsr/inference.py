@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -134,8 +135,9 @@ class Upscaler:
         self.tile = self.settings.tile or auto_tile(
             self.model, self.device, self.dtype, self.settings.batch)
 
-    def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        """Model forward on a host batch: to device, pad to the model's multiple, back to host."""
+    def forward(self, batch: torch.Tensor, code: torch.Tensor | None = None) -> torch.Tensor:
+        """Model forward on a host batch: to device, pad to the model's multiple, back to host
+        (``code``: the image's code for models conditioned on one, see :meth:`image_code`)."""
         _, _, h, w = batch.shape
         x = batch.to(self.device, self.dtype)
         pad_h, pad_w = -h % self.multiple, -w % self.multiple
@@ -144,8 +146,18 @@ class Upscaler:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            y = self.model(x)[:, :, : h * self.scale, : w * self.scale]
-            return y.float().clamp_(0, 1).cpu()
+            y = self.model(x) if code is None else self.model(x, code)
+            return y[:, :, : h * self.scale, : w * self.scale].float().clamp_(0, 1).cpu()
+
+    def image_code(self, x: torch.Tensor) -> torch.Tensor | None:
+        """One code for the whole (1, 3, H, W) host image from models that are conditioned on
+        one (``model.image_code``, e.g. AMNet's blur estimate), so every tile gets the same;
+        None for other models."""
+        image_code = getattr(self.model, "image_code", None)
+        if not callable(image_code):
+            return None
+        with torch.inference_mode():
+            return image_code(x.to(self.device, self.dtype))
 
     def count_tiles(self, height: int, width: int) -> int:
         """Number of tiles an image of this size is cut into at the current tile size."""
@@ -154,9 +166,11 @@ class Upscaler:
     def upscale_tensor(self, x: torch.Tensor,
                        on_tiles: Callable[[int], None] | None = None) -> torch.Tensor:
         """Upscale a (1, 3, H, W) host tensor by the model's scale, halving the tile on OOM."""
+        code = self.image_code(x)
+        forward = self.forward if code is None else partial(self.forward, code=code)
         while True:
             try:
-                return run_tiled(self.forward, x, self.scale, self.tile,
+                return run_tiled(forward, x, self.scale, self.tile,
                                  min(self.settings.tile_pad, self.tile), self.settings.batch,
                                  on_tiles)
             except (torch.OutOfMemoryError, RuntimeError) as err:

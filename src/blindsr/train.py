@@ -283,6 +283,19 @@ def resolve_optim(cfg: Config, strategy: Strategy) -> dict[str, OptimConfig]:
     return out
 
 
+def _check_init_finished(init: Path) -> None:
+    """Refuse to start from the weights of a run that is still training (a run rewrites its
+    ``model.safetensors`` at every checkpoint): the new run would fine-tune a partial model."""
+    from blindsr.train_state import unfinished_run
+
+    if not (init.parent / "config.yaml").is_file():
+        return
+    why = unfinished_run(init.parent)
+    if why is not None and why.startswith("unfinished"):
+        raise fail("model.init", f"{init} comes from a run that is not finished ({why}); "
+                   "finish it first, or copy the weights out of its folder to start from them")
+
+
 def _build(cfg: Config, info: distributed.DistInfo, device: torch.device) -> _Run:
     import torch
 
@@ -294,6 +307,8 @@ def _build(cfg: Config, info: distributed.DistInfo, device: torch.device) -> _Ru
     # (e.g. amnet's code units) before the checkpoint is restored.
     init_gone = cfg.model.init is not None and not Path(cfg.model.init).is_file()
     resuming = latest_checkpoint(cfg.run_dir) is not None
+    if cfg.model.init is not None and not resuming:
+        _check_init_finished(Path(cfg.model.init))
     generator = build_generator(cfg, with_init=not (init_gone and resuming)).to(device)
     cls = get_strategy(cfg.strategy.name)
     strategy = cls(generator, cls.parse_params(cfg.strategy.params), cfg.model.scale, device)
@@ -606,6 +621,19 @@ def _postfix(run: _Run, logs: dict[str, Any]) -> None:
     run.bar.set_postfix(shown, refresh=False)
 
 
+def _shown_batch(run: _Run, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The batch for the image samples: the strategy's own (LR, HR) when it degrades itself
+    (the loader's LR is then a placeholder)."""
+    import torch
+
+    pair = run.strategy.sample_pair if run.strategy.degrades_itself() else None
+    if pair is None:
+        return batch
+    lr, hr = pair
+    return {"lr": lr, "hr": hr, "has_hr": torch.ones(lr.shape[0], dtype=torch.bool,
+                                                     device=lr.device)}
+
+
 def sample_grid(model: nn.Module, batch: dict[str, Tensor], scale: int, n: int = 4) -> Tensor:
     """(3, n*P, 3*P) image: rows of LR (nearest-upsampled) | SR | HR for the first samples
     with an HR (the first samples, HR black, when the batch is all LR-only)."""
@@ -616,6 +644,7 @@ def sample_grid(model: nn.Module, batch: dict[str, Tensor], scale: int, n: int =
     if keep.numel() == 0:
         keep = torch.arange(min(n, batch["lr"].shape[0]), device=batch["lr"].device)
     lr, hr = batch["lr"][keep].float(), batch["hr"][keep].float()
+    hr = hr[..., : lr.shape[-2] * scale, : lr.shape[-1] * scale]
     was = model.training
     model.eval()
     with torch.no_grad():
@@ -670,7 +699,7 @@ def _after_iteration(run: _Run, batch: dict[str, Tensor], meter: Meter, state: d
         state["log_step"], state["log_time"] = run.step, now
     paused = time.perf_counter()  # time spent below does not count in it/s
     if main and run.writer is not None and _every(run.step, cfg.logging.images_every):
-        grid = sample_grid(run.eval_model, batch, cfg.model.scale)
+        grid = sample_grid(run.eval_model, _shown_batch(run, batch), cfg.model.scale)
         run.writer.add_image("samples/lr_sr_hr", grid, run.step)
     if main and cfg.val.every and _every(run.step, cfg.val.every):
         validate(run)

@@ -62,6 +62,28 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     return found[-1][1] if found else None
 
 
+def unfinished_run(run_dir: str | os.PathLike) -> str | None:
+    """Why a run folder's ``model.safetensors`` is not its final model yet (None: it is).
+
+    A run rewrites ``model.safetensors`` at every checkpoint, so the file alone does not mean
+    the run is done: its newest checkpoint must have reached ``train.iterations`` of its
+    ``config.yaml``. A folder holding weights but no config is taken as final."""
+    import yaml
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "model.safetensors").is_file():
+        return f"no {run_dir / 'model.safetensors'}"
+    config = run_dir / "config.yaml"
+    if not config.is_file():
+        return None
+    try:
+        total = (yaml.safe_load(config.read_text()) or {}).get("train", {}).get("iterations")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None  # not a run's config: nothing to compare with
+    done = max((step for step, _ in list_checkpoints(run_dir)), default=0)
+    return None if total is None or done >= total else f"unfinished: step {done} of {total}"
+
+
 def remove_partial(run_dir: str | os.PathLike) -> None:
     """Delete leftovers of interrupted saves or prunes (``*.tmp`` / ``*.del`` folders)."""
     folder = Path(run_dir) / CHECKPOINTS

@@ -33,8 +33,10 @@ The paper publishes no code and only sketches the layout; the choices below are 
   clamp nothing), is used, or, for a model built with ``predictor_feat=0``, the
   ``default_code`` buffer (the code of the middle of the recorded sigma range; of IKC's range
   for the scale until units are recorded). So a trained AMNet works in ``blindsr upscale`` like
-  any model; note that tiled inference predicts one code per tile. An explicit code (and
-  :meth:`AMNet.render`) is used as given.
+  any model. Tiled inference (:class:`blindsr.inference.Upscaler`) asks
+  :meth:`AMNet.image_code` for one code of the whole image first (a centre crop of at most
+  ``CODE_CROP`` LR pixels a side) and renders every tile with it, so tiles cannot disagree about
+  the blur and leave seams. An explicit code (and :meth:`AMNet.render`) is used as given.
 
 State-dict keys are distinct from MSRResNet's (``conv_in``, ``blocks``, ``up*``, ``conv_out``,
 ``default_code``) so that the registry's detection never confuses the two.
@@ -64,6 +66,7 @@ from .common import (
 NAME = "amnet"
 SCALES = (2, 3, 4)
 INPUT_GAIN = 4.0  # the predictor's input: (LR - its mean) x this
+CODE_CROP = 512  # image_code: the largest LR crop side the whole-image code is predicted on
 
 
 class AMLayer(nn.Module):
@@ -220,6 +223,13 @@ class AMNet(nn.Module):
         out = self.conv_out(F.leaky_relu(self.conv_hr(out), 0.1))
         base = F.interpolate(lr, scale_factor=self.scale, mode="bilinear", align_corners=False)
         return out + base
+
+    def image_code(self, lr: Tensor) -> Tensor:
+        """(1, code_dim): the code for a whole (1, 3, H, W) LR image, predicted on its centre
+        crop of at most ``CODE_CROP`` pixels a side (the default code without a predictor)."""
+        h, w = lr.shape[-2:]
+        top, left = max(0, (h - CODE_CROP) // 2), max(0, (w - CODE_CROP) // 2)
+        return self._code(lr[:1, :, top:top + CODE_CROP, left:left + CODE_CROP], None)
 
     def render(self, lr: Tensor, code: Tensor) -> Tensor:
         """SR of ``lr`` under an explicit kernel ``code`` (the renderer of AMNet-RL)."""

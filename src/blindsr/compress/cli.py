@@ -27,6 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", choices=["dr", "l1"], default="dr")
     p.add_argument("--search-steps", type=int, default=200,
                    help="channel search steps (0: uniform widths; dr only)")
+    p.add_argument("--alpha-lr", type=float, default=3e-4,
+                   help="Adam lr of the search's architecture weights (DRC: 3e-4)")
     p.add_argument("--finetune-steps", type=int, default=1000)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--patch", type=int, default=96, help="HR patch size")
@@ -56,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
 
     settings = CompressSettings(
         ratio=args.ratio, method=args.method, search_steps=args.search_steps,
-        finetune_steps=args.finetune_steps, batch=args.batch, patch=args.patch, seed=args.seed,
+        alpha_lr=args.alpha_lr, finetune_steps=args.finetune_steps, batch=args.batch,
+        patch=args.patch, seed=args.seed,
         lam=args.lam, gamma=args.gamma, multiple=args.multiple, dual_steps=args.dual_steps,
         select_batches=args.select_batches, tune_steps=args.tune_steps,
         per_round=args.per_round, finetune_lr=args.finetune_lr, device=args.device)

@@ -21,7 +21,8 @@ def count_params(model: nn.Module) -> int:
 
 
 def count_macs(model: nn.Module, lr_size: tuple[int, int] = (96, 96)) -> int:
-    """MACs of one forward pass of a (1, 3, H, W) input of ``lr_size``."""
+    """MACs of one forward pass of a (1, 3, H, W) input of ``lr_size``: what inference runs
+    (for DRN the final tail only; the 1x / 2x tails count in the parameters, not here)."""
     total = [0]
 
     def conv_hook(module: nn.Conv2d, args: tuple, out: torch.Tensor) -> None:

@@ -59,6 +59,7 @@ class CompressSettings:
     ratio: float
     method: Literal["dr", "l1"] = "dr"
     search_steps: int = 200
+    alpha_lr: float = 3e-4  # Adam lr of the architecture weights (DRC's)
     finetune_steps: int = 1000
     batch: int = 16
     patch: int = 96  # HR patch size
@@ -85,8 +86,8 @@ class CompressSettings:
         for name in ("batch", "patch", "multiple", "select_batches", "per_round", "val_every"):
             if getattr(self, name) < 1:
                 raise BlindSRError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.lam < 0 or self.gamma < 0 or self.finetune_lr <= 0:
-            raise BlindSRError("lam and gamma must be >= 0 and finetune_lr > 0")
+        if self.lam < 0 or self.gamma < 0 or self.finetune_lr <= 0 or self.alpha_lr <= 0:
+            raise BlindSRError("lam and gamma must be >= 0, finetune_lr and alpha_lr > 0")
 
 
 @dataclass
@@ -243,7 +244,8 @@ def compress(model: nn.Module, data: Sequence[str], settings: CompressSettings,
             if log:
                 log(f"searching channel numbers for {s.search_steps} steps")
             search = search_widths(model, s.ratio, train, val, objective, s.search_steps,
-                                   s.multiple, progress=_every(log, "search", s.search_steps))
+                                   s.multiple, alpha_lr=s.alpha_lr,
+                                   progress=_every(log, "search", s.search_steps))
             widths = search.widths
         times["search_s"] = time.perf_counter() - start
         start = time.perf_counter()

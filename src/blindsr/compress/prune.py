@@ -8,11 +8,13 @@ A prunable layer is a set of channels produced by one conv and consumed by the n
   of the upsampler conv's outputs ``4c .. 4c+3``, and is input ``c`` of the 1x1 reduction.
   ``group`` 4.
 
-Trunk channels are never pruned. Removing a channel = removing its producer rows (``group`` of
-them) and its consumer column; the result is an ordinary :class:`~blindsr.archs.drn.DRN` with
-smaller ``block_widths`` / ``up_widths``. When the removed channels carry no signal into the
-consumer (zero consumer weights, or zero inputs), the smaller network computes exactly the same
-function (:func:`mask_channels` gives that masked reference).
+Trunk channels are never pruned, nor are the down blocks' inner channels (DRC searches those
+too; in the CPU-scale DRN-S they carry about 1.5 % of the MACs). Removing a channel = removing
+its producer rows (``group`` of them) and its consumer column; the result is an ordinary
+:class:`~blindsr.archs.drn.DRN` with smaller ``block_widths`` / ``up_widths``. When the
+removed channels carry no signal into the consumer (zero consumer weights, or zero inputs), the
+smaller network computes exactly the same function (:func:`mask_channels` gives that masked
+reference).
 """
 
 from __future__ import annotations

@@ -127,6 +127,7 @@ class AMGAN(AMNetTraining):
             return
         lr, sigma, code = self.degrade(hr)
         hr = self.crop(hr)
+        self.sample_pair = (lr.detach(), hr.detach())
         d = self.discriminator
         real = d(hr)  # its graph serves the discriminator's update below
         sr = self.generator(lr, code)

@@ -154,6 +154,9 @@ class AMRLParams:
         r = self.sigma_range
         if r is not None and (len(r) != 2 or not 0 < r[0] < r[1]):
             raise fail(f"{path}.sigma_range", f"must be [lo, hi] with 0 < lo < hi, got {r}")
+        if self.minibatch > self.buffer_size:
+            raise fail(f"{path}.minibatch", f"{self.minibatch} is larger than buffer_size "
+                       f"{self.buffer_size}: the buffer could never fill a minibatch")
 
         try:
             get_reward(self.reward)
@@ -485,6 +488,7 @@ class AMRL(Strategy):
         """Act on one HR batch and push its transitions; returns scalars to log."""
         p = self.params
         lr, sigma = self.degrade(hr)
+        self.sample_pair = (lr.detach(), hr.detach())
         with torch.no_grad():
             mu = self.actor(lr).float()
         a = self.explore(mu, step)

@@ -141,6 +141,7 @@ class AMNetTraining(Strategy):
             return
         lr, sigma, code = self.degrade(hr)
         hr = self.crop(hr)
+        self.sample_pair = (lr.detach(), hr.detach())
         p = self.params
         parts: dict[str, Tensor] = {}
         if p.train_renderer:

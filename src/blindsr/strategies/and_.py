@@ -189,6 +189,7 @@ class AND(Strategy):
         real = d(hr) if d is not None else None
         real_c = real.detach() if real is not None else None
         lr, logs = self.degrade(hr, real_c)
+        self.sample_pair = (lr.detach(), hr.detach())
         sr = self.generator(lr)
         parts = self.generator_losses(sr, hr, real_c)
         loss = sum(parts.values())

@@ -63,6 +63,9 @@ class Strategy:
         self.params = params
         self.scale = scale
         self.device = torch.device(device)
+        # (LR, HR) of the last step, detached, set by strategies that degrade themselves: the
+        # loop's image samples show these instead of the batch's placeholder LR.
+        self.sample_pair: tuple[Tensor, Tensor] | None = None
 
     @classmethod
     def parse_params(cls, raw: Mapping[str, Any] | Any, path: str = "strategy.params") -> Any:

@@ -7,10 +7,10 @@ loop. One iteration minimises, jointly over P and D (one update, both optimisers
     L = 1/N sum_n [ paired_n * sum_k L1(P_k(x_n), y_n^(k)) + lam * sum_j L1(D_j(.), t_n^(j)) ]
 
 Multi-scale primal (as DRN's ``trainer.py``): a generator with ``forward_all`` (DRN) returns its
-outputs from the LR size (1x) up to sx; output k (at 2^k x) is compared with the HR resized by
-MATLAB bicubic ``imresize`` to that size, taken from the HR directly (DRN's ``LR_bicubic/X2``,
-``X4`` files; the 1x target is ``imresize(HR, 1/s)``, which is the LR input itself when the LR is
-bicubic). Other generators (SRResNet, ...) give one output, compared with the HR.
+outputs from the LR size (1x) up to sx; the 1x output is compared with the LR input itself
+(DRN's ``lr[0]``) and output k >= 1 (at 2^k x) with the HR resized by MATLAB bicubic
+``imresize`` to that size (DRN's ``LR_bicubic/X2`` files). Other generators (SRResNet, ...)
+give one output, compared with the HR.
 
 Dual models (:class:`DualModels`, DRN's ``DownBlock``: a stride-2 3x3 conv, LeakyReLU 0.2, then a
 3x3 conv; 3 channels in and out; no biases; PyTorch's default init):
@@ -154,14 +154,20 @@ def _resized(hr: Tensor, like: Tensor) -> Tensor:
     return hr if tuple(hr.shape[-2:]) == size else imresize(hr.float(), size=size)
 
 
-def _primal(outputs: list[Tensor], hr: Tensor, paired: Tensor) -> Tensor:
-    """Sum over scales of the L1 on paired samples, divided by the whole batch size."""
+def _primal(outputs: list[Tensor], lr: Tensor, hr: Tensor, paired: Tensor) -> Tensor:
+    """Sum over scales of the L1 on paired samples, divided by the whole batch size; an output
+    at the LR's size is compared with the LR input itself (DRN's ``lr[0]``)."""
     n = outputs[-1].shape[0]
     if not bool(paired.any()):
         return outputs[-1].new_zeros((), dtype=torch.float32)
     idx = paired.nonzero().flatten()
-    y = hr[idx]
-    return sum(_per_sample_l1(o[idx], _resized(y, o)).sum() for o in outputs) / n
+    x, y = lr[idx], hr[idx]
+
+    def target(o: Tensor) -> Tensor:
+        return x if o.shape[-2:] == x.shape[-2:] and o.shape[-2:] != y.shape[-2:] \
+            else _resized(y, o)
+
+    return sum(_per_sample_l1(o[idx], target(o)).sum() for o in outputs) / n
 
 
 def _dual_pairs(outputs: list[Tensor], lr: Tensor, hr: Tensor | None, paired: Tensor,
@@ -206,7 +212,7 @@ def dual_regression_loss(outputs: list[Tensor], lr: Tensor, hr: Tensor | None,
         raise BlindSRError("dual regression: samples are marked paired but no HR was given")
     primal = outputs[-1].new_zeros((), dtype=torch.float32)
     if hr is not None:
-        primal = _primal(outputs, hr, paired)
+        primal = _primal(outputs, lr, hr, paired)
     dual = outputs[-1].new_zeros((), dtype=torch.float32)
     if lam > 0:
         if duals is None and not fixed:
