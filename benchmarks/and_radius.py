@@ -14,6 +14,12 @@ shipped classical baseline, the network AND starts from in spirit), its mean L1 
 on ``--crops`` fixed training crops (``data.corner_crops``). Everything but the restorer's
 weights comes from a seeded generator, so the figures repeat.
 
+A second column repeats the attacked rows after a per-image colour fit (the least-squares 3x4
+affine colour map from the LR to the identity LR): what is left is the damage a restorer could
+in principle undo; an attack whose L1 falls back to the identity's there made only colour casts.
+``--free-colour`` attacks with the conv taps free (``keep_flat_colour: false``, the paper
+literal), which does exactly that.
+
     python benchmarks/and_radius.py                      # epsilon 0.025 ... 0.2
     python benchmarks/and_radius.py --epsilon 0.05,0.1 --noise-rms 0.05 --crops 8
 """
@@ -40,13 +46,24 @@ def restorer_l1(model: torch.nn.Module, lr: torch.Tensor, hr: torch.Tensor) -> f
         return (model(lr).clamp(0, 1) - hr).abs().mean().item()
 
 
+def colour_fit(lr: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """``lr`` mapped per image by the least-squares affine colour map (3x3 matrix + offset)
+    that brings it closest to ``ref``."""
+    n = lr.shape[0]
+    x = torch.cat([lr.flatten(2), torch.ones_like(lr[:, :1]).flatten(2)], dim=1)  # (N, 4, P)
+    y = ref.flatten(2)  # (N, 3, P)
+    a = torch.linalg.lstsq(x.transpose(1, 2).double(), y.transpose(1, 2).double()).solution
+    return (a.transpose(1, 2).float() @ x).view(n, 3, *lr.shape[-2:]).clamp(0, 1)
+
+
 def attacked_lr(model: torch.nn.Module, hr: torch.Tensor, epsilon: float, channels: int,
-                seed: int, noise_rms: float | None = None, attack_batch: int = 0) -> torch.Tensor:
+                seed: int, noise_rms: float | None = None, attack_batch: int = 0,
+                free_colour: bool = False) -> torch.Tensor:
     """LR from the and strategy's degradation (PGD against ``model``; epsilon 0: identity), or
     its noise-only ablation with ``noise_rms``."""
     params = {"epsilon": max(epsilon, 1e-9), "alpha": 0.3 * max(epsilon, 1e-9),
               "steps": 5 if epsilon > 0 else 0, "channels": channels, "seed": seed,
-              "attack_batch": attack_batch}
+              "attack_batch": attack_batch, "keep_flat_colour": not free_colour}
     if noise_rms is not None:
         params.update(perturbation="noise", noise_rms=noise_rms)
     strategy = AND(model, AND.parse_params(params), 4, hr.device)
@@ -63,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crops", type=int, default=16)
     parser.add_argument("--patch", type=int, default=96)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--free-colour", action="store_true",
+                        help="conv taps free (keep_flat_colour: false, the paper literal)")
     args = parser.parse_args(argv)
     try:
         hr = corner_crops(("T91", "BSD200"), args.crops, args.patch)
@@ -72,11 +91,14 @@ def main(argv: list[str] | None = None) -> int:
     except (BlindSRError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    rows = {}
+    rows, fitted = {}, {}
+    identity = attacked_lr(model, hr, 0.0, args.channels, args.seed)
     for eps in [0.0, *epsilons]:
         lr = attacked_lr(model, hr, eps, args.channels, args.seed,
-                         attack_batch=args.attack_batch)
-        rows[f"epsilon {eps:g}" if eps else "identity (BlurPool)"] = restorer_l1(model, lr, hr)
+                         attack_batch=args.attack_batch, free_colour=args.free_colour)
+        name = f"epsilon {eps:g}" if eps else "identity (BlurPool)"
+        rows[name] = restorer_l1(model, lr, hr)
+        fitted[name] = restorer_l1(model, colour_fit(lr, identity), hr)
     for rms in noise:
         lr = attacked_lr(model, hr, 0.1, args.channels, args.seed, noise_rms=rms)
         rows[f"adversarial noise, rms {rms:g}"] = restorer_l1(model, lr, hr)
@@ -84,14 +106,17 @@ def main(argv: list[str] | None = None) -> int:
         lr = degrade.apply(hr, preset, 4, seed=args.seed)
         rows[preset] = restorer_l1(model, lr, hr)
     print(f"restorer {args.model}, {args.crops} crops of {args.patch}, channels {args.channels}, "
-          f"attack batch {args.attack_batch or args.crops}")
-    print("| LR | restorer L1 to HR |\n|---|---|")
+          f"attack batch {args.attack_batch or args.crops}, "
+          f"{'free colour' if args.free_colour else 'flat colour kept'}")
+    print("| LR | restorer L1 to HR | after a colour fit |\n|---|---|---|")
     for name, value in rows.items():
-        print(f"| {name} | {value:.4f} |")
+        after = f"{fitted[name]:.4f}" if name in fitted else ""
+        print(f"| {name} | {value:.4f} | {after} |")
     print(json.dumps({"model": args.model, "crops": args.crops, "patch": args.patch,
                       "channels": args.channels, "seed": args.seed,
-                      "attack_batch": args.attack_batch,
-                      "l1": {k: round(v, 5) for k, v in rows.items()}}))
+                      "attack_batch": args.attack_batch, "free_colour": args.free_colour,
+                      "l1": {k: round(v, 5) for k, v in rows.items()},
+                      "l1_after_colour_fit": {k: round(v, 5) for k, v in fitted.items()}}))
     return 0
 
 

@@ -18,7 +18,7 @@ from blindsr.strategies.and_ import AND, frozen_call
 from blindsr.train import train
 from blindsr.train_state import load_checkpoint
 
-SMALL = {"channels": 8, "epsilon": 0.2, "alpha": 0.06, "steps": 3}
+SMALL = {"channels": 8, "epsilon": 1.0, "alpha": 0.3, "steps": 3}
 
 
 def make(params=None, seed=0):

@@ -143,10 +143,10 @@ def test_pgd_stays_in_the_ball_and_raises_the_loss(rand_image):
     hr = rand_image(2, 3, 32, 32, seed=1)
     noise = net.sample_noise(hr, torch.Generator().manual_seed(1))
     loss_fn = upsample_l1(hr)
-    ball = Ball(epsilon=0.1)  # 4 steps of 0.03 reach the boundary; larger saturate the LR here
-    params, losses = pgd(net, hr, loss_fn, ball, steps=4, alpha=0.03, noise=noise)
+    ball = Ball(epsilon=0.5)  # 4 steps of 0.15 reach the boundary
+    params, losses = pgd(net, hr, loss_fn, ball, steps=4, alpha=0.15, noise=noise)
     assert len(losses) == 4
-    assert float(scaled_norm(delta_of(params, net), ball.factors(net))) == pytest.approx(0.1,
+    assert float(scaled_norm(delta_of(params, net), ball.factors(net))) == pytest.approx(0.5,
                                                                                       rel=1e-4)
     assert all(torch.equal(p, before[n]) for n, p in net.named_parameters())  # nothing in place
     assert not any(p.requires_grad for p in params.values())
@@ -181,3 +181,34 @@ def test_random_perturbation_is_uniform_in_the_ball():
     assert not torch.equal(deltas[0], deltas[1])
     again = delta_of(random_perturbation(net, ball, torch.Generator().manual_seed(0)), net)
     assert torch.equal(again["head.1.conv.weight"], deltas[0])
+
+
+def conv_tap_sums(delta, net):
+    return {n: d.sum(dim=(-2, -1)) for n, d in delta.items() if param_kind(n) == "conv"}
+
+
+@pytest.mark.parametrize("make", ["pgd", "random"])
+def test_flat_colour_is_kept_unless_freed(make, rand_image):
+    """Conv deviations sum to zero over the taps, so a flat colour comes out of the perturbed
+    network as out of the identity (slopes frozen here: their non-linearity may change it)."""
+    net = NeuralDegradation(channels=8)
+    net.identity_(torch.Generator().manual_seed(0))
+    hr = rand_image(2, 3, 32, 32, seed=1)
+    flat = torch.ones(1, 3, 32, 32) * torch.tensor([0.2, 0.5, 0.7]).view(1, 3, 1, 1)
+    outs = {}
+    for keep in (True, False):
+        ball = Ball(epsilon=0.5, slope=1e9, keep_flat_colour=keep)
+        if make == "pgd":
+            params, _ = pgd(net, hr, upsample_l1(hr), ball, steps=3, alpha=0.2)
+        else:
+            params = random_perturbation(net, ball, torch.Generator().manual_seed(2))
+        sums = conv_tap_sums(delta_of(params, net), net)
+        moved = max(float(d.abs().max()) for d in delta_of(params, net).values())
+        assert moved > 1e-3
+        if keep:
+            assert all(float(s.abs().max()) < 1e-6 for s in sums.values())
+        else:
+            assert max(float(s.abs().max()) for s in sums.values()) > 1e-3
+        with torch.no_grad():
+            outs[keep] = (run(net, params, flat) - net(flat)).abs().max()
+    assert outs[True] < 1e-5 < outs[False]

@@ -34,7 +34,7 @@ AND_CROP = 128  # side of the HR crop of the grid
 # The grid's params without --config: the CPU configs' prior (configs/and/andnet.yaml, its radius
 # calibrated by benchmarks/and_radius.py). The paper's epsilon 20 is in units it does not
 # publish; in ours it saturates the attacked LR to a flat colour, which shows nothing.
-AND_GRID_PARAMS = {"epsilon": 0.03, "alpha": 0.009, "channels": 32}
+AND_GRID_PARAMS = {"epsilon": 0.3, "alpha": 0.09, "channels": 32}
 
 
 def and_grid(hr: torch.Tensor, restorer: torch.nn.Module, scale: int, seed: int,

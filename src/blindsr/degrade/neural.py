@@ -21,9 +21,18 @@ The perturbation set (:class:`Ball`) is ``||delta||_s <= epsilon`` with
 ``||delta||_s^2 = sum_kind (factor_kind * ||delta_kind||_2)^2`` (conv x1, noise x10, slope x50),
 conv deviations being measured in units of each layer's He scale ``1/sqrt(fan_in)`` (see
 :class:`Ball`). The paper does not publish its parameter units: here, as with raw units, its
-epsilon = 20 lets the attack saturate the LR to a flat colour (a conv deviation whose taps agree
-adds up coherently over the fan-in, so colour casts are cheap); the CPU configs in
+epsilon = 20 lets the attack saturate the LR to a flat colour; the CPU configs in
 ``configs/and/`` use a radius measured to give visible but not destroyed LR.
+
+**Flat colour is kept** (``Ball.keep_flat_colour``, on by default; not in the paper). Left free,
+the attack spends its whole budget on conv taps that move together, which acts on the image as a
+random global 3x3 colour matrix per step: at the CPU configs' radii a per-image colour fit
+undid all but ~5 % of the change it made to the LR, with no measurable blur and no noise. No
+restorer can undo a random colour cast, so ANDNet learnt to hedge (below bicubic even on its
+identity LR). With the flag, each conv kernel's deviation sums to zero over its taps for every
+(output, input) pair (gradients and random deltas are projected onto that subspace), so a flat
+colour passes through the perturbed network unchanged and the budget goes to spatial effects
+(blur, ringing, noise-like texture) and the slopes' colour non-linearity.
 :func:`pgd` and :func:`random_perturbation` work in the scaled coordinates ``u = factor * delta``,
 where the ball is round: a PGD step moves ``u`` by ``alpha`` along the normalised gradient with
 respect to ``u`` and projects by rescaling. Parameters are never changed in place: perturbed
@@ -226,6 +235,16 @@ class Ball:
     noise: float = 10.0
     slope: float = 50.0
     conv_units: Literal["fan_in", "raw"] = "fan_in"
+    keep_flat_colour: bool = True
+
+    def restrict(self, name: str, t: Tensor) -> Tensor:
+        """``t`` (a deviation or gradient of parameter ``name``) within the perturbation set's
+        directions: with ``keep_flat_colour``, a conv kernel's deviation has zero sum over its
+        taps for every (output, input) pair, so flat colour passes unchanged (see the module
+        docstring); other parameters and ``keep_flat_colour=False`` are left free."""
+        if not self.keep_flat_colour or param_kind(name) != "conv":
+            return t
+        return t - t.mean(dim=(-2, -1), keepdim=True)
 
     def factors(self, net: nn.Module) -> dict[str, float]:
         """Each parameter name of ``net`` with its factor."""
@@ -293,8 +312,9 @@ def pgd(net: NeuralDegradation, x: Tensor, loss_fn: Callable[[Tensor], Tensor], 
             params = {n: theta[n] + u[n] / factors[n] for n in theta}
             loss = loss_fn(run(net, params, x, noise).clamp(0, 1))
             grads = torch.autograd.grad(loss, list(u.values()), allow_unused=True)
-            grads = [torch.zeros_like(t) if g is None else g  # unused: noise strengths
-                     for t, g in zip(u.values(), grads, strict=True)]  # without noise maps
+            grads = [torch.zeros_like(t) if g is None else ball.restrict(n, g)
+                     for (n, t), g in zip(u.items(), grads, strict=True)]  # None: noise
+            # strengths without noise maps
             losses.append(loss.detach())
             with torch.no_grad():
                 gnorm = _norm(grads)
@@ -314,7 +334,8 @@ def random_perturbation(net: NeuralDegradation, ball: Ball,
     generator = _cpu_generator(generator)
     theta = base_params(net)
     factors = ball.factors(net)
-    z = {n: torch.randn(t.shape, generator=generator) for n, t in theta.items()}
+    z = {n: ball.restrict(n, torch.randn(t.shape, generator=generator))
+         for n, t in theta.items()}
     d = sum(t.numel() for t in z.values())
     radius = ball.epsilon * float(torch.rand((), generator=generator)) ** (1.0 / d)
     scale = radius / float(_norm(list(z.values())))

@@ -40,8 +40,9 @@ What the attack spends its budget on is logged as ``share_conv``, ``share_noise`
 run (``configs/and/andnet.yaml`` at epsilon 0.1) conv weights took 99.97% and noise about
 0.01-0.04% from the first steps on: the noise strengths start at 0, and at 0 a zero-mean noise
 map gives the loss no expected first-order gradient, so PGD barely moves them (the norm's factor
-10 shrinks them further). The adversary therefore makes blur, ringing and colour shifts,
-hardly any noise.
+10 shrinks them further). With the conv taps free (``keep_flat_colour: false``) the adversary
+made almost nothing but global colour casts; with flat colour kept (the default, see
+:mod:`blindsr.degrade.neural`) it has to act spatially.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ class ANDParams:
     noise_factor: float = bounded(10.0, gt=0)
     slope_factor: float = bounded(50.0, gt=0)
     conv_units: Literal["fan_in", "raw"] = "fan_in"  # conv deviations x sqrt(fan_in), or raw
+    keep_flat_colour: bool = True  # conv deviations sum to 0 over taps: no global colour casts
     noise_rms: float = bounded(0.05, ge=0)  # perturbation noise: RMS budget per sample (0..1)
     attack_batch: int = bounded(0, ge=0)  # samples the neural attack sees (0: the whole batch)
     attack_loss: Literal["full", "pixel"] = "full"  # what the attack maximises
@@ -151,7 +153,7 @@ class AND(Strategy):
         self.degradation = NeuralDegradation(scale, p.channels, taps=p.blur_taps)
         self.degradation.to(self.device).requires_grad_(False)
         self.ball = Ball(p.epsilon, p.conv_factor, p.noise_factor, p.slope_factor,
-                         p.conv_units)
+                         p.conv_units, p.keep_flat_colour)
         self.perceptual = None
         if p.perceptual_weight > 0:
             from blindsr.losses.perceptual import PerceptualLoss
