@@ -94,8 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     rows, fitted = {}, {}
     identity = attacked_lr(model, hr, 0.0, args.channels, args.seed)
     for eps in [0.0, *epsilons]:
-        lr = attacked_lr(model, hr, eps, args.channels, args.seed,
-                         attack_batch=args.attack_batch, free_colour=args.free_colour)
+        lr = identity if eps == 0 else attacked_lr(
+            model, hr, eps, args.channels, args.seed, attack_batch=args.attack_batch,
+            free_colour=args.free_colour)
         name = f"epsilon {eps:g}" if eps else "identity (BlurPool)"
         rows[name] = restorer_l1(model, lr, hr)
         fitted[name] = restorer_l1(model, colour_fit(lr, identity), hr)

@@ -22,6 +22,15 @@ def load_benchmark(name: str):
     return module
 
 
+def check_keeps_the_lr_it_made(strategy, batch: dict) -> None:
+    """After one step of a strategy that degrades itself, ``sample_pair`` holds the LR it made
+    (not the loader's zero placeholder) and the batch's HR, for the loop's image samples."""
+    list(strategy.training_step(batch, 0))
+    lr, hr = strategy.sample_pair
+    assert lr.shape == batch["lr"].shape and float(lr.abs().sum()) > 0  # not the loader's zeros
+    assert torch.equal(hr, batch["hr"])
+
+
 def shared_path(*parts: str) -> Path:
     """Path under the shared folder (``$BLINDSR_SHARED`` or ``../shared`` beside the checkout)."""
     base = Path(os.environ.get("BLINDSR_SHARED", ROOT.parent / "shared"))

@@ -183,7 +183,7 @@ def test_random_perturbation_is_uniform_in_the_ball():
     assert torch.equal(again["head.1.conv.weight"], deltas[0])
 
 
-def conv_tap_sums(delta, net):
+def conv_tap_sums(delta):
     return {n: d.sum(dim=(-2, -1)) for n, d in delta.items() if param_kind(n) == "conv"}
 
 
@@ -202,7 +202,7 @@ def test_flat_colour_is_kept_unless_freed(make, rand_image):
             params, _ = pgd(net, hr, upsample_l1(hr), ball, steps=3, alpha=0.2)
         else:
             params = random_perturbation(net, ball, torch.Generator().manual_seed(2))
-        sums = conv_tap_sums(delta_of(params, net), net)
+        sums = conv_tap_sums(delta_of(params, net))
         moved = max(float(d.abs().max()) for d in delta_of(params, net).values())
         assert moved > 1e-3
         if keep:
