@@ -59,6 +59,9 @@ def build(arch: str, seed: int = 0) -> nn.Module:
         model = Toy()
     elif arch == "srresnet":
         model = archs.build("srresnet", num_feat=6, num_block=2, scale=2)
+    elif arch == "amnet":
+        model = archs.build("amnet", num_feat=6, num_block=2, predictor_feat=4, am_hidden=4,
+                            scale=2)
     elif arch == "han-lite":
         if arch not in archs.ARCHS:
             pytest.skip("han-lite is not registered")
@@ -112,6 +115,37 @@ def test_erased_network_equals_a_copy_with_the_channels_copied(rand_image, arch,
         changed.append(bool((erased - out).abs().max() > 1e-3))
     # the erasure matters (except where e.g. a ReLU after a tiny squeeze conv zeroes both)
     assert sum(changed) >= 0.8 * len(changed)
+
+
+def conv_calls(model: nn.Module, fn) -> list[str]:
+    """Names of the convs that compute (not those whose call is replayed) while ``fn()`` runs."""
+    names = {id(m): n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    calls: list[str] = []
+    original = nn.Conv2d._conv_forward
+
+    def counted(self, *args):
+        calls.append(names[id(self)])
+        return original(self, *args)
+
+    nn.Conv2d._conv_forward = counted
+    try:
+        fn()
+    finally:
+        nn.Conv2d._conv_forward = original
+    return calls
+
+
+@pytest.mark.parametrize("arch", ["srresnet", "rrdbnet", "han-lite", "amnet", "toy"])
+def test_the_erased_pass_runs_only_the_layers_from_the_erased_one_on(rand_image, arch):
+    model = build(arch)
+    x = rand_image(2, h=8, w=8)
+    with torch.no_grad():
+        plain = conv_calls(model, lambda: model(x))
+        for layer in eligible_layers(model, x[:1]):
+            e = Erasure(layer, (0,), (1,))
+            calls = conv_calls(model, lambda e=e: branched_forward(model, x, e))
+            after = plain[plain.index(layer) + 1:]  # pass 2 returns l's recorded output
+            assert calls == plain + after, layer
 
 
 def test_replay_and_full_give_the_same_gradients_through_both_passes(rand_image):
@@ -241,6 +275,34 @@ def test_loss_is_l1_to_hr_plus_l1_of_the_erased_network_to_bicubic(rand_image):
     assert u.logs["l_erased"].item() == pytest.approx(l_er.item(), rel=1e-5)
     assert u.optimizers == ("generator",)
     assert list(s.training_step(batch(rand_image, has_hr=[False, False]), 1)) == []
+
+
+def test_weight_zero_is_plain_l1_without_the_erased_pass(rand_image):
+    s = make({"erased_weight": 0})
+    b = batch(rand_image)
+    s.eligible(b["lr"])  # the one-off trace of the layers
+    with torch.no_grad():
+        plain = conv_calls(s.generator, lambda: s.generator(b["lr"]))
+        updates = []
+        calls = conv_calls(s.generator, lambda: updates.extend(s.training_step(b, 0)))
+        want = (s.generator(b["lr"]) - b["hr"]).abs().mean()
+    assert calls == plain
+    assert updates[0].loss.item() == pytest.approx(want.item(), rel=1e-6)
+
+
+def test_layers_and_filters_are_drawn_uniformly():
+    model = build("srresnet")  # 6 features
+    layers = ["conv_first", "body.0.conv1", "body.1.conv2"]
+    g = torch.Generator().manual_seed(0)
+    draws = [sample_erasure(model, layers, 1, g) for _ in range(3000)]
+    per_layer = torch.tensor([sum(d.layer == n for d in draws) for n in layers])
+    pairs = torch.zeros(6, 6)
+    for d in draws:
+        pairs[d.erased[0], d.disruptors[0]] += 1
+    assert per_layer.sub(1000).abs().max() < 100  # about 4 standard deviations
+    assert pairs.diagonal().sum() == 0  # k != j
+    off = pairs[~torch.eye(6, dtype=bool)]
+    assert off.sub(100).abs().max() < 45  # 30 (j, k) pairs of 100 expected draws each
 
 
 def test_eligible_layers_and_layer_ratio(rand_image):

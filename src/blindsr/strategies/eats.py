@@ -34,7 +34,8 @@ the module tree:
 
 1. pass 1 is the ordinary ``f(LR)``; forward hooks on the *frontier* modules (the children of
    ``l``'s ancestors in the module tree, e.g. ``conv_first``, ``body.0``..``body.4`` for
-   ``body.5.conv1``) record a copy of the output of every outermost call that ends before ``l``
+   ``body.5.conv1``, and their descendants, for containers that are iterated rather than
+   called) record a copy of the output of every outermost call that ends before ``l``
    first runs, and a hook on ``l`` records ``y_l[:, src]`` (``src``: channel ``j`` -> ``k``);
 2. pass 2 runs ``f(LR)`` again while those modules' ``forward`` is intercepted (an instance
    attribute set for the pass and removed afterwards): recorded calls return their copies, so
@@ -207,16 +208,20 @@ def full_forward(model: nn.Module, x: Tensor, erasure: Erasure,
 
 
 def _frontier(model: nn.Module, layer: str) -> list[nn.Module]:
-    """Children of ``layer``'s ancestors, other than the ancestors and ``layer`` itself."""
+    """Children of ``layer``'s ancestors, other than the ancestors and ``layer`` itself, and
+    all their descendants: a container that its parent never calls as a whole (a ``for block
+    in self.body`` loop) has its children's calls recorded instead; inside a called module
+    only the outermost call is kept (the recorder's depth count)."""
     parts = layer.split(".")
     ancestors = [model.get_submodule(".".join(parts[:i])) for i in range(len(parts))]
     skip = {id(m) for m in ancestors} | {id(model.get_submodule(layer))}
     out: list[nn.Module] = []
     for parent in ancestors:
         for child in parent.children():
-            if id(child) not in skip:
-                skip.add(id(child))
-                out.append(child)
+            for module in child.modules():
+                if id(module) not in skip:
+                    skip.add(id(module))
+                    out.append(module)
     return out
 
 
@@ -405,7 +410,11 @@ class EATS(Strategy):
         return branched_forward(self.generator, lr, erasure, rows)
 
     def loss(self, lr: Tensor, hr: Tensor, erasure: Erasure) -> tuple[Tensor, dict[str, Tensor]]:
-        """The EATS loss of one batch and its logged terms."""
+        """The EATS loss of one batch and its logged terms (``erased_weight`` 0: plain L1, no
+        erased pass)."""
+        if self.params.erased_weight == 0:
+            l_hr = l1_loss(self.generator(lr).float(), hr.float())
+            return l_hr, {"l_l1": l_hr.detach()}
         sr, sr_erased = self.forward_pair(lr, erasure)
         with torch.no_grad(), torch.autocast(lr.device.type, enabled=False):
             bicubic = imresize(lr[: self.params.erased_batch].float(), scale=self.scale)
