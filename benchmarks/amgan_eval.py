@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import sys
 import time
 from dataclasses import dataclass
@@ -51,6 +50,7 @@ from blindsr.errors import BlindSRError
 from blindsr.metrics import lpips, niqe, psnr, ssim
 from blindsr.ops.resize import imresize
 from blindsr.rewards import get_reward
+from blindsr.train import machine_description
 
 SCALE = 4
 ROOT = Path(__file__).resolve().parents[1]
@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "command": "python benchmarks/amgan_eval.py " + " ".join(argv if argv is not None
                                                                   else sys.argv[1:]),
-        "machine": f"{platform.machine()} {platform.processor() or ''}, {args.device}, "
+        "machine": f"{machine_description()}, {args.device}, "
                    f"{torch.get_num_threads()} threads, torch {torch.__version__}",
         "seconds": round(time.perf_counter() - started, 1),
         "models": paths, "budgets": {n: budget(p) for n, p in paths.items()},

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 from pathlib import Path
 
 import torch
 
 from blindsr.evaluate import Result, evaluate, format_tables, write_results
+from blindsr.train import machine_description
 from blindsr.train_state import unfinished_run
 
 HERE = Path(__file__).resolve().parent
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or HERE / "results" / f"{args.group}_table"
     meta = {"group": args.group, "baseline": baseline, "method": method,
             "runs": {k: str(v) for k, v in models.items()}, "missing": missing,
-            "wins_psnr": counted, "machine": platform.processor() or platform.machine(),
+            "wins_psnr": counted, "machine": machine_description(),
             "threads": torch.get_num_threads(), "torch": torch.__version__,
             "command": "python benchmarks/method_tables.py " + " ".join(argv or sys.argv[1:])}
     write_results(results, out, meta)
