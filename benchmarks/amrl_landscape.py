@@ -1,0 +1,144 @@
+"""Where the AMNet-RL actor should go, and where it went (issue 8 diagnostics).
+
+For each kernel width sigma, on random HR crops of a set (the training states' size) and on its
+whole images (the evaluation's):
+
+- the reward landscape: the mean reward of the frozen renderer of ``--model`` over the crops
+  when the code is the true sigma plus an offset (``--offsets``), so the reward-optimal code
+  and the asymmetry around it are visible;
+- the mean decoded sigma of each ``--predictor`` model's kernel predictor on the same crops
+  and on the whole images (``image_code``, as inference does).
+
+    python benchmarks/amrl_landscape.py --model runs/amnet_cpu/model.safetensors \\
+        --predictor runs/amnet_cpu/model.safetensors \\
+        --predictor runs/amnet_rl_psnr/model.safetensors
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from blindsr import data, io
+from blindsr.checkpoint import load_model
+from blindsr.degrade.kernel_code import blur_downsample, coder_of_model
+from blindsr.errors import BlindSRError
+from blindsr.rewards import get_reward
+from blindsr.train import machine_description
+
+SCALE = 4
+
+
+def hr_images(spec: str, max_images: int | None) -> list[Tensor]:
+    """A set's HR images as 1x3xHxW tensors, cut to a multiple of the scale."""
+    out = []
+    for hr, _ in data.list_pairs(data.resolve_dataset(spec, SCALE))[:max_images]:
+        x = io.read_image(hr).color.float()
+        x = x.expand(1, 3, -1, -1) if x.shape[1] == 1 else x
+        out.append(x[..., : x.shape[-2] // SCALE * SCALE, : x.shape[-1] // SCALE * SCALE])
+    return out
+
+
+def random_crops(images: list[Tensor], per_image: int, size: int, seed: int) -> Tensor:
+    """``per_image`` random ``size`` crops of each image (smaller images are skipped)."""
+    g = torch.Generator().manual_seed(seed)
+    crops = []
+    for x in images:
+        h, w = x.shape[-2:]
+        if h < size or w < size:
+            continue
+        for _ in range(per_image):
+            top = int(torch.randint(h - size + 1, (1,), generator=g))
+            left = int(torch.randint(w - size + 1, (1,), generator=g))
+            crops.append(x[..., top:top + size, left:left + size])
+    if not crops:
+        raise BlindSRError(f"no image is at least {size} pixels a side")
+    return torch.cat(crops)
+
+
+def landscape(model: torch.nn.Module, hr: Tensor, sigma: float, offsets: list[float],
+              reward: str) -> dict[float, float]:
+    """Mean reward over ``hr`` crops for codes of sigma + offset (clamped to the range)."""
+    coder = coder_of_model(model)
+    lo, hi = coder.sigma_range
+    score = get_reward(reward)
+    lr = blur_downsample(hr, torch.full((len(hr),), sigma), SCALE, quantize=True)
+    out = {}
+    for d in offsets:
+        code = coder.encode(torch.full((len(hr),), min(max(sigma + d, lo), hi)))
+        sr = model.render(lr, code.reshape(len(hr), -1)).clamp(0, 1)
+        out[d] = float(score(sr, hr, lr).mean())
+    return out
+
+
+def predicted_sigmas(model: torch.nn.Module, crops: Tensor, images: list[Tensor],
+                     sigma: float) -> dict[str, float]:
+    """Mean decoded sigma of the model's predictor on the crops and on the whole images."""
+    coder = coder_of_model(model)
+    lr = blur_downsample(crops, torch.full((len(crops),), sigma), SCALE, quantize=True)
+    on_crops = coder.decode(model.clamp_code(model.predictor(lr))).float().mean()
+    whole = [coder.decode(model.image_code(blur_downsample(x, torch.tensor([sigma]), SCALE,
+                                                         quantize=True))).float().mean()
+             for x in images]
+    return {"crops": float(on_crops), "whole": float(torch.stack(whole).mean())}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", required=True, help="the renderer (an amnet checkpoint)")
+    p.add_argument("--predictor", action="append", default=[], metavar="PATH",
+                   help="models whose predictors to compare (repeat)")
+    p.add_argument("--data", default="Set14")
+    p.add_argument("--sigmas", nargs="+", type=float, default=[1.3, 2.6, 3.6])
+    p.add_argument("--offsets", nargs="+", type=float,
+                   default=[-0.8, -0.4, -0.2, -0.1, 0.0, 0.1, 0.2, 0.4, 0.8])
+    p.add_argument("--reward", default="psnr")
+    p.add_argument("--crops", type=int, default=8, help="random crops per image")
+    p.add_argument("--patch", type=int, default=96, help="HR crop size (the training patch)")
+    p.add_argument("--max-images", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", default=None, help="also write the results as JSON here")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        renderer = load_model(args.model).eval()
+        predictors = {path: load_model(path).eval() for path in args.predictor}
+        images = hr_images(args.data, args.max_images)
+        crops = random_crops(images, args.crops, args.patch, args.seed)
+        rows = []
+        with torch.inference_mode():
+            for sigma in args.sigmas:
+                rows.append({
+                    "sigma": sigma,
+                    "landscape": landscape(renderer, crops, sigma, args.offsets, args.reward),
+                    "predicted": {k: predicted_sigmas(m, crops, images, sigma)
+                                  for k, m in predictors.items()}})
+    except BlindSRError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"{args.data}: {len(crops)} crops of {args.patch} px, {len(images)} whole images; "
+          f"reward {args.reward}; {machine_description()}")
+    print("\n| sigma | " + " | ".join(f"{d:+g}" for d in args.offsets) + " |")
+    print("|---" * (len(args.offsets) + 1) + "|")
+    for r in rows:
+        print(f"| {r['sigma']} | " + " | ".join(f"{v:.3f}" for v in r["landscape"].values())
+              + " |")
+    if predictors:
+        print("\n| sigma | predictor | on crops | on whole images |\n|---|---|---|---|")
+        for r in rows:
+            for k, v in r["predicted"].items():
+                print(f"| {r['sigma']} | {k} | {v['crops']:.2f} | {v['whole']:.2f} |")
+    if args.out:
+        Path(args.out).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
