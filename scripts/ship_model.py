@@ -33,6 +33,15 @@ def init_stage(run: Path) -> dict | None:
     return {"path": init, **json.loads(meta.get("summary", "{}"))}
 
 
+def config_path(run_name: str | None) -> str:
+    """The committed config that names this run (``name: RUN`` in ``configs/**.yaml``)."""
+    root = Path(__file__).resolve().parents[1]
+    for path in sorted((root / "configs").rglob("*.yaml"), key=lambda p: (len(p.parts), p)):
+        if (yaml.safe_load(path.read_text()) or {}).get("name") == run_name:
+            return str(path.relative_to(root))
+    return f"configs/{run_name}.yaml"
+
+
 def card(name: str, summary: str, meta: dict, run: Path, eval_md: str | None,
          eval_command: str | None, path: Path) -> str:
     """The Markdown model card."""
@@ -48,7 +57,7 @@ def card(name: str, summary: str, meta: dict, run: Path, eval_md: str | None,
         f"| architecture | `{meta.get('arch')}` {json.dumps(kwargs)} |",
         f"| scale | x{meta.get('scale')} |",
         f"| parameters | {params:,} ({path.stat().st_size / 1e6:.1f} MB file) |",
-        f"| training config | `configs/{info.get('config')}.yaml` (resolved copy below) |",
+        f"| training config | `{config_path(info.get('config'))}` (resolved copy below) |",
         f"| strategy | `{info.get('strategy')}` |",
         f"| degradation | {info.get('degradation')} |",
         f"| data | {', '.join(info.get('data', []))} |",
@@ -60,7 +69,7 @@ def card(name: str, summary: str, meta: dict, run: Path, eval_md: str | None,
     if stage:
         total_h = hours + stage.get("wall_time_s", 0) / 3600
         lines += [
-            f"| initialised from | `{stage['path']}`: `configs/{stage.get('config')}.yaml`, "
+            f"| initialised from | `{stage['path']}`: `{config_path(stage.get('config'))}`, "
             f"{stage.get('iterations')} iterations on {stage.get('degradation')}, "
             f"{stage.get('wall_time_s', 0) / 3600:.2f} h |",
             f"| total | {stage.get('iterations', 0) + (info.get('iterations') or 0)} iterations, "
