@@ -24,24 +24,14 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from blindsr import data, io
 from blindsr.checkpoint import load_model
 from blindsr.degrade.kernel_code import blur_downsample, coder_of_model
 from blindsr.errors import BlindSRError
 from blindsr.rewards import get_reward
 from blindsr.train import machine_description
 
-SCALE = 4
-
-
-def hr_images(spec: str, max_images: int | None) -> list[Tensor]:
-    """A set's HR images as 1x3xHxW tensors, cut to a multiple of the scale."""
-    out = []
-    for hr, _ in data.list_pairs(data.resolve_dataset(spec, SCALE))[:max_images]:
-        x = io.read_image(hr).color.float()
-        x = x.expand(1, 3, -1, -1) if x.shape[1] == 1 else x
-        out.append(x[..., : x.shape[-2] // SCALE * SCALE, : x.shape[-1] // SCALE * SCALE])
-    return out
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark scripts
+from amgan_eval import SCALE, load_images  # noqa: E402
 
 
 def random_crops(images: list[Tensor], per_image: int, size: int, seed: int) -> Tensor:
@@ -110,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         renderer = load_model(args.model).eval()
         predictors = {path: load_model(path).eval() for path in args.predictor}
-        images = hr_images(args.data, args.max_images)
+        images = [img for _, img in load_images(args.data, args.max_images, "hr")]
         crops = random_crops(images, args.crops, args.patch, args.seed)
         rows = []
         with torch.inference_mode():
