@@ -18,6 +18,10 @@ whole LR image in one pass (no tiles, so the predictor sees the whole image):
   ``--amgan-rl-reward``, default ``neg_niqe``: :mod:`blindsr.rewards` on whole images), RL
   against its own supervised predictor on the same held-out images, with the RL run's budget
   (iterations, wall time, device) read from the checkpoint's metadata.
+- With ``--crops N``, the same comparison on the distribution the RL runs train on: ``N`` random
+  ``--crop-patch`` crops of each held-out image, each blurred with its own sigma drawn uniformly
+  from the model's range (seeded: ``--seed``), the reward of every predictor-driven model (and
+  the true code) averaged over the crops, rows with sigma ``uniform``.
 - NIQE (MATLAB conventions, gray) on RealSRSet (LR only, no ground truth) for every model run
   with its predictor.
 
@@ -155,6 +159,56 @@ def score_synthetic(rows: list[Variant], sets: list[str], sigmas: list[float],
     return results
 
 
+def random_crops(images: list[Tensor], per_image: int, size: int, seed: int) -> Tensor:
+    """``per_image`` random ``size`` crops of each image (smaller images are skipped)."""
+    g = torch.Generator().manual_seed(seed)
+    crops = []
+    for x in images:
+        h, w = x.shape[-2:]
+        if h < size or w < size:
+            continue
+        for _ in range(per_image):
+            top = int(torch.randint(h - size + 1, (1,), generator=g))
+            left = int(torch.randint(w - size + 1, (1,), generator=g))
+            crops.append(x[..., top:top + size, left:left + size])
+    if not crops:
+        raise BlindSRError(f"no image is at least {size} pixels a side")
+    return torch.cat(crops)
+
+
+def score_crops(rows: list[Variant], sets: list[str], rewards: list[str], per_image: int,
+                patch: int, seed: int, device: torch.device, max_images: int | None,
+                chunk: int = 16) -> list[dict]:
+    """Mean rewards per (set, variant) on random crops, each with its own sigma drawn uniformly
+    from the range of the first model (the training distribution of the RL runs)."""
+    reward_fns = {name: get_reward(name) for name in rewards}
+    rows = [v for v in rows if v.model is not None]
+    lo, hi = _coder(rows[0].model).sigma_range
+    results = []
+    for spec in sets:
+        crops = random_crops([hr for _, hr in load_images(spec, max_images, "hr")], per_image,
+                             patch, seed).to(device)
+        g = torch.Generator().manual_seed(seed)
+        sigma = lo + (hi - lo) * torch.rand(len(crops), generator=g, dtype=torch.float64)
+        sums: dict[str, dict[str, list[Tensor]]] = {v.label: {} for v in rows}
+        for i in range(0, len(crops), chunk):
+            hr, s = crops[i:i + chunk], sigma[i:i + chunk].float()
+            lr = blur_downsample(hr, s.to(device), SCALE, quantize=True)
+            for v in rows:
+                with torch.inference_mode():
+                    code = _coder(v.model).encode(s).reshape(len(s), -1).to(lr) \
+                        if v.code == "true" else None
+                    sr = v.model.render(lr, code) if code is not None else v.model(lr)
+                    sr = sr.clamp(0, 1)
+                    for n, f in reward_fns.items():
+                        sums[v.label].setdefault(f"reward/{n}", []).append(f(sr, hr, lr).double())
+        for label, metrics in sums.items():
+            results.append({"set": Path(spec).name, "sigma": "uniform", "model": label,
+                            "images": len(crops),
+                            **{k: float(torch.cat(x).mean()) for k, x in metrics.items()}})
+    return results
+
+
 def score_real(rows: list[Variant], real: str, device: torch.device,
                max_images: int | None) -> list[dict]:
     """Mean NIQE of every predictor-driven variant (and bicubic) on LR-only images."""
@@ -219,6 +273,18 @@ def markdown(result: dict) -> str:
                 cells.append(f"{_f(r['psnr'], 2)} / {_f(r['ssim'], 4)} / {_f(r['lpips'], 4)}")
             lines.append(f"| {model} | " + " | ".join(cells) + " |")
         lines.append("")
+    crops = result.get("crops", [])
+    if crops:
+        c = result["crop_protocol"]
+        lines += [f"## Held-out crops: {c['per_image']} random {c['patch']}-pixel crops per image, "
+                  f"sigma uniform over the range per crop (seed {c['seed']}): mean reward", "",
+                  "| set | model | crops | " + " | ".join(k[7:] for k in crops[0]
+                                                          if k.startswith("reward/")) + " |",
+                  "|---|---|---|" + "---|" * sum(k.startswith("reward/") for k in crops[0])]
+        for r in crops:
+            lines.append(f"| {r['set']} | {r['model']} | {r['images']} | " + " | ".join(
+                _f(v, 4) for k, v in r.items() if k.startswith("reward/")) + " |")
+        lines.append("")
     if result["rl"]:
         lines += ["## RL against its supervised predictor (the reward it optimises)", "",
                   "| RL model | reward | set | sigma | predictor | RL | gain |",
@@ -248,6 +314,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--amgan-rl-reward", default="neg_niqe", help="reward AMGAN-RL was trained on")
     p.add_argument("--sets", nargs="+", default=["Set5", "Set14"])
     p.add_argument("--sigmas", nargs="+", type=float, default=[0.2, 1.3, 2.6])
+    p.add_argument("--crops", type=int, default=0,
+                   help="also score N random crops per image with uniform sigmas (0: skip)")
+    p.add_argument("--crop-patch", type=int, default=96, help="HR crop size for --crops")
+    p.add_argument("--seed", type=int, default=0, help="crops and their sigmas")
     p.add_argument("--real", default="RealSRSet", help="LR-only set for NIQE ('' to skip)")
     p.add_argument("--max-images", type=int, default=None)
     p.add_argument("--device", default="cpu")
@@ -274,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     synthetic = score_synthetic(rows, args.sets, args.sigmas, sorted(set(rl.values())), device,
                                 args.max_images)
+    crops = score_crops(rows, args.sets, sorted(set(rl.values())), args.crops, args.crop_patch,
+                        args.seed, device, args.max_images) if args.crops and rl else []
     real = score_real(rows, args.real, device, args.max_images) if args.real else []
     result = {
         "command": "python benchmarks/amgan_eval.py " + " ".join(argv if argv is not None
@@ -282,7 +354,9 @@ def main(argv: list[str] | None = None) -> int:
                    f"{torch.get_num_threads()} threads, torch {torch.__version__}",
         "seconds": round(time.perf_counter() - started, 1),
         "models": paths, "budgets": {n: budget(p) for n, p in paths.items()},
-        "synthetic": synthetic, "rl": rl_comparison(synthetic, rl), "real": real,
+        "synthetic": synthetic, "crops": crops,
+        "crop_protocol": {"per_image": args.crops, "patch": args.crop_patch, "seed": args.seed},
+        "rl": rl_comparison(synthetic + crops, rl), "real": real,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

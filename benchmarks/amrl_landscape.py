@@ -7,7 +7,11 @@ whole images (the evaluation's):
   when the code is the true sigma plus an offset (``--offsets``), so the reward-optimal code
   and the asymmetry around it are visible;
 - the mean decoded sigma of each ``--predictor`` model's kernel predictor on the same crops
-  and on the whole images (``image_code``, as inference does).
+  and on the whole images (``image_code``, as inference does);
+- with ``--shifts``, the mean reward when every code of the FIRST predictor (the RL runs'
+  starting point) is moved by the same offset in sigma, on the crops and on the whole images:
+  the offset an actor that cannot tell its own errors apart would learn (its hedge), and whether
+  the crops' hedge also pays on whole images.
 
     python benchmarks/amrl_landscape.py --model runs/amnet_cpu/model.safetensors \\
         --predictor runs/amnet_cpu/model.safetensors \\
@@ -31,24 +35,7 @@ from blindsr.rewards import get_reward
 from blindsr.train import machine_description
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark scripts
-from amgan_eval import SCALE, load_images  # noqa: E402
-
-
-def random_crops(images: list[Tensor], per_image: int, size: int, seed: int) -> Tensor:
-    """``per_image`` random ``size`` crops of each image (smaller images are skipped)."""
-    g = torch.Generator().manual_seed(seed)
-    crops = []
-    for x in images:
-        h, w = x.shape[-2:]
-        if h < size or w < size:
-            continue
-        for _ in range(per_image):
-            top = int(torch.randint(h - size + 1, (1,), generator=g))
-            left = int(torch.randint(w - size + 1, (1,), generator=g))
-            crops.append(x[..., top:top + size, left:left + size])
-    if not crops:
-        raise BlindSRError(f"no image is at least {size} pixels a side")
-    return torch.cat(crops)
+from amgan_eval import SCALE, load_images, random_crops  # noqa: E402
 
 
 def landscape(model: torch.nn.Module, hr: Tensor, sigma: float, offsets: list[float],
@@ -78,6 +65,25 @@ def predicted_sigmas(model: torch.nn.Module, crops: Tensor, images: list[Tensor]
     return {"crops": float(on_crops), "whole": float(torch.stack(whole).mean())}
 
 
+def shifted(renderer: torch.nn.Module, predictor: torch.nn.Module, hr: list[Tensor],
+            sigma: float, shifts: list[float], reward: str, whole: bool) -> dict[float, float]:
+    """Mean reward over ``hr`` (a batch of crops, or whole images one by one with ``whole``)
+    when the predictor's decoded sigma of each is moved by each shift (clamped to the range)."""
+    coder = coder_of_model(renderer)
+    lo, hi = coder.sigma_range
+    score = get_reward(reward)
+    sums = dict.fromkeys(shifts, 0.0)
+    for x in hr:
+        lr = blur_downsample(x, torch.full((len(x),), sigma), SCALE, quantize=True)
+        code = predictor.image_code(lr) if whole else predictor.clamp_code(predictor.predictor(lr))
+        mu = coder_of_model(predictor).decode(code).float().reshape(-1)
+        for d in shifts:
+            c = coder.encode((mu + d).clamp(lo, hi)).reshape(len(x), -1)
+            sums[d] += float(score(renderer.render(lr, c).clamp(0, 1), x, lr).sum())
+    count = sum(len(x) for x in hr)
+    return {d: v / count for d, v in sums.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="the renderer (an amnet checkpoint)")
@@ -87,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sigmas", nargs="+", type=float, default=[1.3, 2.6, 3.6])
     p.add_argument("--offsets", nargs="+", type=float,
                    default=[-0.8, -0.4, -0.2, -0.1, 0.0, 0.1, 0.2, 0.4, 0.8])
+    p.add_argument("--shifts", nargs="*", type=float, default=[],
+                   help="offsets in sigma added to the first predictor's codes (none: skip)")
     p.add_argument("--reward", default="psnr")
     p.add_argument("--crops", type=int, default=8, help="random crops per image")
     p.add_argument("--patch", type=int, default=96, help="HR crop size (the training patch)")
@@ -110,6 +118,15 @@ def main(argv: list[str] | None = None) -> int:
                     "landscape": landscape(renderer, crops, sigma, args.offsets, args.reward),
                     "predicted": {k: predicted_sigmas(m, crops, images, sigma)
                                   for k, m in predictors.items()}})
+                if args.shifts and predictors:
+                    first = next(iter(predictors.values()))
+                    whole = [x[..., : x.shape[-2] - x.shape[-2] % SCALE,
+                               : x.shape[-1] - x.shape[-1] % SCALE] for x in images]
+                    rows[-1]["shifted"] = {
+                        "crops": shifted(renderer, first, [crops], sigma, args.shifts,
+                                         args.reward, False),
+                        "whole": shifted(renderer, first, whole, sigma, args.shifts,
+                                         args.reward, True)}
     except BlindSRError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -125,6 +142,14 @@ def main(argv: list[str] | None = None) -> int:
         for r in rows:
             for k, v in r["predicted"].items():
                 print(f"| {r['sigma']} | {k} | {v['crops']:.2f} | {v['whole']:.2f} |")
+    if any("shifted" in r for r in rows):
+        print(f"\n{next(iter(predictors))}'s codes moved by an offset in sigma: mean reward\n")
+        print("| sigma | on | " + " | ".join(f"{d:+g}" for d in args.shifts) + " |")
+        print("|---|---" + "|---" * len(args.shifts) + "|")
+        for r in rows:
+            for on, v in r["shifted"].items():
+                print(f"| {r['sigma']} | {on} | " + " | ".join(f"{x:.3f}" for x in v.values())
+                      + " |")
     if args.out:
         Path(args.out).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
     return 0

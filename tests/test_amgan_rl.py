@@ -18,10 +18,11 @@ from torch import nn
 import blindsr
 from blindsr import archs
 from blindsr.archs.amnet import KernelPredictor
-from blindsr.checkpoint import read_checkpoint, save_model
+from blindsr.checkpoint import load_model, read_checkpoint, save_model
 from blindsr.config import load_config
-from blindsr.degrade.kernel_code import KernelCoder, coder_for
+from blindsr.degrade.kernel_code import KernelCoder, blur_downsample, coder_for
 from blindsr.errors import BlindSRError
+from blindsr.rewards import get_reward
 from blindsr.strategies import Update, get_strategy
 from blindsr.strategies.amgan_rl import (
     AMRL,
@@ -74,7 +75,7 @@ def test_registered_with_a_critic_and_a_frozen_renderer():
     assert all(p.requires_grad for p in s.generator.predictor.parameters())
     assert not any(p.requires_grad for p in renderer_params(s.generator).values())
     assert not any(p.requires_grad for p in s.critic.reference.parameters())
-    assert make({"critic_reference": False}).critic.reference is None
+    assert make({"critic_reference": False, "baseline": "actor"}).critic.reference is None
 
 
 def test_generators_without_a_predictor_are_refused():
@@ -215,13 +216,39 @@ def test_coder_comes_from_the_model_and_params_only_check_it():
     assert sigma.min() >= 0.5 and sigma.max() <= 3.0 and sigma.max() > 2.5
 
 
-def test_baseline_stores_the_gain_over_the_actor():
-    s = make({"noise_start": 0.0, "noise_end": 0.0})  # explored action = the actor's
-    list(s.training_step(batch(), 0))
+@pytest.mark.parametrize("baseline", ["reference", "actor"])
+def test_baseline_stores_the_gain_over_the_baseline_action(baseline):
+    quiet = {"noise_start": 0.0, "noise_end": 0.0}  # explored action = the actor's
+    s = make({"baseline": baseline, **quiet})
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # make the renderer depend on its code, as after training
+        for name, p in s.generator.named_parameters():
+            if name.endswith("weight") and not name.startswith("predictor"):
+                p.normal_(0, 0.5 if ".am" in name else (2 / p[0].numel()) ** 0.5, generator=g)
+    list(s.training_step(batch(), 0))  # at the start the actor is the reference
     assert torch.all(s.buffer.rewards[:4].abs() < 1e-5)
-    raw = make({"baseline": False, "noise_start": 0.0, "noise_end": 0.0})
+    with torch.no_grad():  # the actor moves away from the frozen initial predictor
+        s.actor.head.bias.add_(1.0)
+    list(s.training_step(batch(seed=2), 1))
+    stored = s.buffer.rewards[4:8]
+    if baseline == "actor":
+        assert torch.all(stored.abs() < 1e-5)
+    else:  # the gain of the actor's code over the supervised one, per state
+        lr, hr = s.sample_pair  # the states and HR of that step
+        with torch.no_grad():
+            r_actor = s.score(s.render(lr, s.project(s.actor(lr))), hr, lr)
+            r_ref = s.score(s.render(lr, s.project(s.critic.reference(lr))), hr, lr)
+        assert stored.abs().max() > 1e-3
+        torch.testing.assert_close(stored, r_actor - r_ref, atol=1e-4, rtol=0)
+
+
+def test_raw_rewards_without_a_baseline_and_the_reference_needs_the_critics_copy():
+    raw = make({"baseline": "none", "noise_start": 0.0, "noise_end": 0.0})
     list(raw.training_step(batch(), 0))
     assert torch.all(raw.buffer.rewards[:4] > 5)  # PSNR in dB
+    with pytest.raises(BlindSRError, match="reference needs critic_reference: true"):
+        AMRL.parse_params({"reward": "psnr", "critic_reference": False})
+    AMRL.parse_params({"reward": "psnr", "critic_reference": False, "baseline": "actor"})
 
 
 @pytest.mark.parametrize("code_dim", [1, 3])
@@ -300,7 +327,7 @@ def test_non_finite_rewards_are_dropped(monkeypatch):
     mod = types.ModuleType("amrl_nan_reward")
     mod.reward = lambda sr, hr, lr: torch.tensor([float("nan"), 1.0, 2.0, 3.0])
     monkeypatch.setitem(sys.modules, mod.__name__, mod)
-    s = make({"reward": "amrl_nan_reward:reward", "baseline": False, "minibatch": 1})
+    s = make({"reward": "amrl_nan_reward:reward", "baseline": "none", "minibatch": 1})
     logs = next(s.training_step(batch(), 0)).logs
     assert len(s.buffer) == 3 and logs["dropped"] == 1.0
     assert float(logs["reward"]) == pytest.approx(2.0)
@@ -497,8 +524,37 @@ def test_the_evaluation_script_runs_on_tiny_models(tmp_path, monkeypatch):
     assert "RL against its supervised predictor" in text and "NIQE on real" in text
 
 
+def test_the_crop_protocol_scores_uniform_sigmas_on_held_out_crops(tmp_path, monkeypatch):
+    script = eval_script(monkeypatch)
+    paths = {n: save_model(amnet(1, seed=i, sigma_range=(0.5, 3.0)), tmp_path / f"{n}.safetensors")
+             for i, n in enumerate(("amnet", "amnet-rl"))}
+    sets = smooth_images(tmp_path / "set", n=2, size=48)
+    out = tmp_path / "eval"
+    assert script.main([f"--amnet={paths['amnet']}", f"--amnet-rl={paths['amnet-rl']}",
+                        "--sets", str(sets), "--sigmas", "1.3", "--real", "", "--crops", "3",
+                        "--crop-patch", "32", "--seed", "5", "--out", str(out)]) == 0
+    result = json.loads(out.with_suffix(".json").read_text())
+    crops = {r["model"]: r for r in result["crops"]}
+    assert set(crops) == {"amnet (true code)", "amnet (predictor)", "amnet-rl"}
+    assert all(r["images"] == 6 and r["sigma"] == "uniform" for r in crops.values())
+    # the same crops and sigmas by hand: the RL model's mean PSNR-Y with its own predictor
+    hr = script.random_crops([x for _, x in script.load_images(str(sets), None, "hr")], 3, 32, 5)
+    g = torch.Generator().manual_seed(5)
+    sigma = (0.5 + 2.5 * torch.rand(6, generator=g, dtype=torch.float64)).float()
+    lr = blur_downsample(hr, sigma, 4, quantize=True)
+    rl = load_model(paths["amnet-rl"]).eval()
+    with torch.no_grad():
+        want = get_reward("psnr")(rl(lr).clamp(0, 1), hr, lr).double().mean()
+    assert crops["amnet-rl"]["reward/psnr"] == pytest.approx(float(want), abs=1e-6)
+    gains = [r for r in result["rl"] if r["sigma"] == "uniform"]
+    assert len(gains) == 1 and gains[0]["gain"] == pytest.approx(
+        crops["amnet-rl"]["reward/psnr"] - crops["amnet (predictor)"]["reward/psnr"])
+    assert "Held-out crops: 3 random 32-pixel crops" in out.with_suffix(".md").read_text()
+
+
 @pytest.mark.parametrize(("config", "reward", "start"), [
-    ("amnet_rl_psnr", "psnr", "amnet_cpu"), ("amgan_rl_niqe", "neg_niqe", "amgan_cpu")])
+    ("amnet_rl_psnr", "psnr", "amnet_cpu"), ("amnet_rl_psnr_p256", "psnr", "amnet_cpu"),
+    ("amgan_rl_niqe", "neg_niqe", "amgan_cpu")])
 def test_shipped_configs_load_and_run_an_iteration(tmp_path, config, reward, start):
     path = ROOT / "configs" / "amgan" / f"{config}.yaml"
     import yaml

@@ -5,15 +5,21 @@ import torch
 from conftest import load_benchmark, smooth_images
 
 from blindsr import archs
-from blindsr.checkpoint import save_model
-from blindsr.degrade.kernel_code import coder_for
+from blindsr.checkpoint import load_model, save_model
+from blindsr.degrade.kernel_code import blur_downsample, coder_for
+from blindsr.rewards import get_reward
 
 TINY = {"num_feat": 4, "num_block": 1, "predictor_feat": 4, "am_hidden": 4}
 
 
-def tiny_amnet(tmp_path, name, seed):
+def tiny_amnet(tmp_path, name, seed, code_matters=False):
     torch.manual_seed(seed)
     model = archs.build("amnet", scale=4, code_dim=1, **TINY)
+    if code_matters:  # a fresh renderer hardly depends on its code: as after training, it does
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if n.endswith("weight") and not n.startswith("predictor"):
+                    p.normal_(0, 0.5 if ".am" in n else (2 / p[0].numel()) ** 0.5)
     model.record_code_units(coder_for(1, (0.2, 4.0)))
     return save_model(model, tmp_path / f"{name}.safetensors")
 
@@ -48,3 +54,33 @@ def test_a_missing_dataset_is_a_one_line_error(tmp_path, capsys):
     assert script.main(["--model", str(renderer), "--data", str(tmp_path / "nope")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error:") and err.count("\n") == 1
+
+
+def test_shifted_codes_of_the_first_predictor(tmp_path, capsys):
+    script = load_benchmark("amrl_landscape")
+    renderer = tiny_amnet(tmp_path, "renderer", 0, code_matters=True)
+    other = tiny_amnet(tmp_path, "other", 1)
+    images = smooth_images(tmp_path / "set", n=2, size=48)
+    out = tmp_path / "landscape.json"
+    assert script.main(["--model", str(renderer), "--predictor", str(renderer), "--predictor",
+                        str(other), "--data", str(images), "--sigmas", "2.0", "--offsets", "0",
+                        "--shifts", "-0.5", "0", "--crops", "2", "--patch", "32",
+                        "--out", str(out)]) == 0
+    shifted = json.loads(out.read_text())["rows"][0]["shifted"]
+    assert list(shifted) == ["crops", "whole"] and list(shifted["crops"]) == ["-0.5", "0.0"]
+    # offset 0 is the renderer driven by its own predictor, as inference runs it
+    model = load_model(renderer).eval()
+    hr = [x for _, x in script.load_images(str(images), None, "hr")]
+    crops = script.random_crops(hr, 2, 32, 0)
+    psnr = get_reward("psnr")
+    with torch.no_grad():
+        lr = blur_downsample(crops, torch.full((4,), 2.0), 4, quantize=True)
+        want_crops = float(psnr(model(lr).clamp(0, 1), crops, lr).mean())
+        whole = []
+        for x in hr:
+            lr = blur_downsample(x, torch.full((1,), 2.0), 4, quantize=True)
+            whole.append(float(psnr(model(lr, model.image_code(lr)).clamp(0, 1), x, lr)))
+    assert shifted["crops"]["0.0"] == pytest.approx(want_crops, abs=1e-4)
+    assert shifted["whole"]["0.0"] == pytest.approx(sum(whole) / len(whole), abs=1e-4)
+    assert shifted["crops"]["-0.5"] != pytest.approx(want_crops, abs=1e-4)
+    assert "renderer.safetensors's codes moved by an offset" in capsys.readouterr().out

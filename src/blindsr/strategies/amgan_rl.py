@@ -39,14 +39,23 @@ structure is DDPG's, which the paper names):
   DDPG target ``y = r + gamma Q'(s', clip(mu'(s')))`` is used with target networks mu', Q'
   (soft updates, rate ``tau``), and ``s' = s`` (the same LR: the action does not move the
   state); the targets are non-trained state, checkpointed by :meth:`AMRL.state_dict`.
-- Baseline (``baseline: true``, default): the stored reward is
-  ``r(s, a) - r(s, project(mu(s)))``,
-  the gain of the explored action over the actor's own action at collection time. It costs one
-  more render and reward per sample, and removes the image-content part of the reward (PSNR
-  varies by several dB between crops, the action by tenths). The baseline does not depend on
-  the explored action given s (only on the actor at collection time), so ``grad_a Q`` and the
-  policy gradient are unchanged while the critic's target variance drops.
-  ``baseline: false`` stores the raw reward. ``reward_scale`` multiplies what is stored.
+- Baseline (``baseline``): the stored reward is ``r(s, a) - r(s, b(s))``, the gain of the
+  explored action over a baseline action for the same state. It costs one more render and
+  reward per sample, and removes the image-content part of the reward (PSNR varies by several
+  dB between crops, the action by tenths). The baseline does not depend on the explored action
+  given s, so ``grad_a Q`` and the policy gradient are unchanged while the critic's target
+  variance drops.
+
+  - ``reference`` (default): ``b(s)`` is the code of the frozen initial (supervised) predictor
+    (the critic's reference, so ``critic_reference`` must be on), projected onto the family. The
+    targets are stationary: a transition's target never depends on when it was collected, and
+    the logged ``gain`` is directly how far the explored actions beat the supervised predictor.
+  - ``actor``: ``b(s) = project(mu(s))``, the actor's own code at collection time. Its targets
+    move with the actor: for the critic, which cannot see the actor that collected a transition,
+    old and new transitions of similar states disagree by the change in the actor's reward. With
+    it, the AMNet-RL runs of ``benchmarks/RESULTS.md`` drifted below the supervised codes and a
+    run on 256-pixel states collapsed to the smallest sigma within 75 actor iterations.
+  - ``none``: the raw reward. ``reward_scale`` multiplies what is stored.
 - Action box: the model's ``code_box``, the per-dimension min/max of the kernel codes of 256
   sigmas over the range (``[0, 1]`` for ``sigma`` codes); the model clamps its predictor's
   codes into it at inference, and every action here is clipped to it.
@@ -98,7 +107,7 @@ structure is DDPG's, which the paper names):
   iteration's, go out with the first update.
 
 Logs: ``reward`` (mean raw reward of the explored actions), ``gain`` (mean explored minus
-actor reward, with the baseline), ``q`` (critic on the minibatch), ``l_critic``, ``l_actor``,
+baseline reward), ``q`` (critic on the minibatch), ``l_critic``, ``l_actor``,
 ``q_actor`` (Q(s, project(mu(s)))), ``off_family``, ``code`` (mean predicted code),
 ``sigma_err`` (mean |decoded sigma of mu(s) - true sigma|), ``noise``, ``buffer`` (transitions
 held), ``dropped`` (non-finite rewards, when any).
@@ -130,7 +139,7 @@ HELD_LOGS = 100  # collection logs held at most while no update can carry them
 class AMRLParams:
     reward: str = "neg_niqe"  # neg_niqe | psnr | neg_lpips | module.path:function
     reward_scale: float = bounded(1.0, gt=0)
-    baseline: bool = True  # store r(a) - r(mu(s)) (see the module docstring)
+    baseline: Literal["reference", "actor", "none"] = "reference"  # stored: r(a) - r(b(s))
     code: Literal["auto", "sigma", "pca"] = "auto"  # a check: must be the model's (auto: it)
     sigma_range: list[float] | None = None  # a check: [lo, hi] must be the model's (null: it)
     gamma: float = bounded(0.0, ge=0, lt=1)  # 0: one-step episodes, y = r
@@ -154,6 +163,9 @@ class AMRLParams:
         r = self.sigma_range
         if r is not None and (len(r) != 2 or not 0 < r[0] < r[1]):
             raise fail(f"{path}.sigma_range", f"must be [lo, hi] with 0 < lo < hi, got {r}")
+        if self.baseline == "reference" and not self.critic_reference:
+            raise fail(f"{path}.baseline", "reference needs critic_reference: true (the "
+                       "frozen initial predictor lives in the critic)")
         if self.minibatch > self.buffer_size:
             raise fail(f"{path}.minibatch", f"{self.minibatch} is larger than buffer_size "
                        f"{self.buffer_size}: the buffer could never fill a minibatch")
@@ -484,6 +496,14 @@ class AMRL(Strategy):
         with torch.autocast(sr.device.type, enabled=False):
             return self.reward(sr.float(), hr.float(), lr.float())
 
+    def baseline_code(self, lr: Tensor, mu: Tensor) -> Tensor:
+        """The baseline action for each state: the frozen initial predictor's code (``reference``)
+        or the actor's own (``actor``), projected onto the family."""
+        if self.params.baseline == "reference":
+            with torch.no_grad():
+                return self.project(self.critic.reference(lr).float())
+        return self.project(mu)
+
     def collect(self, hr: Tensor, step: int) -> dict[str, Tensor | float]:
         """Act on one HR batch and push its transitions; returns scalars to log."""
         p = self.params
@@ -497,8 +517,8 @@ class AMRL(Strategy):
         r = self.score(sr, target, lr)
         stored = r
         logs: dict[str, Tensor | float] = {"noise": noise_level(p, step)}
-        if p.baseline:
-            r0 = self.score(self.render(lr, self.project(mu)), target, lr)
+        if p.baseline != "none":
+            r0 = self.score(self.render(lr, self.baseline_code(lr, mu)), target, lr)
             stored = r - r0
         keep = torch.isfinite(stored)
         if not bool(keep.all()):
@@ -506,7 +526,7 @@ class AMRL(Strategy):
         self.buffer.push(lr[keep], a[keep], p.reward_scale * stored[keep])
         if bool(keep.any()):
             logs["reward"] = r[keep].mean()
-            if p.baseline:
+            if p.baseline != "none":
                 logs["gain"] = stored[keep].mean()
         logs["code"] = mu.mean()
         logs["sigma_err"] = (self.coder.decode(mu).float() - sigma.float()).abs().mean()
