@@ -21,7 +21,8 @@ whole LR image in one pass (no tiles, so the predictor sees the whole image):
 - With ``--crops N``, the same comparison on the distribution the RL runs train on: ``N`` random
   ``--crop-patch`` crops of each held-out image, each blurred with its own sigma drawn uniformly
   from the model's range (seeded: ``--seed``), the reward of every predictor-driven model (and
-  the true code) averaged over the crops, rows with sigma ``uniform``.
+  the true code) averaged over the crops, rows with sigma ``uniform`` (images smaller than the
+  patch are skipped; the table says how many were used).
 - NIQE (MATLAB conventions, gray) on RealSRSet (LR only, no ground truth) for every model run
   with its predictor.
 
@@ -179,16 +180,22 @@ def random_crops(images: list[Tensor], per_image: int, size: int, seed: int) -> 
 def score_crops(rows: list[Variant], sets: list[str], rewards: list[str], per_image: int,
                 patch: int, seed: int, device: torch.device, max_images: int | None,
                 chunk: int = 16) -> list[dict]:
-    """Mean rewards per (set, variant) on random crops, each with its own sigma drawn uniformly
-    from the range of the first model (the training distribution of the RL runs)."""
+    """Mean rewards per (set, variant) on random crops (``seed``), each with its own sigma drawn
+    uniformly from the models' common range (a stream seeded with ``seed + 1``): the training
+    distribution of the RL runs. Non-finite rewards (NIQE of a flat crop) are left out and
+    counted."""
     reward_fns = {name: get_reward(name) for name in rewards}
     rows = [v for v in rows if v.model is not None]
-    lo, hi = _coder(rows[0].model).sigma_range
+    ranges = {tuple(_coder(v.model).sigma_range) for v in rows}
+    if len(ranges) != 1:
+        raise BlindSRError(f"--crops: the models were trained on different sigma ranges "
+                           f"{sorted(ranges)}; score them in separate runs")
+    lo, hi = ranges.pop()
     results = []
     for spec in sets:
-        crops = random_crops([hr for _, hr in load_images(spec, max_images, "hr")], per_image,
-                             patch, seed).to(device)
-        g = torch.Generator().manual_seed(seed)
+        images = [hr for _, hr in load_images(spec, max_images, "hr")]
+        crops = random_crops(images, per_image, patch, seed).to(device)
+        g = torch.Generator().manual_seed(seed + 1)
         sigma = lo + (hi - lo) * torch.rand(len(crops), generator=g, dtype=torch.float64)
         sums: dict[str, dict[str, list[Tensor]]] = {v.label: {} for v in rows}
         for i in range(0, len(crops), chunk):
@@ -202,10 +209,17 @@ def score_crops(rows: list[Variant], sets: list[str], rewards: list[str], per_im
                     sr = sr.clamp(0, 1)
                     for n, f in reward_fns.items():
                         sums[v.label].setdefault(f"reward/{n}", []).append(f(sr, hr, lr).double())
+        used = sum(min(x.shape[-2:]) >= patch for x in images)
         for label, metrics in sums.items():
-            results.append({"set": Path(spec).name, "sigma": "uniform", "model": label,
-                            "images": len(crops),
-                            **{k: float(torch.cat(x).mean()) for k, x in metrics.items()}})
+            row = {"set": Path(spec).name, "sigma": "uniform", "model": label,
+                   "images": len(crops), "source_images": used}
+            for k, x in metrics.items():
+                x = torch.cat(x)
+                finite = x[torch.isfinite(x)]
+                row[k] = float(finite.mean()) if len(finite) else math.nan
+                if len(finite) < len(x):
+                    row[f"dropped/{k[7:]}"] = len(x) - len(finite)
+            results.append(row)
     return results
 
 
@@ -278,11 +292,13 @@ def markdown(result: dict) -> str:
         c = result["crop_protocol"]
         lines += [f"## Held-out crops: {c['per_image']} random {c['patch']}-pixel crops per image, "
                   f"sigma uniform over the range per crop (seed {c['seed']}): mean reward", "",
-                  "| set | model | crops | " + " | ".join(k[7:] for k in crops[0]
-                                                          if k.startswith("reward/")) + " |",
-                  "|---|---|---|" + "---|" * sum(k.startswith("reward/") for k in crops[0])]
+                  "Images smaller than the patch are skipped (images: those used).", "",
+                  "| set | model | images | crops | " + " | ".join(
+                      k[7:] for k in crops[0] if k.startswith("reward/")) + " |",
+                  "|---|---|---|---|" + "---|" * sum(k.startswith("reward/") for k in crops[0])]
         for r in crops:
-            lines.append(f"| {r['set']} | {r['model']} | {r['images']} | " + " | ".join(
+            lines.append(f"| {r['set']} | {r['model']} | {r['source_images']} | {r['images']} | "
+                         + " | ".join(
                 _f(v, 4) for k, v in r.items() if k.startswith("reward/")) + " |")
         lines.append("")
     if result["rl"]:
@@ -340,12 +356,17 @@ def main(argv: list[str] | None = None) -> int:
                                f"{getattr(m, 'arch_name', '?')} x{getattr(m, 'scale', '?')}")
     check_units(models, args.sigmas)
     rl = {n: getattr(args, f"{n.replace('-', '_')}_reward") for n in models if n.endswith("-rl")}
+    if args.crops and not rl:
+        raise BlindSRError("--crops scores the rewards of RL models: give --amnet-rl or --amgan-rl")
+    if args.crops < 0 or args.crop_patch <= 0 or args.crop_patch % SCALE:
+        raise BlindSRError(f"--crops must be >= 0 and --crop-patch a positive multiple of {SCALE}, "
+                           f"got {args.crops} and {args.crop_patch}")
     rows = variants(models)
     started = time.perf_counter()
     synthetic = score_synthetic(rows, args.sets, args.sigmas, sorted(set(rl.values())), device,
                                 args.max_images)
     crops = score_crops(rows, args.sets, sorted(set(rl.values())), args.crops, args.crop_patch,
-                        args.seed, device, args.max_images) if args.crops and rl else []
+                        args.seed, device, args.max_images) if args.crops else []
     real = score_real(rows, args.real, device, args.max_images) if args.real else []
     result = {
         "command": "python benchmarks/amgan_eval.py " + " ".join(argv if argv is not None

@@ -110,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         predictors = {path: load_model(path).eval() for path in args.predictor}
         images = [img for _, img in load_images(args.data, args.max_images, "hr")]
         crops = random_crops(images, args.crops, args.patch, args.seed)
+        first = next(iter(predictors.values()), None)
+        whole = [x[..., : x.shape[-2] - x.shape[-2] % SCALE, : x.shape[-1] - x.shape[-1] % SCALE]
+                 for x in images]
         rows = []
         with torch.inference_mode():
             for sigma in args.sigmas:
@@ -119,9 +122,6 @@ def main(argv: list[str] | None = None) -> int:
                     "predicted": {k: predicted_sigmas(m, crops, images, sigma)
                                   for k, m in predictors.items()}})
                 if args.shifts and predictors:
-                    first = next(iter(predictors.values()))
-                    whole = [x[..., : x.shape[-2] - x.shape[-2] % SCALE,
-                               : x.shape[-1] - x.shape[-1] % SCALE] for x in images]
                     rows[-1]["shifted"] = {
                         "crops": shifted(renderer, first, [crops], sigma, args.shifts,
                                          args.reward, False),

@@ -79,3 +79,14 @@ def smooth_images(folder: Path, n: int = 2, size: int | tuple[int, int] = (48, 4
         img = torch.nn.functional.interpolate(small, size=(height, width), mode="bilinear")
         io.write_image(folder / f"img{i}.png", io.ImageData(img, None, 8))
     return folder
+
+
+def make_code_matter(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Re-draw an AMNet's renderer weights (not its predictor) so that its output depends on the
+    kernel code, as after training; a fresh one maps every code to nearly the same image."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("weight") and not name.startswith("predictor"):
+                p.normal_(0, 0.5 if ".am" in name else (2 / p[0].numel()) ** 0.5, generator=g)
+    return model

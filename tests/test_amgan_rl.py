@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import check_keeps_the_lr_it_made, smooth_images
+from conftest import check_keeps_the_lr_it_made, make_code_matter, smooth_images
 from torch import nn
 
 import blindsr
@@ -220,11 +220,7 @@ def test_coder_comes_from_the_model_and_params_only_check_it():
 def test_baseline_stores_the_gain_over_the_baseline_action(baseline):
     quiet = {"noise_start": 0.0, "noise_end": 0.0}  # explored action = the actor's
     s = make({"baseline": baseline, **quiet})
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():  # make the renderer depend on its code, as after training
-        for name, p in s.generator.named_parameters():
-            if name.endswith("weight") and not name.startswith("predictor"):
-                p.normal_(0, 0.5 if ".am" in name else (2 / p[0].numel()) ** 0.5, generator=g)
+    make_code_matter(s.generator)
     list(s.training_step(batch(), 0))  # at the start the actor is the reference
     assert torch.all(s.buffer.rewards[:4].abs() < 1e-5)
     with torch.no_grad():  # the actor moves away from the frozen initial predictor
@@ -433,6 +429,9 @@ def test_trains_through_the_loop_and_resumes_buffer_and_critic_exactly(tmp_path)
     reference, state = load_checkpoint(last)
     assert state["strategy"]["buffer"]["filled"] == 5  # 4 iterations x batch 2, wrapped
     assert "critic" in reference and set(state["strategy"]["target_critic"])
+    for k, v in start.items():  # the baseline's reference, saved with the critic, is the initial
+        if k.startswith("predictor."):  # predictor, while the actor moved
+            assert torch.equal(v, reference["critic"]["reference." + k[len("predictor."):]]), k
     shutil.rmtree(last)
     train(cfg, progress=False)  # resumes from step 2
     again, state2 = load_checkpoint(last)
@@ -474,12 +473,7 @@ def eval_script(monkeypatch):
 @pytest.mark.parametrize("code_dim", [1, 3])
 def test_the_evaluations_true_code_is_the_models_own_coder(monkeypatch, code_dim):
     script = eval_script(monkeypatch)
-    model = amnet(code_dim, sigma_range=(0.5, 3.0)).eval()
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():  # make the body and the code matter, as after training
-        for name, p in model.named_parameters():
-            if name.endswith("weight") and not name.startswith("predictor"):
-                p.normal_(0, 0.5 if ".am" in name else (2 / p[0].numel()) ** 0.5, generator=g)
+    model = make_code_matter(amnet(code_dim, sigma_range=(0.5, 3.0))).eval()
     lr = batch(1, 32)["hr"][..., ::4, ::4]
     rows = {v.code: v for v in script.variants({"amnet": model})}
     got = script.run(rows["true"], lr, 1.3)
@@ -536,10 +530,11 @@ def test_the_crop_protocol_scores_uniform_sigmas_on_held_out_crops(tmp_path, mon
     result = json.loads(out.with_suffix(".json").read_text())
     crops = {r["model"]: r for r in result["crops"]}
     assert set(crops) == {"amnet (true code)", "amnet (predictor)", "amnet-rl"}
-    assert all(r["images"] == 6 and r["sigma"] == "uniform" for r in crops.values())
+    assert all(r["images"] == 6 and r["source_images"] == 2 and r["sigma"] == "uniform"
+               for r in crops.values())
     # the same crops and sigmas by hand: the RL model's mean PSNR-Y with its own predictor
     hr = script.random_crops([x for _, x in script.load_images(str(sets), None, "hr")], 3, 32, 5)
-    g = torch.Generator().manual_seed(5)
+    g = torch.Generator().manual_seed(6)  # the sigmas' own stream: seed + 1
     sigma = (0.5 + 2.5 * torch.rand(6, generator=g, dtype=torch.float64)).float()
     lr = blur_downsample(hr, sigma, 4, quantize=True)
     rl = load_model(paths["amnet-rl"]).eval()
@@ -550,6 +545,16 @@ def test_the_crop_protocol_scores_uniform_sigmas_on_held_out_crops(tmp_path, mon
     assert len(gains) == 1 and gains[0]["gain"] == pytest.approx(
         crops["amnet-rl"]["reward/psnr"] - crops["amnet (predictor)"]["reward/psnr"])
     assert "Held-out crops: 3 random 32-pixel crops" in out.with_suffix(".md").read_text()
+    with pytest.raises(BlindSRError, match="--crops scores the rewards of RL models"):
+        script.main([f"--amnet={paths['amnet']}", "--sets", str(sets), "--sigmas", "1.3",
+                     "--real", "", "--crops", "3", "--out", str(out)])
+    with pytest.raises(BlindSRError, match="--crop-patch a positive multiple of 4, got 3 and 30"):
+        script.main([f"--amnet-rl={paths['amnet-rl']}", "--sets", str(sets), "--sigmas", "1.3",
+                     "--real", "", "--crops", "3", "--crop-patch", "30", "--out", str(out)])
+    other = save_model(amnet(1, sigma_range=(0.2, 4.0)), tmp_path / "other.safetensors")
+    with pytest.raises(BlindSRError, match="different sigma ranges"):
+        script.main([f"--amnet={other}", f"--amnet-rl={paths['amnet-rl']}", "--sets", str(sets),
+                     "--sigmas", "1.3", "--real", "", "--crops", "3", "--out", str(out)])
 
 
 @pytest.mark.parametrize(("config", "reward", "start"), [

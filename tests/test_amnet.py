@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import check_keeps_the_lr_it_made, smooth_images
+from conftest import check_keeps_the_lr_it_made, make_code_matter, smooth_images
 
 from blindsr import archs
 from blindsr.archs.amnet import KernelPredictor
@@ -33,12 +33,7 @@ def tiny(**kw):
 
 def strengthen(model):
     """Make the body and the AMLayers matter (both start small), as after training."""
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("weight") and not name.startswith("predictor"):
-                p.normal_(0, 0.5 if ".am" in name else (2 / p[0].numel()) ** 0.5, generator=g)
-    return model
+    return make_code_matter(model)
 
 
 @pytest.mark.parametrize("kw", [

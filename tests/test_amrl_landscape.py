@@ -2,7 +2,7 @@ import json
 
 import pytest
 import torch
-from conftest import load_benchmark, smooth_images
+from conftest import load_benchmark, make_code_matter, smooth_images
 
 from blindsr import archs
 from blindsr.checkpoint import load_model, save_model
@@ -15,11 +15,8 @@ TINY = {"num_feat": 4, "num_block": 1, "predictor_feat": 4, "am_hidden": 4}
 def tiny_amnet(tmp_path, name, seed, code_matters=False):
     torch.manual_seed(seed)
     model = archs.build("amnet", scale=4, code_dim=1, **TINY)
-    if code_matters:  # a fresh renderer hardly depends on its code: as after training, it does
-        with torch.no_grad():
-            for n, p in model.named_parameters():
-                if n.endswith("weight") and not n.startswith("predictor"):
-                    p.normal_(0, 0.5 if ".am" in n else (2 / p[0].numel()) ** 0.5)
+    if code_matters:
+        make_code_matter(model, seed)
     model.record_code_units(coder_for(1, (0.2, 4.0)))
     return save_model(model, tmp_path / f"{name}.safetensors")
 
@@ -82,5 +79,12 @@ def test_shifted_codes_of_the_first_predictor(tmp_path, capsys):
             whole.append(float(psnr(model(lr, model.image_code(lr)).clamp(0, 1), x, lr)))
     assert shifted["crops"]["0.0"] == pytest.approx(want_crops, abs=1e-4)
     assert shifted["whole"]["0.0"] == pytest.approx(sum(whole) / len(whole), abs=1e-4)
-    assert shifted["crops"]["-0.5"] != pytest.approx(want_crops, abs=1e-4)
+    with torch.no_grad():  # offset -0.5: half a sigma below each crop's decoded guess
+        lr = blur_downsample(crops, torch.full((4,), 2.0), 4, quantize=True)
+        coder = coder_for(1, (0.2, 4.0))
+        guess = coder.decode(model.clamp_code(model.predictor(lr))).float().reshape(-1)
+        code = coder.encode((guess - 0.5).clamp(0.2, 4.0)).reshape(4, 1)
+        want_low = float(psnr(model.render(lr, code).clamp(0, 1), crops, lr).mean())
+    assert shifted["crops"]["-0.5"] == pytest.approx(want_low, abs=1e-4)
+    assert want_low != pytest.approx(want_crops, abs=1e-3)
     assert "renderer.safetensors's codes moved by an offset" in capsys.readouterr().out

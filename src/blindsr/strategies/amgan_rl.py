@@ -47,9 +47,11 @@ structure is DDPG's, which the paper names):
   variance drops.
 
   - ``reference`` (default): ``b(s)`` is the code of the frozen initial (supervised) predictor
-    (the critic's reference, so ``critic_reference`` must be on), projected onto the family. The
-    targets are stationary: a transition's target never depends on when it was collected, and
-    the logged ``gain`` is directly how far the explored actions beat the supervised predictor.
+    (the critic's reference, so ``critic_reference`` must be on), projected onto the family. With
+    ``gamma: 0`` the targets are stationary: a transition's target never depends on when it was
+    collected, and the logged ``gain`` is how far the explored actions beat the supervised
+    predictor (for PCA codes, its projection onto the family rather than the box-clamped code
+    inference uses).
   - ``actor``: ``b(s) = project(mu(s))``, the actor's own code at collection time. Its targets
     move with the actor: for the critic, which cannot see the actor that collected a transition,
     old and new transitions of similar states disagree by the change in the actor's reward. With
