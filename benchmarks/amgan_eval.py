@@ -89,15 +89,22 @@ def check_units(models: dict[str, nn.Module], sigmas: list[float]) -> None:
                                f"--{name} model was trained on")
 
 
-def run(variant: Variant, lr: Tensor, sigma: float | None) -> Tensor:
-    """SR of one LR image (1, 3, h, w) in [0, 1]."""
+def run(variant: Variant, lr: Tensor, sigma: float | Tensor | None) -> Tensor:
+    """SR of an LR batch (N, 3, h, w) in [0, 1]; ``sigma``: one width for all, or one each."""
     with torch.inference_mode():
         if variant.model is None:
             return imresize(lr, SCALE).clamp(0, 1)
         if variant.code == "true":
-            code = _coder(variant.model).encode(torch.tensor([sigma])).to(lr)
+            sigmas = torch.as_tensor(sigma, dtype=torch.float32).reshape(-1)
+            code = _coder(variant.model).encode(sigmas).reshape(len(sigmas), -1).to(lr)
             return variant.model.render(lr, code).clamp(0, 1)
         return variant.model(lr).clamp(0, 1)
+
+
+def mod_crop(img: Tensor) -> Tensor:
+    """``img`` cropped at the bottom / right to a multiple of the scale."""
+    h, w = img.shape[-2:]
+    return img[..., : h - h % SCALE, : w - w % SCALE]
 
 
 def variants(models: dict[str, nn.Module]) -> list[Variant]:
@@ -143,8 +150,7 @@ def score_synthetic(rows: list[Variant], sets: list[str], sigmas: list[float],
         for sigma in sigmas:
             sums: dict[str, dict[str, list[float]]] = {v.label: {} for v in rows}
             for _, hr in images:
-                h, w = hr.shape[-2:]
-                hr = hr[..., : h - h % SCALE, : w - w % SCALE].to(device)
+                hr = mod_crop(hr).to(device)
                 lr = blur_downsample(hr, sigma, SCALE, quantize=True)
                 for v in rows:
                     sr = run(v, lr, sigma)
@@ -202,11 +208,8 @@ def score_crops(rows: list[Variant], sets: list[str], rewards: list[str], per_im
             hr, s = crops[i:i + chunk], sigma[i:i + chunk].float()
             lr = blur_downsample(hr, s.to(device), SCALE, quantize=True)
             for v in rows:
+                sr = run(v, lr, s)
                 with torch.inference_mode():
-                    code = _coder(v.model).encode(s).reshape(len(s), -1).to(lr) \
-                        if v.code == "true" else None
-                    sr = v.model.render(lr, code) if code is not None else v.model(lr)
-                    sr = sr.clamp(0, 1)
                     for n, f in reward_fns.items():
                         sums[v.label].setdefault(f"reward/{n}", []).append(f(sr, hr, lr).double())
         used = sum(min(x.shape[-2:]) >= patch for x in images)

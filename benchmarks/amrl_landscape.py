@@ -35,7 +35,7 @@ from blindsr.rewards import get_reward
 from blindsr.train import machine_description
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark scripts
-from amgan_eval import SCALE, load_images, random_crops  # noqa: E402
+from amgan_eval import SCALE, load_images, mod_crop, random_crops  # noqa: E402
 
 
 def landscape(model: torch.nn.Module, hr: Tensor, sigma: float, offsets: list[float],
@@ -69,14 +69,14 @@ def shifted(renderer: torch.nn.Module, predictor: torch.nn.Module, hr: list[Tens
             sigma: float, shifts: list[float], reward: str, whole: bool) -> dict[float, float]:
     """Mean reward over ``hr`` (a batch of crops, or whole images one by one with ``whole``)
     when the predictor's decoded sigma of each is moved by each shift (clamped to the range)."""
-    coder = coder_of_model(renderer)
+    coder, guesses = coder_of_model(renderer), coder_of_model(predictor)
     lo, hi = coder.sigma_range
     score = get_reward(reward)
     sums = dict.fromkeys(shifts, 0.0)
     for x in hr:
         lr = blur_downsample(x, torch.full((len(x),), sigma), SCALE, quantize=True)
         code = predictor.image_code(lr) if whole else predictor.clamp_code(predictor.predictor(lr))
-        mu = coder_of_model(predictor).decode(code).float().reshape(-1)
+        mu = guesses.decode(code).float().reshape(-1)
         for d in shifts:
             c = coder.encode((mu + d).clamp(lo, hi)).reshape(len(x), -1)
             sums[d] += float(score(renderer.render(lr, c).clamp(0, 1), x, lr).sum())
@@ -111,8 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         images = [img for _, img in load_images(args.data, args.max_images, "hr")]
         crops = random_crops(images, args.crops, args.patch, args.seed)
         first = next(iter(predictors.values()), None)
-        whole = [x[..., : x.shape[-2] - x.shape[-2] % SCALE, : x.shape[-1] - x.shape[-1] % SCALE]
-                 for x in images]
+        whole = [mod_crop(x) for x in images]
         rows = []
         with torch.inference_mode():
             for sigma in args.sigmas:
