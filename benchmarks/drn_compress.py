@@ -12,8 +12,10 @@ Columns: prunable channels removed, #params (and the reduction), #MACs of one fo
         --duals runs/drn_s_cpu --search-steps 200 --finetune-steps 1000
     python benchmarks/drn_compress.py --model M.safetensors --quick   # tiny budgets: minutes
 
-Writes ``benchmarks/results/drn_compress.{json,md}`` (``--out`` changes the stem) and, with
-``--save-models DIR``, every pruned model as ``DIR/<name>.safetensors``.
+Writes ``benchmarks/results/drn_compress.{json,md}`` (``--out`` changes the stem) after every
+model and, with ``--save-models DIR``, every pruned model as ``DIR/<name>.safetensors``. A long run
+cut short goes on with ``--resume``: the models already in the JSON (same model and budgets) are
+kept and skipped.
 """
 
 from __future__ import annotations
@@ -123,6 +125,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-images", type=int, default=None)
     p.add_argument("--save-models", default=None, help="folder for the pruned models")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="output stem (.json and .md)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the rows already in the output JSON and compress only the rest")
     p.add_argument("--quick", action="store_true",
                    help="tiny budgets (search 5, fine-tune 5, duals 5, 16 channels per round)")
     args = p.parse_args(argv)
@@ -133,15 +137,58 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _meta(args: argparse.Namespace, argv: list[str] | None, scale: int) -> dict:
+    return {"command": " ".join(["python", "benchmarks/drn_compress.py", *(argv or sys.argv[1:])]),
+            "machine": machine_description(), "device": str(pick_device(args.device)),
+            "threads": args.threads, "scale": scale, "macs_size": args.macs_size,
+            "torch": torch.__version__, "model_path": str(args.model),
+            "budgets": f"search {args.search_steps}, fine-tune {args.finetune_steps}, duals "
+                       f"{args.dual_steps} steps; batch {args.batch}, patch {args.patch}; "
+                       f"selection {args.select_batches} batch(es) + {args.tune_steps} tuning "
+                       f"step(s) per {args.per_round} channel(s); alpha lr {args.alpha_lr}, "
+                       f"widths x{args.multiple}, seed {args.seed}"}
+
+
+def _previous(out: Path, meta: dict) -> tuple[list[dict], dict]:
+    """Rows and reports of an earlier run of the same model and budgets (for ``--resume``)."""
+    path = out.with_suffix(".json")
+    if not path.exists():
+        return [], {}
+    try:
+        old = json.loads(path.read_text())
+        same = all(old["meta"].get(k) == meta[k] for k in ("model_path", "budgets", "macs_size"))
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise SystemExit(f"error: cannot resume from {path}: {exc}") from None
+    if not same:
+        raise SystemExit(f"error: cannot resume from {path}: it was made with another model, "
+                         "budget or MAC size (see its meta); use another --out")
+    return old["rows"], old.get("reports", {})
+
+
+def _write(out: Path, meta: dict, rows: list[dict], reports: dict) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(
+        json.dumps({"meta": meta, "rows": rows, "reports": reports}, indent=2) + "\n")
+    out.with_suffix(".md").write_text(_markdown(rows, meta))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     model = require_drn(load_model(args.model))
     duals = load_duals(args.duals, model.scale) if args.duals else None
-    rows = [measure(args.name, model, args)]
-    reports = {}
+    out = Path(args.out)
+    meta = _meta(args, argv, model.scale)
+    rows, reports = _previous(out, meta) if args.resume else ([], {})
+    done = {r["model"] for r in rows}
+    if args.name not in done:
+        rows.insert(0, measure(args.name, model, args))
+        _write(out, meta, rows, reports)
     for ratio in (float(r) for r in _split(args.ratios)):
         for method in _split(args.methods):
             name = f"{args.name}{round(100 * ratio)}-{method}"
+            if name in done:
+                print(f"== {name}: kept from {out.with_suffix('.json')}", file=sys.stderr)
+                continue
             print(f"== {name}", file=sys.stderr, flush=True)
             start = time.perf_counter()
             result = compress(model, _split(args.data), _settings(args, ratio, method),
@@ -157,19 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             row.update(method=method, ratio=ratio, channels_removed=r["channels_removed"],
                        params_removed=r["params_removed"], time_s=seconds)
             rows.append(row)
-    meta = {"command": " ".join(["python", "benchmarks/drn_compress.py", *(argv or sys.argv[1:])]),
-            "machine": machine_description(), "device": str(pick_device(args.device)),
-            "threads": args.threads, "scale": model.scale, "macs_size": args.macs_size,
-            "torch": torch.__version__,
-            "budgets": f"search {args.search_steps}, fine-tune {args.finetune_steps}, duals "
-                       f"{args.dual_steps} steps; batch {args.batch}, patch {args.patch}; "
-                       f"selection {args.select_batches} batch(es) + {args.tune_steps} tuning "
-                       f"step(s) per {args.per_round} channel(s)"}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(
-        json.dumps({"meta": meta, "rows": rows, "reports": reports}, indent=2) + "\n")
-    out.with_suffix(".md").write_text(_markdown(rows, meta))
+            _write(out, meta, rows, reports)
     print(out.with_suffix(".md").read_text())
     return 0
 

@@ -120,6 +120,29 @@ def test_the_benchmark_script_runs_on_a_tiny_model(setup):
     assert blindsr.load_model(tmp / "models" / "DRN-S50-dr.safetensors").up_widths
 
 
+def test_the_benchmark_script_resumes_after_the_models_it_has(setup, monkeypatch):
+    path, data, tmp = setup
+    script = load_benchmark("drn_compress")
+    out = tmp / "results" / "resumed"
+    common = ["--model", str(path), "--data", str(data), "--sets", str(data), "--ratios", "0.5",
+              "--search-steps", "0", "--finetune-steps", "1", "--dual-steps", "1",
+              "--multiple", "1", "--per-round", "16", "--batch", "2", "--patch", "16",
+              "--device", "cpu", "--macs-size", "8", "--latency-repeats", "1", "--out", str(out)]
+    assert script.main([*common, "--methods", "l1"]) == 0
+    first = json.loads(out.with_suffix(".json").read_text())["rows"]
+    calls = []
+    real = script.compress
+    monkeypatch.setattr(script, "compress",
+                        lambda *a, **k: calls.append(a[2].method) or real(*a, **k))
+    assert script.main([*common, "--methods", "l1,dr", "--resume"]) == 0
+    rows = json.loads(out.with_suffix(".json").read_text())["rows"]
+    assert calls == ["dr"]  # the l1 model was kept, not compressed again
+    assert [r["model"] for r in rows] == ["DRN-S", "DRN-S50-l1", "DRN-S50-dr"]
+    assert rows[:2] == first
+    with pytest.raises(SystemExit, match="another model, budget"):  # the last value counts
+        script.main([*common, "--finetune-steps", "2", "--methods", "l1", "--resume"])
+
+
 def test_compress_leaves_the_model_and_dual_models_untouched(setup):
     from blindsr.compress.pipeline import CompressSettings, compress
 
