@@ -1,6 +1,7 @@
 """Datasets, random patches, the deterministic loader and the training-pair pool."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -76,6 +77,27 @@ def test_resolve_folders_and_pairs(tmp_path):
     assert all(h is None for h, _ in list_pairs(spec))
     spec = resolve_dataset(f"LR:{hr}", 2)
     assert (spec.kind, spec.lr_dir) == ("lr", hr)
+
+
+def test_a_slice_after_the_name_keeps_part_of_the_sorted_images(tmp_path):
+    folder = _folder(tmp_path, "five", {f"im{i}": _noise(8, 8, i) for i in (3, 0, 4, 1, 2)})
+    names = [f"im{i}.png" for i in range(5)]
+    even, odd = (resolve_dataset(f"{folder}[{k}::2]", 4) for k in (0, 1))
+    assert (even.name, even.subset) == ("five[0::2]", (0, None, 2))
+    assert [h.name for h, _ in list_pairs(even)] == names[0::2]
+    assert [h.name for h, _ in list_pairs(odd)] == names[1::2]  # the complement: a held-out half
+    spec = resolve_dataset(f"lr:{folder}[ :2 ]", 4)
+    assert (spec.kind, spec.name) == ("lr", "five[:2]")
+    assert [lr.name for _, lr in list_pairs(spec)] == names[:2]
+    assert TrainSet([(spec, 1.0)], patch=8, scale=4, seed=0).sources[0].lr[1].shape == (3, 8, 8)
+    with pytest.raises(BlindSRError, match=r"five\[9:\] selects none of its 5 images"):
+        list_pairs(resolve_dataset(f"{folder}[9:]", 4))
+    for bad, message in [("[::0]", "step cannot be 0"), ("[1:2:3:4]", "more than 3 parts"),
+                         ("[-:]", "slice of integers")]:
+        with pytest.raises(BlindSRError, match=re.escape(message)):
+            resolve_dataset(f"{folder}{bad}", 4)
+    odd_name = _folder(tmp_path, "shots[0:1]", {"a": _noise(8, 8, 0), "b": _noise(8, 8, 1)})
+    assert len(list_pairs(resolve_dataset(str(odd_name), 4))) == 2  # a real folder wins
 
 
 def test_resolve_errors(tmp_path):

@@ -21,9 +21,10 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import re
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Literal
@@ -53,6 +54,7 @@ SHARED_NAMES: dict[str, tuple[str, Kind]] = {
     "RealSRSet": ("real/RealSRSet", "lr"),
 }
 _MAX_LISTED = 5
+_SUBSET = re.compile(r"(.*\S)\s*\[([-\d\s]*:[-\d\s:]*)\]")  # "name[a:b:c]"
 
 
 # ------------------------------------------------------------------------------------ datasets
@@ -87,6 +89,7 @@ class DatasetSpec:
     kind: Kind
     hr_dir: Path | None
     lr_dir: Path | None
+    subset: tuple[int | None, int | None, int | None] | None = None  # a slice of the sorted list
 
 
 def _shared(canonical: str, scale: int) -> DatasetSpec:
@@ -142,9 +145,30 @@ def _folder(text: str) -> DatasetSpec:
     return DatasetSpec(name, "hr", path, None)
 
 
+def _parse_subset(text: str) -> tuple[str, str, tuple[int | None, ...]] | None:
+    """``"name[a:b:c]"`` -> ("name", "a:b:c", (a, b, c)); None for text without a slice."""
+    match = _SUBSET.fullmatch(text)
+    if match is None:
+        return None
+    written = match.group(2).replace(" ", "")
+    parts = written.split(":")
+    if len(parts) > 3:
+        raise BlindSRError(f"dataset {text!r}: the subset [{match.group(2)}] has more than 3 parts")
+    try:
+        bounds = tuple(int(x) if x.strip() else None for x in parts) + (None,) * (3 - len(parts))
+    except ValueError:
+        raise BlindSRError(f"dataset {text!r}: the subset [{match.group(2)}] must be a slice of "
+                           "integers, e.g. [0::2] or [:5]") from None
+    if bounds[2] == 0:
+        raise BlindSRError(f"dataset {text!r}: the subset's step cannot be 0")
+    return match.group(1).strip(), written, bounds
+
+
 def resolve_dataset(name_or_path: str, scale: int) -> DatasetSpec:
     """A shared name (any case), a folder (``HR/`` + ``LR/`` inside -> paired, else HR only), or
-    ``"lr:<name or folder>"`` (its LR images, or its images, as unpaired LR) -> a spec.
+    ``"lr:<name or folder>"`` (its LR images, or its images, as unpaired LR) -> a spec. A Python
+    slice after the name keeps part of the sorted image list: ``RealSRSet[0::2]`` (every other
+    image), ``RealSRSet[1::2]`` (the rest), ``Set14[:5]``.
 
     Shared names win over a same-named folder in the working folder; write ``./Set5`` for that.
     """
@@ -156,7 +180,12 @@ def resolve_dataset(name_or_path: str, scale: int) -> DatasetSpec:
     if text.lower().startswith("lr:"):
         inner = resolve_dataset(text[3:], scale)
         folder = inner.lr_dir if inner.lr_dir is not None else inner.hr_dir
-        return DatasetSpec(inner.name, "lr", None, folder)
+        return DatasetSpec(inner.name, "lr", None, folder, inner.subset)
+    subset = _parse_subset(text)
+    if subset is not None and not Path(text).expanduser().exists():
+        base, written, bounds = subset
+        inner = resolve_dataset(base, scale)
+        return replace(inner, name=f"{inner.name}[{written}]", subset=bounds)
     canonical = {k.lower(): k for k in SHARED_NAMES}.get(text.lower())
     if canonical is not None:
         return _shared(canonical, scale)
@@ -194,7 +223,18 @@ def _first(names: set[str]) -> str:
 
 
 def list_pairs(spec: DatasetSpec) -> list[tuple[Path | None, Path | None]]:
-    """``(hr, lr)`` file pairs of a dataset, sorted by name (None on the side a kind lacks)."""
+    """``(hr, lr)`` file pairs of a dataset, sorted by name (None on the side a kind lacks),
+    restricted to its subset."""
+    pairs = _all_pairs(spec)
+    if spec.subset is None:
+        return pairs
+    kept = pairs[slice(*spec.subset)]
+    if not kept:
+        raise BlindSRError(f"dataset {spec.name} selects none of its {len(pairs)} images")
+    return kept
+
+
+def _all_pairs(spec: DatasetSpec) -> list[tuple[Path | None, Path | None]]:
     if spec.kind == "hr":
         return [(p, None) for p in _images(_require(spec.hr_dir, spec))]
     if spec.kind == "lr":
