@@ -140,6 +140,39 @@ def test_samples_without_hr_are_left_out():
     assert list(s.training_step(batch(2, has_hr=[False, False]), 1)) == []
 
 
+def test_lr_only_samples_are_states_as_given_with_a_no_reference_reward():
+    seen = []
+
+    def sharpness(sr, hr, lr):  # no reference: records whether it got an HR
+        seen.append(hr is None)
+        return sr.diff(dim=-1).abs().mean(dim=(1, 2, 3))
+
+    s = make({"minibatch": 1, "noise_start": 0.0, "noise_end": 0.0})
+    s.reward = get_reward(sharpness)
+    make_code_matter(s.generator)
+    with torch.no_grad():  # the actor leaves the reference, so the gains are not all 0
+        s.actor.head.bias.add_(0.5)
+    b = batch(4, has_hr=[True, False, True, False])
+    real = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(5)).mul(255).round() / 255
+    b["lr"], b["has_lr"] = real, torch.tensor([False, True, False, True])
+    list(s.training_step(b, 0))
+    assert len(s.buffer) == 4 and seen == [False, True, False, True]  # HR part, LR-only part x2
+    assert torch.equal(s.buffer.states[2:4], (real[[1, 3]] * 255).round().to(torch.uint8))
+    with torch.no_grad():  # their stored gains were scored without HR
+        lr = real[[1, 3]]
+        gain = (sharpness(s.render(lr, s.project(s.actor(lr))), None, lr)
+                - sharpness(s.render(lr, s.project(s.critic.reference(lr))), None, lr))
+    assert gain.abs().max() > 1e-4
+    torch.testing.assert_close(s.buffer.rewards[2:4], gain, atol=1e-5, rtol=0)
+    assert len(s.sample_pair[0]) == 2  # image samples: the synthetic pairs
+    only_real = {**b, "has_hr": torch.zeros(4, dtype=torch.bool),
+                 "has_lr": torch.ones(4, dtype=torch.bool)}
+    list(s.training_step(only_real, 1))
+    assert len(s.buffer) == 8
+    with pytest.raises(BlindSRError, match="reward 'psnr' needs HR, but the data has LR-only"):
+        list(make().training_step(b, 0))
+
+
 def test_buffer_wraps_around_and_round_trips():
     buf = ReplayBuffer(5)
     states = torch.arange(7, dtype=torch.float32).view(7, 1, 1, 1).expand(7, 3, 2, 2) / 255
@@ -559,7 +592,7 @@ def test_the_crop_protocol_scores_uniform_sigmas_on_held_out_crops(tmp_path, mon
 
 @pytest.mark.parametrize(("config", "reward", "start"), [
     ("amnet_rl_psnr", "psnr", "amnet_cpu"), ("amnet_rl_psnr_p256", "psnr", "amnet_cpu"),
-    ("amgan_rl_niqe", "neg_niqe", "amgan_cpu")])
+    ("amgan_rl_niqe", "neg_niqe", "amgan_cpu"), ("amgan_rl_niqe_real", "neg_niqe", "amgan_cpu")])
 def test_shipped_configs_load_and_run_an_iteration(tmp_path, config, reward, start):
     path = ROOT / "configs" / "amgan" / f"{config}.yaml"
     import yaml
@@ -570,15 +603,18 @@ def test_shipped_configs_load_and_run_an_iteration(tmp_path, config, reward, sta
     model = archs.build("amnet", scale=4, **kwargs)
     model.record_code_units(coder_for(kwargs["code_dim"], (0.2, 4.0)))  # as amnet_cpu leaves it
     init = save_model(model, tmp_path / "init.safetensors")
-    data = smooth_images(tmp_path / "data", n=1, size=96)
+    data = json.dumps(str(smooth_images(tmp_path / "data", n=1, size=96)))
+    sources = [f"{{path: {data}}}"]
+    if any(str(d["path"]).startswith("lr:") for d in raw["data"]["train"]):  # real LR states
+        sources.append(f"{{path: {json.dumps('lr:' + json.loads(data))}, weight: 10}}")
     cfg = load_config(path, [
         f"output_dir={json.dumps(str(tmp_path / 'runs'))}", f"model.init={json.dumps(str(init))}",
-        f"data.train=[{{path: {json.dumps(str(data))}}}]", "train.iterations=1", "train.batch=1",
+        f"data.train=[{', '.join(sources)}]", "train.iterations=1", "train.batch=2",
         "val.every=0", "logging.tensorboard=false", "train.device=cpu"])
     assert cfg.strategy.name == "amrl" and cfg.strategy.params["reward"] == reward
     assert cfg.train.patch >= 96  # NIQE's minimum SR size
     result = train(cfg, progress=False)
-    assert len(result.strategy.buffer) == 1
+    assert len(result.strategy.buffer) == 2
 
 
 def test_the_step_keeps_the_lr_it_acted_on_for_image_samples():

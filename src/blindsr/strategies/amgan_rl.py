@@ -12,7 +12,10 @@ of the renderer stays equal to it. The environment is the frozen renderer plus a
 One iteration (the strategy makes LR itself):
 
 1. sigma ~ U(the model's sigma range); ``s`` = LR = ``blur_downsample(HR, sigma)`` rounded to
-   8-bit levels (so the state stored as uint8 is exactly what the actor saw);
+   8-bit levels (so the state stored as uint8 is exactly what the actor saw). LR-only samples
+   of the data (unpaired real images, e.g. ``lr:RealSRSet[0::2]``) are states as they are, scored
+   without an HR: they need a no-reference reward (``neg_niqe`` or a callable; a one-line error
+   otherwise), and let a no-reference actor learn on the domain it will serve;
 2. ``a`` = the actor's code ``mu(s)`` explored in sigma (below); ``SR = render(s, a)`` and
    ``r = reward(SR, HR, s)`` under no_grad; the transition (s, a, r) goes into the replay
    buffer (non-finite rewards, e.g. NIQE of a flat image, are dropped and counted in
@@ -109,10 +112,10 @@ structure is DDPG's, which the paper names):
   iteration's, go out with the first update.
 
 Logs: ``reward`` (mean raw reward of the explored actions), ``gain`` (mean explored minus
-baseline reward), ``q`` (critic on the minibatch), ``l_critic``, ``l_actor``,
-``q_actor`` (Q(s, project(mu(s)))), ``off_family``, ``code`` (mean predicted code),
-``sigma_err`` (mean |decoded sigma of mu(s) - true sigma|), ``noise``, ``buffer`` (transitions
-held), ``dropped`` (non-finite rewards, when any).
+baseline reward; ``gain_real``: over the LR-only states), ``q`` (critic on the minibatch),
+``l_critic``, ``l_actor``, ``q_actor`` (Q(s, project(mu(s)))), ``off_family``, ``code`` (mean
+predicted code), ``sigma_err`` (mean |decoded sigma of mu(s) - true sigma| over the synthetic
+states), ``noise``, ``buffer`` (transitions held), ``dropped`` (non-finite rewards, when any).
 """
 
 from __future__ import annotations
@@ -408,12 +411,10 @@ class AMRL(Strategy):
         return True
 
     def training_step(self, batch: dict[str, Tensor], step: int) -> Iterator[Update]:
-        hr, has_hr = batch["hr"], batch["has_hr"]
-        if not bool(has_hr.all()):
-            if not bool(has_hr.any()):
-                return  # LR-only samples: no kernel to sample, nothing to collect
-            hr = hr[has_hr]
-        logs = self.collect(hr.float(), step)
+        hr, real = self.split_batch(batch)
+        if hr is None and real is None:
+            return
+        logs = self.collect(hr, real, step)
         p = self.params
         if len(self.buffer) < p.minibatch:
             self.held = [*self.held[-HELD_LOGS + 1:], logs]  # no update to carry them yet
@@ -432,6 +433,21 @@ class AMRL(Strategy):
                 yield update
                 if self.target_actor is not None and update_applied(update.loss, self.device):
                     soft_update(self.target_actor, self.actor, p.tau)
+
+    def split_batch(self, batch: dict[str, Tensor]) -> tuple[Tensor | None, Tensor | None]:
+        """(HR images to degrade, LR-only images used as states as they are); None for an empty
+        part. LR-only samples need a no-reference reward (a one-line error otherwise)."""
+        has_hr = batch["has_hr"].bool()
+        lr_only = batch.get("has_lr", torch.zeros_like(has_hr)).bool() & ~has_hr
+        hr = batch["hr"][has_hr].float() if bool(has_hr.any()) else None
+        real = None
+        if bool(lr_only.any()):
+            if self.reward.needs_hr:
+                raise BlindSRError(f"strategy amrl: reward {self.reward.name!r} needs HR, but the "
+                                   "data has LR-only images: use a no-reference reward (neg_niqe "
+                                   "or a callable) or HR / paired data only")
+            real = batch["lr"][lr_only].float()
+        return hr, real
 
     def state_dict(self) -> dict:
         state = {"rng": self.rng.get_state(), "buffer": self.buffer.state_dict()}
@@ -493,10 +509,11 @@ class AMRL(Strategy):
         with torch.no_grad(), torch.autocast(lr.device.type, enabled=False):
             return self.generator.render(lr.float(), code.float()).float().clamp(0, 1)
 
-    def score(self, sr: Tensor, hr: Tensor, lr: Tensor) -> Tensor:
-        """The reward of each sample, in float32 with autocast off."""
+    def score(self, sr: Tensor, hr: Tensor | None, lr: Tensor) -> Tensor:
+        """The reward of each sample (``hr`` None for LR-only states), in float32 with autocast
+        off."""
         with torch.autocast(sr.device.type, enabled=False):
-            return self.reward(sr.float(), hr.float(), lr.float())
+            return self.reward(sr.float(), None if hr is None else hr.float(), lr.float())
 
     def baseline_code(self, lr: Tensor, mu: Tensor) -> Tensor:
         """The baseline action for each state: the frozen initial predictor's code (``reference``)
@@ -506,22 +523,38 @@ class AMRL(Strategy):
                 return self.project(self.critic.reference(lr).float())
         return self.project(mu)
 
-    def collect(self, hr: Tensor, step: int) -> dict[str, Tensor | float]:
-        """Act on one HR batch and push its transitions; returns scalars to log."""
+    def rewards(self, sr: Tensor, hr: Tensor | None, lr: Tensor) -> Tensor:
+        """The reward of each sample: the first ``len(hr)`` against their HR, the rest (LR-only
+        states) without one."""
+        n = 0 if hr is None else hr.shape[0]
+        parts = []
+        if n:
+            parts.append(self.score(sr[:n], hr[..., : sr.shape[-2], : sr.shape[-1]], lr[:n]))
+        if n < sr.shape[0]:
+            parts.append(self.score(sr[n:], None, lr[n:]))
+        return torch.cat(parts)
+
+    def collect(self, hr: Tensor | None, real: Tensor | None,
+                step: int) -> dict[str, Tensor | float]:
+        """Act on one batch (HR images degraded here, then LR-only states as given) and push its
+        transitions; returns scalars to log."""
         p = self.params
-        lr, sigma = self.degrade(hr)
-        self.sample_pair = (lr.detach(), hr.detach())
+        states, sigma = [], None
+        if hr is not None:
+            lr, sigma = self.degrade(hr)
+            self.sample_pair = (lr.detach(), hr.detach())
+            states.append(lr)
+        if real is not None:
+            states.append(real)
+        lr = torch.cat(states)
         with torch.no_grad():
             mu = self.actor(lr).float()
         a = self.explore(mu, step)
-        sr = self.render(lr, a)
-        target = hr[..., : sr.shape[-2], : sr.shape[-1]]
-        r = self.score(sr, target, lr)
+        r = self.rewards(self.render(lr, a), hr, lr)
         stored = r
         logs: dict[str, Tensor | float] = {"noise": noise_level(p, step)}
         if p.baseline != "none":
-            r0 = self.score(self.render(lr, self.baseline_code(lr, mu)), target, lr)
-            stored = r - r0
+            stored = r - self.rewards(self.render(lr, self.baseline_code(lr, mu)), hr, lr)
         keep = torch.isfinite(stored)
         if not bool(keep.all()):
             logs["dropped"] = float((~keep).sum())
@@ -530,8 +563,12 @@ class AMRL(Strategy):
             logs["reward"] = r[keep].mean()
             if p.baseline != "none":
                 logs["gain"] = stored[keep].mean()
+        n = 0 if hr is None else hr.shape[0]
+        if real is not None and p.baseline != "none" and bool(keep[n:].any()):
+            logs["gain_real"] = stored[n:][keep[n:]].mean()
         logs["code"] = mu.mean()
-        logs["sigma_err"] = (self.coder.decode(mu).float() - sigma.float()).abs().mean()
+        if sigma is not None:
+            logs["sigma_err"] = (self.coder.decode(mu[:n]).float() - sigma.float()).abs().mean()
         logs["buffer"] = float(len(self.buffer))
         return logs
 
