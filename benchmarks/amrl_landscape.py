@@ -11,7 +11,10 @@ whole images (the evaluation's):
 - with ``--shifts``, the mean reward when every code of the FIRST predictor (the RL runs'
   starting point) is moved by the same offset in sigma, on the crops and on the whole images:
   the offset an actor that cannot tell its own errors apart would learn (its hedge), and whether
-  the crops' hedge also pays on whole images.
+  the crops' hedge also pays on whole images;
+- with ``--real SET`` (and ``--shifts``), the same shifts on an LR-only set's whole images (real
+  LR, no HR, no known sigma) under a no-reference reward such as ``neg_niqe``: which way the
+  real images want the codes moved.
 
     python benchmarks/amrl_landscape.py --model runs/amnet_cpu/model.safetensors \\
         --predictor runs/amnet_cpu/model.safetensors \\
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -84,6 +88,27 @@ def shifted(renderer: torch.nn.Module, predictor: torch.nn.Module, hr: list[Tens
     return {d: v / count for d, v in sums.items()}
 
 
+def shifted_real(renderer: torch.nn.Module, predictor: torch.nn.Module, lrs: list[Tensor],
+                 shifts: list[float], reward: str) -> dict[float, dict[str, float]]:
+    """Mean no-reference reward over whole LR-only images (and how many were finite) when the
+    predictor's decoded sigma of each is moved by each shift (clamped to the range)."""
+    coder, guesses = coder_of_model(renderer), coder_of_model(predictor)
+    lo, hi = coder.sigma_range
+    score = get_reward(reward)
+    values: dict[float, list[float]] = {d: [] for d in shifts}
+    for lr in lrs:
+        mu = guesses.decode(predictor.image_code(lr)).float().reshape(-1)
+        for d in shifts:
+            c = coder.encode((mu + d).clamp(lo, hi)).reshape(1, -1)
+            values[d].append(float(score(renderer.render(lr, c).clamp(0, 1), None, lr)[0]))
+    out = {}
+    for d, v in values.items():
+        finite = [x for x in v if math.isfinite(x)]
+        out[d] = {"mean": sum(finite) / len(finite) if finite else math.nan,
+                  "images": len(finite)}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="the renderer (an amnet checkpoint)")
@@ -96,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shifts", nargs="*", type=float, default=[],
                    help="offsets in sigma added to the first predictor's codes (none: skip)")
     p.add_argument("--reward", default="psnr")
+    p.add_argument("--real", default=None, metavar="SET",
+                   help="LR-only set whose whole images get the --shifts too (no-reference "
+                        "reward only)")
     p.add_argument("--crops", type=int, default=8, help="random crops per image")
     p.add_argument("--patch", type=int, default=96, help="HR crop size (the training patch)")
     p.add_argument("--max-images", type=int, default=None)
@@ -105,7 +133,13 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.real and not (args.shifts and args.predictor):
+        print("error: --real needs --shifts and a --predictor", file=sys.stderr)
+        return 1
     try:
+        if args.real and get_reward(args.reward).needs_hr:
+            raise BlindSRError(f"--real {args.real}: reward {args.reward} needs HR; use a "
+                               "no-reference reward (--reward neg_niqe)")
         renderer = load_model(args.model).eval()
         predictors = {path: load_model(path).eval() for path in args.predictor}
         images = [img for _, img in load_images(args.data, args.max_images, "hr")]
@@ -126,6 +160,10 @@ def main(argv: list[str] | None = None) -> int:
                                          args.reward, False),
                         "whole": shifted(renderer, first, whole, sigma, args.shifts,
                                          args.reward, True)}
+            real = None
+            if args.real:
+                lrs = [x for _, x in load_images(args.real, args.max_images, "lr")]
+                real = shifted_real(renderer, first, lrs, args.shifts, args.reward)
     except BlindSRError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -149,8 +187,15 @@ def main(argv: list[str] | None = None) -> int:
             for on, v in r["shifted"].items():
                 print(f"| {r['sigma']} | {on} | " + " | ".join(f"{x:.3f}" for x in v.values())
                       + " |")
+    if real is not None:
+        print(f"\n{args.real} (LR only, whole images): mean reward with the codes moved\n")
+        print("| set | images | " + " | ".join(f"{d:+g}" for d in args.shifts) + " |")
+        print("|---|---" + "|---" * len(args.shifts) + "|")
+        print(f"| {args.real} | {min(v['images'] for v in real.values())} | "
+              + " | ".join(f"{v['mean']:.3f}" for v in real.values()) + " |")
     if args.out:
-        Path(args.out).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
+        Path(args.out).write_text(json.dumps({"args": vars(args), "rows": rows, "real": real},
+                                             indent=1))
     return 0
 
 

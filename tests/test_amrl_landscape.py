@@ -88,3 +88,33 @@ def test_shifted_codes_of_the_first_predictor(tmp_path, capsys):
     assert shifted["crops"]["-0.5"] == pytest.approx(want_low, abs=1e-4)
     assert want_low != pytest.approx(want_crops, abs=1e-3)
     assert "renderer.safetensors's codes moved by an offset" in capsys.readouterr().out
+
+
+def test_shifts_on_an_lr_only_set_use_a_no_reference_reward(tmp_path, monkeypatch, capsys):
+    (tmp_path / "sharpness.py").write_text(
+        "def score(sr, hr, lr):\n"
+        "    return sr.diff(dim=-1).abs().mean(dim=(1, 2, 3))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    script = load_benchmark("amrl_landscape")
+    renderer = tiny_amnet(tmp_path, "renderer", 0, code_matters=True)
+    hr = smooth_images(tmp_path / "set", n=2, size=48)
+    real = smooth_images(tmp_path / "real", n=2, size=24)
+    out = tmp_path / "landscape.json"
+    args = ["--model", str(renderer), "--predictor", str(renderer), "--data", str(hr),
+            "--sigmas", "2.0", "--offsets", "0", "--shifts", "-1", "0", "--crops", "1",
+            "--patch", "32", "--real", f"lr:{real}", "--reward", "sharpness:score"]
+    assert script.main([*args, "--out", str(out)]) == 0
+    result = json.loads(out.read_text())["real"]
+    assert list(result) == ["-1.0", "0.0"] and result["0.0"]["images"] == 2
+    model = load_model(renderer).eval()
+    with torch.no_grad():  # shift 0: the renderer driven by its own whole-image code
+        want = [float((lambda sr: sr.diff(dim=-1).abs().mean())(
+            model(lr, model.image_code(lr)).clamp(0, 1)))
+            for _, lr in script.load_images(f"lr:{real}", None, "lr")]
+    assert result["0.0"]["mean"] == pytest.approx(sum(want) / 2, abs=1e-5)
+    assert result["-1.0"]["mean"] != pytest.approx(result["0.0"]["mean"], abs=1e-4)
+    assert f"lr:{real} (LR only, whole images)" in capsys.readouterr().out
+    for bad, message in [(["--reward", "psnr"], "needs HR"), (["--shifts"], "needs --shifts")]:
+        assert script.main([*args, *bad]) == 1
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
