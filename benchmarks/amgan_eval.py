@@ -52,10 +52,10 @@ from blindsr import data, io
 from blindsr.checkpoint import load_model, read_checkpoint
 from blindsr.degrade.kernel_code import KernelCoder, blur_downsample, coder_of_model
 from blindsr.errors import BlindSRError
+from blindsr.machine import machine_description
 from blindsr.metrics import lpips, niqe, psnr, ssim
 from blindsr.ops.resize import imresize
 from blindsr.rewards import get_reward
-from blindsr.train import machine_description
 
 SCALE = 4
 ROOT = Path(__file__).resolve().parents[1]

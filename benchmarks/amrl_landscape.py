@@ -35,8 +35,8 @@ from torch import Tensor
 from blindsr.checkpoint import load_model
 from blindsr.degrade.kernel_code import blur_downsample, coder_of_model
 from blindsr.errors import BlindSRError
+from blindsr.machine import machine_description
 from blindsr.rewards import get_reward
-from blindsr.train import machine_description
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark scripts
 from amgan_eval import SCALE, load_images, mod_crop, random_crops  # noqa: E402

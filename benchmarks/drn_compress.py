@@ -36,7 +36,7 @@ from blindsr.compress.pipeline import CompressSettings, compress
 from blindsr.compress.prune import require_drn
 from blindsr.evaluate import evaluate
 from blindsr.inference import pick_device
-from blindsr.train import machine_description
+from blindsr.machine import machine_description
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "drn_compress"

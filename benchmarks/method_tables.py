@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from blindsr.evaluate import Result, evaluate, format_tables, write_results
-from blindsr.train import machine_description
+from blindsr.machine import machine_description
 from blindsr.train_state import unfinished_run
 
 HERE = Path(__file__).resolve().parent

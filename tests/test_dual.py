@@ -365,7 +365,7 @@ def test_drn_configs_parse(shared, monkeypatch):
 
 
 def test_sample_grid_shows_an_all_lr_only_batch_with_a_black_hr_column(rand_image):
-    from blindsr.train import sample_grid
+    from blindsr.train_logs import sample_grid
 
     model = archs.build("srresnet", num_feat=4, num_block=1, scale=4)
     b = batch(rand_image, (False, False))

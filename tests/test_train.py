@@ -351,7 +351,8 @@ def test_preset_prob_mixes_preset_lr_into_random_degradation(tmp_path, data_dir,
 def test_image_samples_show_the_lr_a_self_degrading_strategy_made():
     from types import SimpleNamespace
 
-    from blindsr.train import _shown_batch, sample_grid
+    from blindsr.train import _shown_batch
+    from blindsr.train_logs import sample_grid
 
     class Made(Strategy):
         def degrades_itself(self):

@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import sys
 import time
 from collections.abc import Iterator
@@ -43,7 +41,9 @@ from blindsr.config import (
     save_config,
 )
 from blindsr.errors import BlindSRError
+from blindsr.machine import device_name, machine_description
 from blindsr.optim import Scheduler, ema_decay, ema_update, make_optimizer
+from blindsr.train_logs import Meter, MetricsLog, flatten, sample_grid
 
 # torch is imported inside functions, so that `blindsr --help` stays fast.
 if TYPE_CHECKING:
@@ -93,86 +93,6 @@ def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     if amp == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise fail("train.amp", f"{torch.cuda.get_device_name(device)} has no bf16; use fp16")
     return torch.float16 if amp == "fp16" else torch.bfloat16
-
-
-def machine_description() -> str:
-    """One line naming the OS, CPU model and logical CPU count (for run summaries)."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} logical CPUs"
-
-
-def _device_name(device: torch.device) -> str:
-    import torch
-
-    if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    if device.type != "cpu":
-        return device.type
-    n = torch.get_num_threads()
-    return f"cpu ({n} thread{'s' * (n != 1)})"
-
-
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(d, dict):
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: d}
-
-
-class Meter:
-    """Running sums of logged scalars (tensors stay on device until read)."""
-
-    def __init__(self) -> None:
-        self.sums: dict[str, Any] = {}
-        self.counts: dict[str, int] = {}
-
-    def add(self, logs: dict[str, Any]) -> None:
-        from torch import Tensor
-
-        for k, v in logs.items():
-            v = v.detach().float() if isinstance(v, Tensor) else float(v)
-            self.sums[k] = self.sums.get(k, 0.0) + v
-            self.counts[k] = self.counts.get(k, 0) + 1
-
-    def means(self) -> dict[str, float]:
-        out = {k: float(v) / self.counts[k] for k, v in self.sums.items()}
-        self.sums, self.counts = {}, {}
-        return out
-
-
-class MetricsLog:
-    """``metrics.jsonl``: one JSON object per row, each with ``step``; rank 0 only."""
-
-    def __init__(self, path: Path, enabled: bool, resume_step: int | None) -> None:
-        self.path, self.enabled = path, enabled
-        if not enabled:
-            return
-        rows = []
-        if resume_step is not None and path.is_file():
-            for line in path.read_text().splitlines():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:  # a line cut by a kill
-                    continue
-                if isinstance(row, dict) and row.get("step", 0) <= resume_step:
-                    rows.append(line)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(r + "\n" for r in rows))
-        tmp.replace(path)
-
-    def write(self, row: dict[str, Any]) -> None:
-        if self.enabled:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(row, sort_keys=False) + "\n")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -440,7 +360,7 @@ def _summary(run: _Run) -> dict[str, Any]:
         "iterations": run.step,
         "wall_time_s": round(run.wall_time, 1),
         "machine": machine_description(),
-        "device": _device_name(run.device),
+        "device": device_name(run.device),
         "processes": run.info.world,
         "batch": cfg.train.batch,
         "effective_batch": cfg.train.batch * run.info.world,
@@ -634,27 +554,6 @@ def _shown_batch(run: _Run, batch: dict[str, Tensor]) -> dict[str, Tensor]:
                                                      device=lr.device)}
 
 
-def sample_grid(model: nn.Module, batch: dict[str, Tensor], scale: int, n: int = 4) -> Tensor:
-    """(3, n*P, 3*P) image: rows of LR (nearest-upsampled) | SR | HR for the first samples
-    with an HR (the first samples, HR black, when the batch is all LR-only)."""
-    import torch
-    import torch.nn.functional as F
-
-    keep = batch["has_hr"].nonzero().flatten()[:n]
-    if keep.numel() == 0:
-        keep = torch.arange(min(n, batch["lr"].shape[0]), device=batch["lr"].device)
-    lr, hr = batch["lr"][keep].float(), batch["hr"][keep].float()
-    hr = hr[..., : lr.shape[-2] * scale, : lr.shape[-1] * scale]
-    was = model.training
-    model.eval()
-    with torch.no_grad():
-        sr = model(lr.contiguous()).float().clamp(0, 1)
-    model.train(was)
-    up = F.interpolate(lr, scale_factor=scale, mode="nearest")
-    rows = torch.cat([up, sr, hr], dim=-1)
-    return torch.cat(list(rows), dim=-2).cpu()
-
-
 def validate(run: _Run) -> dict[str, float]:
     """Evaluate the EMA (or raw) generator on the validation sets; log; keep best.safetensors."""
     from blindsr.checkpoint import save_model
@@ -765,10 +664,10 @@ def _note_changes(run: _Run, old_path: Path) -> None:
     import yaml
 
     try:
-        old = _flatten(yaml.safe_load(old_path.read_text()) or {})
+        old = flatten(yaml.safe_load(old_path.read_text()) or {})
     except yaml.YAMLError:
         return
-    new = _flatten(yaml.safe_load(dump_config(run.cfg)))
+    new = flatten(yaml.safe_load(dump_config(run.cfg)))
     changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if changed:
         _say(run, f"note: config changed since the last run: {', '.join(changed[:8])}")
@@ -912,4 +811,4 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 __all__ = ["TrainResult", "add_parser", "apply_update", "build_generator", "derive_seed",
-           "prepare_batch", "resolve_optim", "sample_grid", "train", "validate"]
+           "prepare_batch", "resolve_optim", "train", "validate"]
