@@ -79,7 +79,8 @@ def _markdown(rows: list[dict], meta: dict) -> str:
             f"#MACs (G, {meta['macs_size']}x{meta['macs_size']} LR)", "CPU latency (ms)"]
     head += [f"{s} PSNR / SSIM" for s in sets] + ["compress time (s)"]
     lines = [f"# DRN compression (x{meta['scale']})", "",
-             f"Command: `{meta['command']}`", "",
+             *[f"Command: `{c}`" for c in meta["commands"][:1]],
+             *[f"Resumed with: `{c}`" for c in meta["commands"][1:]], "",
              f"Machine: {meta['machine']}; compression on {meta['device']}; latency with "
              f"{meta['threads']} thread(s). Budgets: {meta['budgets']}.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -137,11 +138,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _file_id(path: str | None) -> dict | None:
+    """A file or folder by resolved path, size and modification time (None: none given)."""
+    if not path:
+        return None
+    p = Path(path).resolve()
+    st = p.stat()
+    return {"path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+SETUP_KEYS = ("name", "data", "sets", "search_steps", "alpha_lr", "finetune_steps", "dual_steps",
+              "select_batches", "tune_steps", "per_round", "multiple", "batch", "patch", "seed",
+              "device", "macs_size", "latency_repeats", "threads", "max_images")
+
+
 def _meta(args: argparse.Namespace, argv: list[str] | None, scale: int) -> dict:
-    return {"command": " ".join(["python", "benchmarks/drn_compress.py", *(argv or sys.argv[1:])]),
-            "machine": machine_description(), "device": str(pick_device(args.device)),
+    """The run's description; ``setup`` holds everything the rows depend on, so that a resume
+    only keeps rows made the same way (the ratios and methods may differ)."""
+    setup = {k: getattr(args, k) for k in SETUP_KEYS}
+    setup.update(model=_file_id(args.model), duals=_file_id(args.duals),
+                 machine=machine_description(), torch=torch.__version__)
+    return {"commands": [" ".join(["python", "benchmarks/drn_compress.py",
+                                   *(sys.argv[1:] if argv is None else argv)])],
+            "machine": setup["machine"], "device": str(pick_device(args.device)),
             "threads": args.threads, "scale": scale, "macs_size": args.macs_size,
-            "torch": torch.__version__, "model_path": str(args.model),
+            "torch": torch.__version__, "setup": setup,
             "budgets": f"search {args.search_steps}, fine-tune {args.finetune_steps}, duals "
                        f"{args.dual_steps} steps; batch {args.batch}, patch {args.patch}; "
                        f"selection {args.select_batches} batch(es) + {args.tune_steps} tuning "
@@ -150,19 +171,24 @@ def _meta(args: argparse.Namespace, argv: list[str] | None, scale: int) -> dict:
 
 
 def _previous(out: Path, meta: dict) -> tuple[list[dict], dict]:
-    """Rows and reports of an earlier run of the same model and budgets (for ``--resume``)."""
+    """Rows and reports of an earlier run with the same setup (for ``--resume``); the earlier
+    commands are prepended to ``meta``'s."""
     path = out.with_suffix(".json")
     if not path.exists():
         return [], {}
     try:
         old = json.loads(path.read_text())
-        same = all(old["meta"].get(k) == meta[k] for k in ("model_path", "budgets", "macs_size"))
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        before, rows, reports = old["meta"], old["rows"], old.get("reports", {})
+        setup = before.get("setup") or {}
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
         raise SystemExit(f"error: cannot resume from {path}: {exc}") from None
-    if not same:
-        raise SystemExit(f"error: cannot resume from {path}: it was made with another model, "
-                         "budget or MAC size (see its meta); use another --out")
-    return old["rows"], old.get("reports", {})
+    differ = [k for k in meta["setup"] if setup.get(k) != meta["setup"][k]]
+    if differ:
+        k = differ[0]
+        raise SystemExit(f"error: cannot resume from {path}: made with another {k} "
+                         f"({setup.get(k)!r}, now {meta['setup'][k]!r}); use another --out")
+    meta["commands"] = [*before.get("commands", []), *meta["commands"]]
+    return rows, reports
 
 
 def _write(out: Path, meta: dict, rows: list[dict], reports: dict) -> None:
@@ -170,6 +196,13 @@ def _write(out: Path, meta: dict, rows: list[dict], reports: dict) -> None:
     out.with_suffix(".json").write_text(
         json.dumps({"meta": meta, "rows": rows, "reports": reports}, indent=2) + "\n")
     out.with_suffix(".md").write_text(_markdown(rows, meta))
+
+
+def _ordered(rows: list[dict], names: list[str]) -> list[dict]:
+    """The unpruned row first, then ``names``' rows in that order, then any others."""
+    rank = {n: i for i, n in enumerate(names)}
+    return sorted(rows, key=lambda r: (0 if "method" not in r else 1,
+                                       rank.get(r["model"], len(rank))))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -183,28 +216,28 @@ def main(argv: list[str] | None = None) -> int:
     if args.name not in done:
         rows.insert(0, measure(args.name, model, args))
         _write(out, meta, rows, reports)
-    for ratio in (float(r) for r in _split(args.ratios)):
-        for method in _split(args.methods):
-            name = f"{args.name}{round(100 * ratio)}-{method}"
-            if name in done:
-                print(f"== {name}: kept from {out.with_suffix('.json')}", file=sys.stderr)
-                continue
-            print(f"== {name}", file=sys.stderr, flush=True)
-            start = time.perf_counter()
-            result = compress(model, _split(args.data), _settings(args, ratio, method),
-                              duals=duals, log=lambda line: print(line, file=sys.stderr))
-            seconds = time.perf_counter() - start
-            r = result.report
-            reports[name] = r
-            if args.save_models:
-                save_model(result.model.cpu(), Path(args.save_models) / f"{name}.safetensors",
-                           {"compress": {k: r[k] for k in ("method", "ratio", "block_widths",
-                                                             "up_widths")}})
-            row = measure(name, result.model, args)
-            row.update(method=method, ratio=ratio, channels_removed=r["channels_removed"],
-                       params_removed=r["params_removed"], time_s=seconds)
-            rows.append(row)
-            _write(out, meta, rows, reports)
+    plan = [(float(r), m) for r in _split(args.ratios) for m in _split(args.methods)]
+    names = [f"{args.name}{round(100 * ratio)}-{method}" for ratio, method in plan]
+    for (ratio, method), name in zip(plan, names, strict=True):
+        if name in done:
+            print(f"== {name}: kept from {out.with_suffix('.json')}", file=sys.stderr)
+            continue
+        print(f"== {name}", file=sys.stderr, flush=True)
+        start = time.perf_counter()
+        result = compress(model, _split(args.data), _settings(args, ratio, method),
+                          duals=duals, log=lambda line: print(line, file=sys.stderr))
+        seconds = time.perf_counter() - start
+        r = result.report
+        reports[name] = r
+        if args.save_models:
+            save_model(result.model.cpu(), Path(args.save_models) / f"{name}.safetensors",
+                       {"compress": {k: r[k] for k in ("method", "ratio", "block_widths",
+                                                         "up_widths")}})
+        row = measure(name, result.model, args)
+        row.update(method=method, ratio=ratio, channels_removed=r["channels_removed"],
+                   params_removed=r["params_removed"], time_s=seconds)
+        rows = _ordered([*rows, row], names)
+        _write(out, meta, rows, reports)
     print(out.with_suffix(".md").read_text())
     return 0
 

@@ -139,8 +139,35 @@ def test_the_benchmark_script_resumes_after_the_models_it_has(setup, monkeypatch
     assert calls == ["dr"]  # the l1 model was kept, not compressed again
     assert [r["model"] for r in rows] == ["DRN-S", "DRN-S50-l1", "DRN-S50-dr"]
     assert rows[:2] == first
-    with pytest.raises(SystemExit, match="another model, budget"):  # the last value counts
+    with pytest.raises(SystemExit, match="made with another finetune_steps"):  # last one counts
         script.main([*common, "--finetune-steps", "2", "--methods", "l1", "--resume"])
+    with pytest.raises(SystemExit, match="made with another sets"):
+        script.main([*common, "--sets", f"{data},{data}", "--methods", "l1", "--resume"])
+    table = out.with_suffix(".md").read_text()
+    assert table.count("Command: `") == 1 and table.count("Resumed with: `") == 1
+
+
+def test_the_benchmark_script_keeps_each_finished_model_when_a_later_one_fails(setup,
+                                                                               monkeypatch):
+    path, data, tmp = setup
+    script = load_benchmark("drn_compress")
+    out = tmp / "results" / "cut"
+    real = script.compress
+
+    def fail_on_dr(model, sources, settings, **kw):
+        if settings.method == "dr":
+            raise KeyboardInterrupt  # the session ends mid-run
+        return real(model, sources, settings, **kw)
+
+    monkeypatch.setattr(script, "compress", fail_on_dr)
+    with pytest.raises(KeyboardInterrupt):
+        script.main(["--model", str(path), "--data", str(data), "--sets", str(data),
+                     "--ratios", "0.3,0.5", "--methods", "l1,dr", "--search-steps", "0",
+                     "--finetune-steps", "1", "--dual-steps", "1", "--multiple", "1",
+                     "--batch", "2", "--patch", "16", "--device", "cpu", "--macs-size", "8",
+                     "--latency-repeats", "1", "--out", str(out)])
+    rows = json.loads(out.with_suffix(".json").read_text())["rows"]
+    assert [r["model"] for r in rows] == ["DRN-S", "DRN-S30-l1"]
 
 
 def test_compress_leaves_the_model_and_dual_models_untouched(setup):
