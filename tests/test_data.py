@@ -93,7 +93,8 @@ def test_a_slice_after_the_name_keeps_part_of_the_sorted_images(tmp_path):
     with pytest.raises(BlindSRError, match=r"five\[9:\] selects none of its 5 images"):
         list_pairs(resolve_dataset(f"{folder}[9:]", 4))
     for bad, message in [("[::0]", "step cannot be 0"), ("[1:2:3:4]", "more than 3 parts"),
-                         ("[-:]", "slice of integers")]:
+                         ("[-:]", "slice of integers"), ("[:4][1:]", "one slice per name"),
+                         ("[3]", "write a slice, e.g. [3:4]")]:
         with pytest.raises(BlindSRError, match=re.escape(message)):
             resolve_dataset(f"{folder}{bad}", 4)
     odd_name = _folder(tmp_path, "shots[0:1]", {"a": _noise(8, 8, 0), "b": _noise(8, 8, 1)})

@@ -54,6 +54,7 @@ SHARED_NAMES: dict[str, tuple[str, Kind]] = {
     "RealSRSet": ("real/RealSRSet", "lr"),
 }
 _MAX_LISTED = 5
+_INDEX = re.compile(r".*\S\s*\[\s*-?\d+\s*\]")  # "name[3]": not a slice
 _SUBSET = re.compile(r"(.*\S)\s*\[([-\d\s]*:[-\d\s:]*)\]")  # "name[a:b:c]"
 
 
@@ -181,11 +182,16 @@ def resolve_dataset(name_or_path: str, scale: int) -> DatasetSpec:
         inner = resolve_dataset(text[3:], scale)
         folder = inner.lr_dir if inner.lr_dir is not None else inner.hr_dir
         return DatasetSpec(inner.name, "lr", None, folder, inner.subset)
-    subset = _parse_subset(text)
-    if subset is not None and not Path(text).expanduser().exists():
+    exists = Path(text).expanduser().exists()
+    subset = None if exists else _parse_subset(text)
+    if subset is not None:
         base, written, bounds = subset
         inner = resolve_dataset(base, scale)
+        if inner.subset is not None:
+            raise BlindSRError(f"dataset {text!r}: one slice per name, e.g. [1:3]")
         return replace(inner, name=f"{inner.name}[{written}]", subset=bounds)
+    if not exists and _INDEX.fullmatch(text):
+        raise BlindSRError(f"dataset {text!r}: write a slice, e.g. [3:4] for one image")
     canonical = {k.lower(): k for k in SHARED_NAMES}.get(text.lower())
     if canonical is not None:
         return _shared(canonical, scale)
