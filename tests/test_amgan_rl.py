@@ -593,7 +593,7 @@ def test_the_crop_protocol_scores_uniform_sigmas_on_held_out_crops(tmp_path, mon
 @pytest.mark.parametrize(("config", "reward", "start"), [
     ("amnet_rl_psnr", "psnr", "amnet_cpu"), ("amnet_rl_psnr_p256", "psnr", "amnet_cpu"),
     ("amgan_rl_niqe", "neg_niqe", "amgan_cpu"), ("amgan_rl_niqe_real", "neg_niqe", "amgan_cpu")])
-def test_shipped_configs_load_and_run_an_iteration(tmp_path, config, reward, start):
+def test_shipped_configs_load_and_run_an_iteration(tmp_path, monkeypatch, config, reward, start):
     path = ROOT / "configs" / "amgan" / f"{config}.yaml"
     import yaml
 
@@ -613,8 +613,29 @@ def test_shipped_configs_load_and_run_an_iteration(tmp_path, config, reward, sta
         "val.every=0", "logging.tensorboard=false", "train.device=cpu"])
     assert cfg.strategy.name == "amrl" and cfg.strategy.params["reward"] == reward
     assert cfg.train.patch >= 96  # NIQE's minimum SR size
+    seen = []
+    collect = AMRL.collect
+    monkeypatch.setattr(AMRL, "collect",
+                        lambda self, hr, real, step: seen.append(real is not None)
+                        or collect(self, hr, real, step))
     result = train(cfg, progress=False)
     assert len(result.strategy.buffer) == 2
+    assert seen == [len(sources) > 1]  # LR-only states were used when the config has them
+
+
+def test_an_hr_reward_with_lr_only_data_is_refused_before_training(tmp_path):
+    model = archs.build("amnet", scale=4, code_dim=1, **TINY)
+    model.record_code_units(coder_for(1, (0.2, 4.0)))
+    init = save_model(model, tmp_path / "init.safetensors")
+    data = json.dumps(str(smooth_images(tmp_path / "data", n=1, size=96)))
+    cfg = load_config(ROOT / "configs" / "amgan" / "amnet_rl_psnr.yaml", [
+        f"output_dir={json.dumps(str(tmp_path / 'runs'))}", f"model.init={json.dumps(str(init))}",
+        f"model.kwargs={json.dumps(TINY | {'code_dim': 1})}",
+        f"data.train=[{{path: {data}}}, {{path: {json.dumps('lr:' + json.loads(data))}}}]",
+        "train.iterations=1", "val.every=0", "logging.tensorboard=false", "train.device=cpu"])
+    with pytest.raises(BlindSRError, match=r"strategy.params.reward.*psnr needs HR.*LR-only"):
+        train(cfg, progress=False)
+    assert not list((tmp_path / "runs").glob("*/checkpoints/*"))
 
 
 def test_the_step_keeps_the_lr_it_acted_on_for_image_samples():

@@ -687,6 +687,7 @@ def _loader(run: _Run) -> Iterator[dict[str, Tensor]]:
     if hr_only and cfg.degradation.kind == "none" and not run.strategy.degrades_itself():
         raise fail("degradation.kind", f"is none, but {hr_only[0]} has HR images only: use "
                                        "paired/LR data or choose random or preset")
+    run.strategy.check_data({spec.kind for spec, _ in sources})
     dataset = TrainSet(sources, cfg.train.patch, cfg.model.scale, seed=cfg.train.seed)
     return make_loader(dataset, cfg.train.batch, cfg.data.workers, start_step=run.step,
                        rank=run.info.rank, world=run.info.world,

@@ -434,6 +434,12 @@ class AMRL(Strategy):
                 if self.target_actor is not None and update_applied(update.loss, self.device):
                     soft_update(self.target_actor, self.actor, p.tau)
 
+    def check_data(self, kinds: set[str]) -> None:
+        if "lr" in kinds and self.reward.needs_hr:
+            raise fail("strategy.params.reward", f"{self.reward.name} needs HR, but data.train has "
+                       "LR-only images: use a no-reference reward (neg_niqe or a callable) or "
+                       "HR / paired data only")
+
     def split_batch(self, batch: dict[str, Tensor]) -> tuple[Tensor | None, Tensor | None]:
         """(HR images to degrade, LR-only images used as states as they are); None for an empty
         part. LR-only samples need a no-reference reward (a one-line error otherwise)."""

@@ -86,6 +86,10 @@ class Strategy:
         """True when the strategy makes LR from HR itself (the loop leaves ``lr`` alone)."""
         return False
 
+    def check_data(self, kinds: set[str]) -> None:
+        """A one-line config error when the strategy cannot use data of these kinds ("hr",
+        "paired", "lr"); called once before training starts."""
+
     def training_step(self, batch: dict[str, Tensor], step: int) -> Iterator[Update]:
         """Yield the updates of training iteration ``step`` (0-based) on ``batch``."""
         raise NotImplementedError
