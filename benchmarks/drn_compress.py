@@ -1,6 +1,8 @@
 """DRN compression table (the layout of DRC's Tables 1 and 3): a trained DRN and its prunings at
 30 / 50 / 70% by dual regression (channel search + DR channel selection + fine-tuning) and by
-the uniform L1-norm filter baseline (same ratio, same fine-tuning budget).
+the uniform L1-norm filter baseline (same fine-tuning budget; by default pruned to the channel
+fraction that the dr model of the same ratio removed, since the search may keep fewer than
+``c (1 - r)`` channels in a layer: the two are compared at the same size).
 
 Columns: prunable channels removed, #params (and the reduction), #MACs of one forward pass of a
 96x96 LR input (forward-hook counter, :func:`blindsr.compress.measure.count_macs`), CPU latency
@@ -126,6 +128,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-images", type=int, default=None)
     p.add_argument("--save-models", default=None, help="folder for the pruned models")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="output stem (.json and .md)")
+    p.add_argument("--l1-match", choices=["dr", "ratio"], default="dr",
+                   help="the l1 baseline removes the channel fraction that the dr model of the "
+                        "same ratio removed (dr: equal size; needs dr first in --methods) or the "
+                        "nominal ratio (ratio)")
     p.add_argument("--resume", action="store_true",
                    help="keep the rows already in the output JSON and compress only the rest")
     p.add_argument("--quick", action="store_true",
@@ -149,7 +155,7 @@ def _file_id(path: str | None) -> dict | None:
 
 SETUP_KEYS = ("name", "data", "sets", "search_steps", "alpha_lr", "finetune_steps", "dual_steps",
               "select_batches", "tune_steps", "per_round", "multiple", "batch", "patch", "seed",
-              "device", "macs_size", "latency_repeats", "threads", "max_images")
+              "device", "macs_size", "latency_repeats", "threads", "max_images", "l1_match")
 
 
 def _meta(args: argparse.Namespace, argv: list[str] | None, scale: int) -> dict:
@@ -198,6 +204,16 @@ def _write(out: Path, meta: dict, rows: list[dict], reports: dict) -> None:
     out.with_suffix(".md").write_text(_markdown(rows, meta))
 
 
+def _dr_removed(rows: list[dict], name: str, ratio: float) -> float:
+    """The channel fraction the dr model of ``ratio`` removed (its search may keep fewer than
+    ``c (1 - r)`` channels in a layer), so that the l1 baseline is compared at the same size."""
+    for r in rows:
+        if r["model"] == f"{name}{round(100 * ratio)}-dr":
+            return float(r["channels_removed"])
+    raise SystemExit(f"error: --l1-match dr needs the dr model of ratio {ratio} first (put dr "
+                     "before l1 in --methods) or use --l1-match ratio")
+
+
 def _ordered(rows: list[dict], names: list[str]) -> list[dict]:
     """The unpruned row first, then ``names``' rows in that order, then any others."""
     rank = {n: i for i, n in enumerate(names)}
@@ -222,9 +238,13 @@ def main(argv: list[str] | None = None) -> int:
         if name in done:
             print(f"== {name}: kept from {out.with_suffix('.json')}", file=sys.stderr)
             continue
-        print(f"== {name}", file=sys.stderr, flush=True)
+        target = ratio
+        if method == "l1" and args.l1_match == "dr":
+            target = _dr_removed(rows, args.name, ratio)
+        print(f"== {name}" + (f" (removing {target:.4f}, as the dr model)" if target != ratio
+                              else ""), file=sys.stderr, flush=True)
         start = time.perf_counter()
-        result = compress(model, _split(args.data), _settings(args, ratio, method),
+        result = compress(model, _split(args.data), _settings(args, target, method),
                           duals=duals, log=lambda line: print(line, file=sys.stderr))
         seconds = time.perf_counter() - start
         r = result.report

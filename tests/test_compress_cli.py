@@ -115,6 +115,9 @@ def test_the_benchmark_script_runs_on_a_tiny_model(setup):
     for r in rows:
         assert {"params", "macs_g", "latency_ms", "hr/psnr", "hr/ssim"} <= set(r)
     assert rows[1]["params"] < rows[0]["params"] and rows[2]["macs_g"] < rows[0]["macs_g"]
+    # the baseline removes what the dr model removed (within a channel per layer), not 50 %
+    assert abs(rows[2]["channels_removed"] - rows[1]["channels_removed"]) < 0.1
+    assert result["reports"]["DRN-S50-l1"]["ratio"] == rows[1]["channels_removed"]
     table = out.with_suffix(".md").read_text()
     assert "| DRN-S50-l1 | l1 |" in table and "hr PSNR / SSIM" in table
     assert blindsr.load_model(tmp / "models" / "DRN-S50-dr.safetensors").up_widths
@@ -127,7 +130,8 @@ def test_the_benchmark_script_resumes_after_the_models_it_has(setup, monkeypatch
     common = ["--model", str(path), "--data", str(data), "--sets", str(data), "--ratios", "0.5",
               "--search-steps", "0", "--finetune-steps", "1", "--dual-steps", "1",
               "--multiple", "1", "--per-round", "16", "--batch", "2", "--patch", "16",
-              "--device", "cpu", "--macs-size", "8", "--latency-repeats", "1", "--out", str(out)]
+              "--device", "cpu", "--macs-size", "8", "--latency-repeats", "1", "--out", str(out),
+              "--l1-match", "ratio"]
     assert script.main([*common, "--methods", "l1"]) == 0
     first = json.loads(out.with_suffix(".json").read_text())["rows"]
     calls = []
@@ -165,9 +169,12 @@ def test_the_benchmark_script_keeps_each_finished_model_when_a_later_one_fails(s
                      "--ratios", "0.3,0.5", "--methods", "l1,dr", "--search-steps", "0",
                      "--finetune-steps", "1", "--dual-steps", "1", "--multiple", "1",
                      "--batch", "2", "--patch", "16", "--device", "cpu", "--macs-size", "8",
-                     "--latency-repeats", "1", "--out", str(out)])
+                     "--latency-repeats", "1", "--out", str(out), "--l1-match", "ratio"])
     rows = json.loads(out.with_suffix(".json").read_text())["rows"]
     assert [r["model"] for r in rows] == ["DRN-S", "DRN-S30-l1"]
+    with pytest.raises(SystemExit, match="needs the dr model of ratio 0.3 first"):
+        script.main(["--model", str(path), "--data", str(data), "--methods", "l1",
+                     "--ratios", "0.3", "--out", str(tmp / "other")])
 
 
 def test_compress_leaves_the_model_and_dual_models_untouched(setup):
