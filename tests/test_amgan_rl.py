@@ -168,7 +168,7 @@ def test_lr_only_samples_are_states_as_given_with_a_no_reference_reward():
     only_real = {**b, "has_hr": torch.zeros(4, dtype=torch.bool),
                  "has_lr": torch.ones(4, dtype=torch.bool)}
     list(s.training_step(only_real, 1))
-    assert len(s.buffer) == 8
+    assert len(s.buffer) == 8 and s.sample_pair is None  # no stale synthetic pair to show
     with pytest.raises(BlindSRError, match="reward 'psnr' needs HR, but the data has LR-only"):
         list(make().training_step(b, 0))
 

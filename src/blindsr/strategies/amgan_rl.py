@@ -546,6 +546,7 @@ class AMRL(Strategy):
         transitions; returns scalars to log."""
         p = self.params
         states, sigma = [], None
+        self.sample_pair = None  # an all-LR-only batch: the loop shows the loader's batch
         if hr is not None:
             lr, sigma = self.degrade(hr)
             self.sample_pair = (lr.detach(), hr.detach())
