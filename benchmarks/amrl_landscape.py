@@ -27,6 +27,7 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -69,21 +70,34 @@ def predicted_sigmas(model: torch.nn.Module, crops: Tensor, images: list[Tensor]
     return {"crops": float(on_crops), "whole": float(torch.stack(whole).mean())}
 
 
+def shift_scorer(renderer: torch.nn.Module, predictor: torch.nn.Module, shifts: list[float],
+                 reward: str) -> Callable[[Tensor, Tensor, Tensor | None], list[Tensor]]:
+    """``(lr, code, hr) ->`` per shift, the rewards of the batch ``lr`` when the predictor's
+    ``code`` of each sample, decoded to sigma, is moved by the shift (clamped to the range) and
+    rendered (the coders and the reward are built once)."""
+    coder, guesses = coder_of_model(renderer), coder_of_model(predictor)
+    lo, hi = coder.sigma_range
+    score = get_reward(reward)
+
+    def rewards(lr: Tensor, code: Tensor, hr: Tensor | None) -> list[Tensor]:
+        mu = guesses.decode(code).float().reshape(-1)
+        return [score(renderer.render(lr, coder.encode((mu + d).clamp(lo, hi))
+                                      .reshape(len(lr), -1)).clamp(0, 1), hr, lr) for d in shifts]
+
+    return rewards
+
+
 def shifted(renderer: torch.nn.Module, predictor: torch.nn.Module, hr: list[Tensor],
             sigma: float, shifts: list[float], reward: str, whole: bool) -> dict[float, float]:
     """Mean reward over ``hr`` (a batch of crops, or whole images one by one with ``whole``)
     when the predictor's decoded sigma of each is moved by each shift (clamped to the range)."""
-    coder, guesses = coder_of_model(renderer), coder_of_model(predictor)
-    lo, hi = coder.sigma_range
-    score = get_reward(reward)
+    rewards = shift_scorer(renderer, predictor, shifts, reward)
     sums = dict.fromkeys(shifts, 0.0)
     for x in hr:
         lr = blur_downsample(x, torch.full((len(x),), sigma), SCALE, quantize=True)
         code = predictor.image_code(lr) if whole else predictor.clamp_code(predictor.predictor(lr))
-        mu = guesses.decode(code).float().reshape(-1)
-        for d in shifts:
-            c = coder.encode((mu + d).clamp(lo, hi)).reshape(len(x), -1)
-            sums[d] += float(score(renderer.render(lr, c).clamp(0, 1), x, lr).sum())
+        for d, r in zip(shifts, rewards(lr, code, x), strict=True):
+            sums[d] += float(r.sum())
     count = sum(len(x) for x in hr)
     return {d: v / count for d, v in sums.items()}
 
@@ -93,14 +107,8 @@ def shifted_real(renderer: torch.nn.Module, predictor: torch.nn.Module, lrs: lis
     """Mean no-reference reward over whole LR-only images when the predictor's decoded sigma of
     each is moved by each shift (clamped to the range); over the images whose reward is finite
     at every shift, so that the means compare (their count is reported)."""
-    coder, guesses = coder_of_model(renderer), coder_of_model(predictor)
-    lo, hi = coder.sigma_range
-    score = get_reward(reward)
-    table = []  # one row of rewards per image, one column per shift
-    for lr in lrs:
-        mu = guesses.decode(predictor.image_code(lr)).float().reshape(-1)
-        table.append([float(score(renderer.render(lr, coder.encode(
-            (mu + d).clamp(lo, hi)).reshape(1, -1)).clamp(0, 1), None, lr)[0]) for d in shifts])
+    rewards = shift_scorer(renderer, predictor, shifts, reward)
+    table = [[float(r[0]) for r in rewards(lr, predictor.image_code(lr), None)] for lr in lrs]
     kept = [row for row in table if all(math.isfinite(x) for x in row)]
     return {d: {"mean": sum(row[i] for row in kept) / len(kept) if kept else math.nan,
                 "images": len(kept)} for i, d in enumerate(shifts)}
