@@ -70,6 +70,7 @@ def measure(name: str, model: nn.Module, args: argparse.Namespace) -> dict:
 def _settings(args: argparse.Namespace, ratio: float, method: str) -> CompressSettings:
     return CompressSettings(
         ratio=ratio, method=method, search_steps=args.search_steps, alpha_lr=args.alpha_lr,
+        decode=args.decode,
         finetune_steps=args.finetune_steps, batch=args.batch, patch=args.patch, seed=args.seed,
         multiple=args.multiple, dual_steps=args.dual_steps, select_batches=args.select_batches,
         tune_steps=args.tune_steps, per_round=args.per_round, device=args.device)
@@ -112,6 +113,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sets", default="Set5,Set14")
     p.add_argument("--search-steps", type=int, default=200)
     p.add_argument("--alpha-lr", type=float, default=3e-4)
+    p.add_argument("--decode", choices=["budget", "argmax"], default="budget",
+                   help="searched widths: meet the ratio (budget) or the paper's argmax")
     p.add_argument("--finetune-steps", type=int, default=1000)
     p.add_argument("--dual-steps", type=int, default=200)
     p.add_argument("--select-batches", type=int, default=1)
@@ -153,7 +156,8 @@ def _file_id(path: str | None) -> dict | None:
     return {"path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-SETUP_KEYS = ("name", "data", "sets", "search_steps", "alpha_lr", "finetune_steps", "dual_steps",
+SETUP_KEYS = ("name", "data", "sets", "search_steps", "alpha_lr", "decode", "finetune_steps",
+              "dual_steps",
               "select_batches", "tune_steps", "per_round", "multiple", "batch", "patch", "seed",
               "device", "macs_size", "latency_repeats", "threads", "max_images", "l1_match")
 
@@ -173,6 +177,7 @@ def _meta(args: argparse.Namespace, argv: list[str] | None, scale: int) -> dict:
                        f"{args.dual_steps} steps; batch {args.batch}, patch {args.patch}; "
                        f"selection {args.select_batches} batch(es) + {args.tune_steps} tuning "
                        f"step(s) per {args.per_round} channel(s); alpha lr {args.alpha_lr}, "
+                       f"{args.decode} decoding, "
                        f"widths x{args.multiple}, seed {args.seed}"}
 
 
@@ -204,14 +209,14 @@ def _write(out: Path, meta: dict, rows: list[dict], reports: dict) -> None:
     out.with_suffix(".md").write_text(_markdown(rows, meta))
 
 
-def _dr_removed(rows: list[dict], name: str, ratio: float) -> float:
-    """The channel fraction the dr model of ``ratio`` removed (its search may keep fewer than
-    ``c (1 - r)`` channels in a layer), so that the l1 baseline is compared at the same size."""
-    for r in rows:
-        if r["model"] == f"{name}{round(100 * ratio)}-dr":
-            return float(r["channels_removed"])
-    raise SystemExit(f"error: --l1-match dr needs the dr model of ratio {ratio} first (put dr "
-                     "before l1 in --methods) or use --l1-match ratio")
+def _dr_removed(reports: dict, name: str, ratio: float) -> float:
+    """The channel fraction the dr model of ``ratio`` removed (exact, from its report), so that
+    the l1 baseline is compared at the same size."""
+    r = reports.get(f"{name}{round(100 * ratio)}-dr")
+    if r is None:
+        raise SystemExit(f"error: --l1-match dr needs the dr model of ratio {ratio} first (put dr "
+                         "before l1 in --methods) or use --l1-match ratio")
+    return 1 - r["channels_after"] / r["channels_before"]
 
 
 def _ordered(rows: list[dict], names: list[str]) -> list[dict]:
@@ -240,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         target = ratio
         if method == "l1" and args.l1_match == "dr":
-            target = _dr_removed(rows, args.name, ratio)
+            target = _dr_removed(reports, args.name, ratio)
         print(f"== {name}" + (f" (removing {target:.4f}, as the dr model)" if target != ratio
                               else ""), file=sys.stderr, flush=True)
         start = time.perf_counter()

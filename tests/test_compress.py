@@ -26,8 +26,10 @@ from blindsr.compress.prune import (
 )
 from blindsr.compress.search import (
     V,
+    allocate,
     candidate_widths,
     channel_weights,
+    decode_widths,
     round_width,
     search_widths,
     uniform_widths,
@@ -148,11 +150,11 @@ def test_channel_weights_mix_the_top_channels_by_norm():
     assert uniform[layers[0].name][-4] == pytest.approx(4 / 6)  # in the 4 largest only
 
 
-def test_search_returns_allowed_widths_meeting_the_ratio():
+def test_search_argmax_returns_candidates_removing_at_least_the_ratio():
     model = tiny()
     ratio = 0.4
     result = search_widths(model, ratio, batches(seed=0), batches(seed=1), l1_objective(),
-                           steps=3, multiple=1)
+                           steps=3, multiple=1, decode="argmax")
     full = layer_widths(model)
     assert set(result.widths) == set(full)
     for name, width in result.widths.items():
@@ -162,6 +164,48 @@ def test_search_returns_allowed_widths_meeting_the_ratio():
     assert len(result.losses["alpha"]) == 3
     assert any(max(p) > 1 / 6 + 1e-4 for p in result.probs.values())  # alpha moved
     assert layer_widths(model) == full  # the search worked on a copy
+
+
+def test_search_budget_decoding_removes_exactly_the_ratio():
+    model = tiny()
+    full = layer_widths(model)
+    for ratio in (0.3, 0.5, 0.7):
+        result = search_widths(model, ratio, batches(seed=0), batches(seed=1), l1_objective(),
+                               steps=2, multiple=1)
+        assert sum(result.widths.values()) == int((1 - ratio) * sum(full.values()) + 1e-6)
+        assert all(1 <= result.widths[n] <= full[n] for n in full)
+    with pytest.raises(BlindSRError, match="decoding must be budget or argmax"):
+        search_widths(model, 0.5, batches(), batches(), l1_objective(), steps=1, decode="max")
+
+
+def test_allocate_follows_the_preference_and_meets_the_budget():
+    full = {"a": 16, "b": 16, "c": 16, "d": 16}
+    even = allocate({n: 1.0 for n in full}, full, 0.5, multiple=1)
+    assert even == {n: 8 for n in full}
+    skewed = allocate({"a": 3.0, "b": 1.0, "c": 1.0, "d": 1.0}, full, 0.5, multiple=1)
+    assert skewed["a"] > skewed["b"] and sum(skewed.values()) == 32
+    # a layer that would exceed its width is capped and the rest share what is left
+    capped = allocate({"a": 100.0, "b": 1.0, "c": 1.0, "d": 1.0}, full, 0.25, multiple=1)
+    assert capped["a"] == 16 and sum(capped.values()) == 48
+    assert sorted(capped[n] for n in "bcd") == [10, 11, 11]  # 32 / 3 rounded to the total
+    # multiples: rounded down, then the shortfall handed out one multiple at a time
+    fours = allocate({n: 1.0 for n in full}, full, 0.3, multiple=4)
+    assert sorted(fours.values()) == [8, 12, 12, 12] and sum(fours.values()) == 44
+    with pytest.raises(BlindSRError, match="positive preference"):
+        allocate({"a": 1.0}, full, 0.5)
+
+
+def test_decode_widths_argmax_and_budget():
+    full = {"a": 10, "b": 10}
+    cands = torch.tensor([[2, 4, 6], [2, 4, 6]])
+    probs = torch.tensor([[0.1, 0.1, 0.8], [0.8, 0.1, 0.1]])
+    assert decode_widths(probs, cands, full, 0.4, 1, "argmax") == {"a": 6, "b": 2}
+    budget = decode_widths(probs, cands, full, 0.4, 1, "budget")
+    assert sum(budget.values()) == 12 and budget["a"] > budget["b"]  # same preference, ratio met
+    flat = decode_widths(torch.full((2, 3), 1 / 3), cands, full, 0.4, 1, "budget")
+    assert flat == {"a": 6, "b": 6}  # a search that learnt nothing gives uniform widths
+    with pytest.raises(BlindSRError, match="budget or argmax"):
+        decode_widths(probs, cands, full, 0.4, 1, "mode")
 
 
 def test_search_alpha_lr_sets_how_far_the_architecture_weights_move():
@@ -189,6 +233,8 @@ def test_search_leaves_the_dual_models_alone_and_needs_steps():
 def test_uniform_widths():
     widths = uniform_widths(tiny(num_block=1), 0.5, multiple=4)
     assert widths == {"up.0.blocks.0": 8, "up.0": 8, "up.1.blocks.0": 8, "up.1": 8}
+    widths = uniform_widths(tiny(num_block=1), 0.3, multiple=4)  # 11.2 each: 44 of 64 kept
+    assert sum(widths.values()) == 44 and set(widths.values()) == {8, 12}
 
 
 # ---------------------------------------------------------------------------- DR channel pruning

@@ -43,30 +43,35 @@ def setup(tmp_path):
     return path, images(tmp_path / "hr"), tmp_path
 
 
-@pytest.mark.parametrize("method", ["dr", "l1"])
-def test_compress_end_to_end(setup, method, capsys):
+@pytest.mark.parametrize("method, decode", [("dr", "budget"), ("dr", "argmax"),
+                                            ("l1", "budget")])
+def test_compress_end_to_end(setup, method, decode, capsys):
     path, data, tmp = setup
     out = tmp / f"pruned_{method}.safetensors"
-    rc = cli.main(["compress", "--model", str(path), "--data", str(data), "--ratio", "0.5",
-                   "--method", method, *FAST, "-o", str(out)])
+    rc = cli.main(["compress", "--model", str(path), "--data", str(data), "--ratio", "0.3",
+                   "--method", method, "--decode", decode, *FAST, "-o", str(out)])
     assert rc == 0
     assert "params" in capsys.readouterr().err
     report = json.loads(out.with_suffix(".json").read_text())
     model = blindsr.load_model(out)
     assert model.arch_name == "drn"
     assert model.block_widths == report["block_widths"] and model.up_widths == report["up_widths"]
-    assert report["channels_removed"] >= 0.5 and report["params_after"] < report["params_before"]
+    assert report["params_after"] < report["params_before"]
     assert (report["search"] is not None) == (method == "dr")
+    assert report["settings"]["decode"] == decode
+    if decode == "budget":  # 64 channels, 0.3 removed: floor(44.8) = 44 kept
+        assert report["channels_after"] == 44
     if method == "l1":
-        assert report["widths"] == {"up.0.blocks.0": 8, "up.0": 8, "up.1.blocks.0": 8,
-                                    "up.1": 8}
-    else:  # the pruned model has exactly the searched widths, each one of its candidates
+        assert sorted(report["widths"].values()) == [11, 11, 11, 11]  # +0 left: 44 = 4 x 11
+    else:  # the pruned model has exactly the searched widths
         searched = report["search"]["widths"]
         assert layer_widths(model) == report["widths"] == searched
+    if decode == "argmax":  # each one of its candidates: at least the ratio removed
         assert all(w in report["search"]["candidates"][k] for k, w in searched.items())
+        assert report["channels_removed"] >= 0.3
     _, meta = read_checkpoint(out)
     summary = json.loads(meta["summary"])["compress"]
-    assert summary["ratio"] == 0.5 and summary["params_after"] == report["params_after"]
+    assert summary["ratio"] == 0.3 and summary["params_after"] == report["params_after"]
     # the pruned file works like any model: upscale and eval
     image = (np.random.default_rng(1).random((10, 12, 3)) * 255).astype(np.uint8)
     assert blindsr.upscale(image, model=str(out), device="cpu").shape == (40, 48, 3)
@@ -115,9 +120,9 @@ def test_the_benchmark_script_runs_on_a_tiny_model(setup):
     for r in rows:
         assert {"params", "macs_g", "latency_ms", "hr/psnr", "hr/ssim"} <= set(r)
     assert rows[1]["params"] < rows[0]["params"] and rows[2]["macs_g"] < rows[0]["macs_g"]
-    # the baseline removes what the dr model removed (within a channel per layer), not 50 %
-    assert abs(rows[2]["channels_removed"] - rows[1]["channels_removed"]) < 0.1
-    assert result["reports"]["DRN-S50-l1"]["ratio"] == rows[1]["channels_removed"]
+    # the baseline keeps as many channels as the dr model, whatever the search removed
+    reports = result["reports"]
+    assert reports["DRN-S50-l1"]["channels_after"] == reports["DRN-S50-dr"]["channels_after"]
     table = out.with_suffix(".md").read_text()
     assert "| DRN-S50-l1 | l1 |" in table and "hr PSNR / SSIM" in table
     assert blindsr.load_model(tmp / "models" / "DRN-S50-dr.safetensors").up_widths

@@ -29,6 +29,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="channel search steps (0: uniform widths; dr only)")
     p.add_argument("--alpha-lr", type=float, default=3e-4,
                    help="Adam lr of the search's architecture weights (DRC: 3e-4)")
+    p.add_argument("--decode", choices=["budget", "argmax"], default="budget",
+                   help="searched widths: budget = the search's per-layer preferences scaled to "
+                        "remove exactly --ratio; argmax = each layer's most likely candidate "
+                        "(the paper's rule; removes more than --ratio)")
     p.add_argument("--finetune-steps", type=int, default=1000)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--patch", type=int, default=96, help="HR patch size")
@@ -58,8 +62,8 @@ def run(args: argparse.Namespace) -> int:
 
     settings = CompressSettings(
         ratio=args.ratio, method=args.method, search_steps=args.search_steps,
-        alpha_lr=args.alpha_lr, finetune_steps=args.finetune_steps, batch=args.batch,
-        patch=args.patch, seed=args.seed,
+        alpha_lr=args.alpha_lr, decode=args.decode, finetune_steps=args.finetune_steps,
+        batch=args.batch, patch=args.patch, seed=args.seed,
         lam=args.lam, gamma=args.gamma, multiple=args.multiple, dual_steps=args.dual_steps,
         select_batches=args.select_batches, tune_steps=args.tune_steps,
         per_round=args.per_round, finetune_lr=args.finetune_lr, device=args.device)

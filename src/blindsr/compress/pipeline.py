@@ -1,9 +1,10 @@
 """The whole compression run: data, dual models, search, pruning, fine-tuning, files.
 
-``method="dr"`` (DRC): channel number search for the ratio (skipped with ``search_steps=0``:
-every layer then keeps ``c (1 - r)``), dual regression channel selection to those widths, then
-fine-tuning with the dual regression loss. ``method="l1"``: uniform L1-norm filter pruning at the
-same ratio, then the same fine-tuning (same steps, batch, patch, learning rate, data).
+``method="dr"`` (DRC): channel number search for the ratio, its widths decoded by ``decode``
+(skipped with ``search_steps=0``: every layer then keeps about ``c (1 - r)``), dual regression
+channel selection to those widths, then fine-tuning with the dual regression loss.
+``method="l1"``: uniform L1-norm filter pruning at the same ratio, then the same fine-tuning
+(same steps, batch, patch, learning rate, data).
 
 Data and choices where the papers are silent:
 
@@ -46,7 +47,13 @@ from blindsr.compress.objective import (
     warm_up_duals,
 )
 from blindsr.compress.prune import layer_widths, removed_fraction, require_drn, split_widths
-from blindsr.compress.search import SearchResult, check_ratio, search_widths, uniform_widths
+from blindsr.compress.search import (
+    DECODE_RULES,
+    SearchResult,
+    check_ratio,
+    search_widths,
+    uniform_widths,
+)
 from blindsr.errors import BlindSRError
 
 Log = Callable[[str], None]
@@ -60,6 +67,7 @@ class CompressSettings:
     method: Literal["dr", "l1"] = "dr"
     search_steps: int = 200
     alpha_lr: float = 3e-4  # Adam lr of the architecture weights (DRC's)
+    decode: str = "budget"  # searched widths: "budget" (meet the ratio) or "argmax" (DRC's)
     finetune_steps: int = 1000
     batch: int = 16
     patch: int = 96  # HR patch size
@@ -80,6 +88,8 @@ class CompressSettings:
         check_ratio(self.ratio)
         if self.method not in ("dr", "l1"):
             raise BlindSRError(f"method must be dr or l1, got {self.method!r}")
+        if self.decode not in DECODE_RULES:
+            raise BlindSRError(f"decode must be budget or argmax, got {self.decode!r}")
         for name in ("search_steps", "finetune_steps", "dual_steps", "tune_steps", "seed"):
             if getattr(self, name) < 0:
                 raise BlindSRError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -244,7 +254,7 @@ def compress(model: nn.Module, data: Sequence[str], settings: CompressSettings,
             if log:
                 log(f"searching channel numbers for {s.search_steps} steps")
             search = search_widths(model, s.ratio, train, val, objective, s.search_steps,
-                                   s.multiple, alpha_lr=s.alpha_lr,
+                                   s.multiple, alpha_lr=s.alpha_lr, decode=s.decode,
                                    progress=_every(log, "search", s.search_steps))
             widths = search.widths
         times["search_s"] = time.perf_counter() - start

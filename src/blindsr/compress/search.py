@@ -10,8 +10,15 @@ linear in its input, so this equals ``conv(x * m_l)`` with the per-channel weigh
 re-ranked every step, as in the authors' code. Alternating steps: ``alpha`` on a batch of the
 validation split (Adam, lr 3e-4), then the weights (and trainable dual models) on a batch of the
 training split (Adam, lr 1e-4), both on the dual regression loss. The result is, per layer, the
-candidate with the largest ``alpha``. The search runs on a copy: its trained weights are
-discarded (pruning starts again from the given model, as the authors do).
+candidate with the largest ``alpha`` (``decode="argmax"``, the paper's rule), or
+(``decode="budget"``, the default) widths proportional to each layer's expected candidate width
+under ``softmax(alpha)`` that together keep exactly ``1 - r`` of the prunable channels
+(:func:`allocate`). Every candidate is at most ``c_l (1 - r)``, so the argmax removes more than
+``r`` unless every layer picks ``v = 1``; after a short search, whose ``alpha`` barely leaves 0,
+it is noise. The budget rule keeps the search's relative preferences, meets the ratio asked for,
+and falls back to uniform widths when the search has learnt nothing. The search runs on a copy:
+its trained weights are discarded (pruning starts again from the given model, as the authors
+do).
 
 Choices where the paper is silent or that differ from the authors' code:
 
@@ -30,7 +37,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -41,6 +48,7 @@ from blindsr.compress.prune import PrunableLayer, mask_channels, prunable_layers
 from blindsr.errors import BlindSRError
 
 V = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+DECODE_RULES = ("budget", "argmax")
 
 
 def check_ratio(ratio: float) -> float:
@@ -64,12 +72,60 @@ def candidate_widths(full: int, ratio: float, multiple: int = 4) -> list[int]:
     return [round_width(keep * v, full, multiple) for v in V]
 
 
-def uniform_widths(model: nn.Module, ratio: float, multiple: int = 4) -> dict[str, int]:
-    """Every layer at ``c (1 - r)`` channels (rounded as the candidates): the search-free
-    default and the L1 baseline's widths."""
+def allocate(preference: Mapping[str, float], full: Mapping[str, int], ratio: float,
+             multiple: int = 4) -> dict[str, int]:
+    """Widths proportional to ``preference`` (per layer, > 0) that keep ``(1 - r)`` of all
+    ``full`` channels: scaled (no layer above its full width), rounded down to multiples of
+    ``multiple``, then the channels left over go one multiple at a time to the layers that lost
+    most to the rounding (ties: first layer first). The total never exceeds the budget unless
+    the minimum widths ``min(multiple, c)`` alone do."""
     check_ratio(ratio)
-    return {layer.name: round_width(layer.width * (1 - ratio), layer.width, multiple)
-            for layer in prunable_layers(require_drn(model))}
+    names = list(full)
+    if not names or any(preference.get(n, 0) <= 0 for n in names):
+        raise BlindSRError("allocate needs a positive preference for every layer")
+    budget = math.floor((1 - ratio) * sum(full.values()) + 1e-6)
+    capped: set[str] = set()
+    scale = 0.0
+    for _ in range(len(names) + 1):  # water-filling: layers that hit their full width stay there
+        free = [n for n in names if n not in capped]
+        room = budget - sum(full[n] for n in capped)
+        scale = room / sum(preference[n] for n in free) if free else 0.0
+        over = {n for n in free if scale * preference[n] > full[n]}
+        if not over:
+            break
+        capped |= over
+    target = {n: full[n] if n in capped else scale * preference[n] for n in names}
+    widths = {n: round_width(target[n], full[n], multiple) for n in names}
+    left = budget - sum(widths.values())
+    for n in sorted(names, key=lambda n: widths[n] - target[n]):  # largest shortfall first
+        if left < multiple:
+            break
+        if widths[n] + multiple <= full[n]:
+            widths[n] += multiple
+            left -= multiple
+    return widths
+
+
+def uniform_widths(model: nn.Module, ratio: float, multiple: int = 4) -> dict[str, int]:
+    """Every layer at about ``c (1 - r)`` channels, together keeping ``1 - r`` of them
+    (:func:`allocate` with equal preference per channel): the search-free default and the L1
+    baseline's widths."""
+    full = {layer.name: layer.width for layer in prunable_layers(require_drn(model))}
+    return allocate({n: float(c) for n, c in full.items()}, full, ratio, multiple)
+
+
+def decode_widths(probs: Tensor, candidates: Tensor, full: Mapping[str, int], ratio: float,
+                  multiple: int = 4, rule: str = "budget") -> dict[str, int]:
+    """Per-layer widths from the search's ``softmax(alpha)`` (layers x V) and candidate widths
+    (module docstring): ``"argmax"`` (the paper's) or ``"budget"``."""
+    names = list(full)
+    if rule == "argmax":
+        best = probs.argmax(dim=-1).tolist()
+        return {n: int(candidates[i][best[i]]) for i, n in enumerate(names)}
+    if rule == "budget":
+        expected = (probs * candidates.to(probs.dtype)).sum(dim=-1).tolist()
+        return allocate(dict(zip(names, expected, strict=True)), full, ratio, multiple)
+    raise BlindSRError(f"width decoding must be budget or argmax, got {rule!r}")
 
 
 @dataclass
@@ -105,15 +161,18 @@ def channel_weights(net: nn.Module, layers: list[PrunableLayer], alpha: Tensor,
 
 def search_widths(model: nn.Module, ratio: float, train: Batches, val: Batches,
                   objective: DualObjective, steps: int, multiple: int = 4,
-                  weight_lr: float = 1e-4, alpha_lr: float = 3e-4,
+                  weight_lr: float = 1e-4, alpha_lr: float = 3e-4, decode: str = "budget",
                   progress: Callable[[int, float, float], None] | None = None) -> SearchResult:
-    """Search per-layer widths for ``ratio`` in ``steps`` alternating steps (module docstring).
+    """Search per-layer widths for ``ratio`` in ``steps`` alternating steps, decoded by the
+    ``decode`` rule (module docstring).
 
     ``progress(step, alpha_loss, weight_loss)`` is called after every step.
     """
     require_drn(model)
     if steps < 1:
         raise BlindSRError(f"search steps must be >= 1 (0 steps: use uniform_widths), got {steps}")
+    if decode not in DECODE_RULES:
+        raise BlindSRError(f"width decoding must be budget or argmax, got {decode!r}")
     objective = copy.deepcopy(objective)  # the search's dual weights are thrown away too
     net = copy.deepcopy(model).train()
     for p in net.parameters():
@@ -146,14 +205,14 @@ def search_widths(model: nn.Module, ratio: float, train: Batches, val: Batches,
         losses["weights"].append(float(w_loss.detach()))
         if progress is not None:
             progress(step, float(a_loss.detach()), float(w_loss.detach()))
-    best = alpha.detach().argmax(dim=-1).tolist()
-    probs = alpha.detach().softmax(dim=-1).cpu().tolist()
+    probs = alpha.detach().softmax(dim=-1).cpu()
+    full = {layer.name: layer.width for layer in layers}
     return SearchResult(
-        widths={layer.name: cands[i][best[i]] for i, layer in enumerate(layers)},
+        widths=decode_widths(probs, cand_t.cpu(), full, ratio, multiple, decode),
         candidates={layer.name: cands[i] for i, layer in enumerate(layers)},
-        probs={layer.name: probs[i] for i, layer in enumerate(layers)},
+        probs={layer.name: probs[i].tolist() for i, layer in enumerate(layers)},
         losses=losses)
 
 
-__all__ = ["SearchResult", "V", "candidate_widths", "channel_weights", "check_ratio",
-           "round_width", "search_widths", "uniform_widths"]
+__all__ = ["DECODE_RULES", "SearchResult", "V", "allocate", "candidate_widths", "channel_weights",
+           "check_ratio", "decode_widths", "round_width", "search_widths", "uniform_widths"]
