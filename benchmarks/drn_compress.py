@@ -34,7 +34,7 @@ from torch import nn
 from blindsr.checkpoint import load_model, save_model
 from blindsr.compress.measure import count_macs, count_params, latency
 from blindsr.compress.objective import load_duals
-from blindsr.compress.pipeline import CompressSettings, compress
+from blindsr.compress.pipeline import CompressSettings, checkpoint_summary, compress
 from blindsr.compress.prune import require_drn
 from blindsr.evaluate import evaluate
 from blindsr.inference import pick_device
@@ -255,9 +255,9 @@ def main(argv: list[str] | None = None) -> int:
         r = result.report
         reports[name] = r
         if args.save_models:
+            r.update(source=args.model, duals=args.duals or "fresh")
             save_model(result.model.cpu(), Path(args.save_models) / f"{name}.safetensors",
-                       {"compress": {k: r[k] for k in ("method", "ratio", "block_widths",
-                                                         "up_widths")}})
+                       checkpoint_summary(r))
         row = measure(name, result.model, args)
         row.update(method=method, ratio=ratio, channels_removed=r["channels_removed"],
                    params_removed=r["params_removed"], time_s=seconds)

@@ -4,6 +4,10 @@
         --summary "Blind x4 SRResNet for real-world photos (the default)" \
         [--eval benchmarks/results/default_x4_eval.md --eval-command "blindsr eval ..."]
 
+A pruned checkpoint (``blindsr compress`` or ``benchmarks/drn_compress.py --save-models``) ships
+from its file instead of a run folder; its card says how it was compressed, from which model, and
+gives that model's training summary.
+
 The card is built from the checkpoint's own metadata (architecture, arguments, training summary)
 and the run's resolved config, plus an evaluation table written by `blindsr eval --out`. Run it
 once to ship the weights, evaluate the shipped name, then run it again with ``--eval``.
@@ -42,22 +46,10 @@ def config_path(run_name: str | None) -> str:
     return f"configs/{run_name}.yaml"
 
 
-def card(name: str, summary: str, meta: dict, run: Path, eval_md: str | None,
-         eval_command: str | None, path: Path) -> str:
-    """The Markdown model card."""
-    info = json.loads(meta.get("summary", "{}"))
-    stage = init_stage(run)
-    kwargs = json.loads(meta.get("kwargs", "{}"))
-    model = load_model(path)
-    params = sum(p.numel() for p in model.parameters())
-    hours = info.get("wall_time_s", 0) / 3600
-    lines = [
-        f"# {name}", "", summary, "",
-        "| | |", "|---|---|",
-        f"| architecture | `{meta.get('arch')}` {json.dumps(kwargs)} |",
-        f"| scale | x{meta.get('scale')} |",
-        f"| parameters | {params:,} ({path.stat().st_size / 1e6:.1f} MB file) |",
-        f"| training config | `{config_path(info.get('config'))}` (resolved copy below) |",
+def training_rows(info: dict, hours: float) -> list[str]:
+    """Card rows of a checkpoint's training summary."""
+    return [
+        f"| training config | `{config_path(info.get('config'))}` |",
         f"| strategy | `{info.get('strategy')}` |",
         f"| degradation | {info.get('degradation')} |",
         f"| data | {', '.join(info.get('data', []))} |",
@@ -66,6 +58,50 @@ def card(name: str, summary: str, meta: dict, run: Path, eval_md: str | None,
         f"| wall time | {hours:.2f} h on {info.get('device')} ({info.get('machine')}) |",
         f"| software | blindsr {info.get('blindsr')}, torch {info.get('torch')} |",
     ]
+
+
+def compress_rows(info: dict) -> tuple[list[str], dict]:
+    """Card rows of a pruned checkpoint's ``compress`` summary, and the training summary of the
+    model it was pruned from (empty when that file is not there)."""
+    c = info["compress"]
+    how = {"dr": "channel number search + dual regression channel pruning (DRC)",
+           "l1": "uniform L1-norm filter pruning"}.get(c.get("method"), c.get("method"))
+    rows = [f"| compressed by | {how}, then fine-tuned with the dual regression loss |",
+            f"| pruning ratio | {c.get('ratio')} ({100 * c.get('channels_removed', 0):.1f}% of "
+            f"the prunable channels removed) |"]
+    if "params_before" in c:
+        rows.append(f"| parameters before | {c['params_before']:,} "
+                    f"({100 * c.get('params_removed', 0):.1f}% removed) |")
+    rows.append(f"| widths | blocks {c.get('block_widths')}, upsamplers {c.get('up_widths')} |")
+    source = c.get("source")
+    if not source or not Path(source).is_file():
+        return rows, {}
+    rows.append(f"| compressed from | `{source}` (dual models: {c.get('duals', 'fresh')}) |")
+    _, meta = read_checkpoint(source)
+    return rows, json.loads(meta.get("summary", "{}"))
+
+
+def card(name: str, summary: str, meta: dict, run: Path | None, eval_md: str | None,
+         eval_command: str | None, path: Path) -> str:
+    """The Markdown model card (``run``: the run folder; None for a pruned checkpoint)."""
+    info = json.loads(meta.get("summary", "{}"))
+    kwargs = json.loads(meta.get("kwargs", "{}"))
+    model = load_model(path)
+    params = sum(p.numel() for p in model.parameters())
+    lines = [
+        f"# {name}", "", summary, "",
+        "| | |", "|---|---|",
+        f"| architecture | `{meta.get('arch')}` {json.dumps(kwargs)} |",
+        f"| scale | x{meta.get('scale')} |",
+        f"| parameters | {params:,} ({path.stat().st_size / 1e6:.1f} MB file) |",
+    ]
+    if "compress" in info:
+        rows, info = compress_rows(info)
+        lines += rows + (["| **source model** | |"] if info else [])
+    hours = info.get("wall_time_s", 0) / 3600
+    if info:
+        lines += training_rows(info, hours)
+    stage = init_stage(run) if run is not None else None
     if stage:
         total_h = hours + stage.get("wall_time_s", 0) / 3600
         lines += [
@@ -81,8 +117,8 @@ def card(name: str, summary: str, meta: dict, run: Path, eval_md: str | None,
         if eval_command:
             lines += ["Produced by:", "", "```", eval_command, "```", ""]
         lines += [eval_md.strip(), ""]
-    config = run / "config.yaml"
-    if config.is_file():
+    config = run / "config.yaml" if run is not None else None
+    if config is not None and config.is_file():
         lines += ["## Training config (resolved)", "", "```yaml", config.read_text().strip(),
                   "```", ""]
     return "\n".join(lines)
@@ -90,20 +126,24 @@ def card(name: str, summary: str, meta: dict, run: Path, eval_md: str | None,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run", type=Path, help="run folder with model.safetensors")
+    parser.add_argument("run", type=Path,
+                        help="run folder with model.safetensors, or a pruned .safetensors file")
     parser.add_argument("--name", required=True)
     parser.add_argument("--summary", required=True, help="one line for `blindsr models`")
     parser.add_argument("--eval", type=Path, default=None, help="Markdown from blindsr eval --out")
     parser.add_argument("--eval-command", default=None)
     args = parser.parse_args()
-    source = args.run / "model.safetensors"
+    run = None if args.run.suffix == ".safetensors" else args.run
+    source = args.run if run is None else run / "model.safetensors"
+    if not source.is_file():
+        raise SystemExit(f"error: {source} not found")
     target = WEIGHTS_DIR / f"{args.name}.safetensors"
     if not target.exists() or source.stat().st_mtime > target.stat().st_mtime:
         _, meta = read_checkpoint(source)
         save_model(load_model(source), target, json.loads(meta.get("summary", "{}")))
     _, meta = read_checkpoint(target)
     eval_md = args.eval.read_text() if args.eval else None
-    text = card(args.name, args.summary, meta, args.run, eval_md, args.eval_command, target)
+    text = card(args.name, args.summary, meta, run, eval_md, args.eval_command, target)
     target.with_suffix(".md").write_text(text)
     print(f"shipped {target} and {target.with_suffix('.md')}")
 

@@ -11,12 +11,12 @@ from blindsr import io
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_benchmark(name: str):
-    """The module of ``benchmarks/<name>.py``, loaded from its file (the scripts are not a
-    package)."""
+def load_benchmark(name: str, folder: str = "benchmarks"):
+    """The module of ``<folder>/<name>.py`` (default ``benchmarks``), loaded from its file (the
+    scripts are not a package)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, ROOT / folder / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -306,6 +306,16 @@ def _report(model: nn.Module, pruned: nn.Module, s: CompressSettings, data: Sequ
     }
 
 
+SUMMARY_KEYS = ("method", "ratio", "channels_removed", "params_before", "params_after",
+                "params_removed", "block_widths", "up_widths", "source", "duals")
+
+
+def checkpoint_summary(report: dict[str, Any]) -> dict[str, Any]:
+    """The summary a pruned checkpoint carries: ``{"compress": ...}`` with the report's method,
+    ratio, widths, parameter counts and (when set) source model and dual models."""
+    return {"compress": {k: report[k] for k in SUMMARY_KEYS if k in report}}
+
+
 def compress_file(model_path: str | Path, out: str | Path, data: Sequence[str],
                   settings: CompressSettings, duals: str | Path | None = None,
                   log: Log | None = None) -> CompressResult:
@@ -322,12 +332,10 @@ def compress_file(model_path: str | Path, out: str | Path, data: Sequence[str],
     r = result.report
     r["source"] = str(model_path)
     r["duals"] = str(duals) if duals is not None else "fresh"
-    keys = ("method", "ratio", "channels_removed", "params_before", "params_after",
-            "params_removed", "block_widths", "up_widths", "source", "duals")
-    save_model(result.model.cpu(), out, {"compress": {k: r[k] for k in keys}})
+    save_model(result.model.cpu(), out, checkpoint_summary(r))
     out.with_suffix(".json").write_text(json.dumps(r, indent=2) + "\n")
     return result
 
 
-__all__ = ["CompressResult", "CompressSettings", "compress", "compress_file", "finetune",
-           "make_batches", "split_trainset"]
+__all__ = ["CompressResult", "CompressSettings", "checkpoint_summary", "compress", "compress_file",
+           "finetune", "make_batches", "split_trainset"]
