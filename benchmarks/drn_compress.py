@@ -73,7 +73,8 @@ def _settings(args: argparse.Namespace, ratio: float, method: str) -> CompressSe
         decode=args.decode,
         finetune_steps=args.finetune_steps, batch=args.batch, patch=args.patch, seed=args.seed,
         multiple=args.multiple, dual_steps=args.dual_steps, select_batches=args.select_batches,
-        tune_steps=args.tune_steps, per_round=args.per_round, device=args.device)
+        tune_steps=args.tune_steps, per_round=args.per_round, refit=args.refit,
+        device=args.device)
 
 
 def _markdown(rows: list[dict], meta: dict) -> str:
@@ -120,6 +121,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--select-batches", type=int, default=1)
     p.add_argument("--tune-steps", type=int, default=1)
     p.add_argument("--per-round", type=int, default=1)
+    p.add_argument("--no-refit", dest="refit", action="store_false",
+                   help="dr: keep the original consumer weights (no least-squares refit)")
     p.add_argument("--multiple", type=int, default=4)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--patch", type=int, default=96)
@@ -157,9 +160,9 @@ def _file_id(path: str | None) -> dict | None:
 
 
 SETUP_KEYS = ("name", "data", "sets", "search_steps", "alpha_lr", "decode", "finetune_steps",
-              "dual_steps",
-              "select_batches", "tune_steps", "per_round", "multiple", "batch", "patch", "seed",
-              "device", "macs_size", "latency_repeats", "threads", "max_images", "l1_match")
+              "dual_steps", "select_batches", "tune_steps", "per_round", "refit", "multiple",
+              "batch", "patch", "seed", "device", "macs_size", "latency_repeats", "threads",
+              "max_images", "l1_match")
 
 
 def _meta(args: argparse.Namespace, argv: list[str] | None, scale: int) -> dict:
@@ -177,7 +180,7 @@ def _meta(args: argparse.Namespace, argv: list[str] | None, scale: int) -> dict:
                        f"{args.dual_steps} steps; batch {args.batch}, patch {args.patch}; "
                        f"selection {args.select_batches} batch(es) + {args.tune_steps} tuning "
                        f"step(s) per {args.per_round} channel(s); alpha lr {args.alpha_lr}, "
-                       f"{args.decode} decoding, "
+                       f"{args.decode} decoding, {'least-squares refit, ' if args.refit else ''}"
                        f"widths x{args.multiple}, seed {args.seed}"}
 
 

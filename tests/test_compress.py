@@ -269,13 +269,51 @@ def test_dr_selection_picks_live_channels_and_keeps_the_function(rand_image):
         conv1.weight[live] = 0
         conv1.bias[live] = 1.0  # constant, surely alive
     pruned, kept = dr_prune(model, {"up.1.blocks.0": 2}, batches(), l1_objective(),
-                            gamma=1.0, tune_steps=0)
+                            gamma=1.0, tune_steps=0, refit=False)
     assert kept["up.1.blocks.0"] == live
     assert kept["up.0"] == list(range(16))  # layers without a target keep everything
     assert pruned.block_widths == [16, 2]
     x = rand_image(1, 3, 5, 5)
     with torch.no_grad():
         assert (pruned(x) - model(x)).abs().max() < 1e-5
+
+
+def test_refit_recovers_weights_that_lost_nothing_and_cuts_the_feature_error():
+    model = tiny(num_block=1)
+    layer = next(la for la in prunable_layers(model) if la.name == "up.1.blocks.0")
+    conv2 = model.up[1].blocks[0].conv2
+    drop = list(range(8, 16))
+    with torch.no_grad():
+        conv2.weight[:, drop] = 0  # these inputs carry nothing: keeping the rest loses nothing
+    work = copy.deepcopy(model)
+    keep = torch.arange(8)
+    with torch.no_grad():
+        work.up[1].blocks[0].conv2.weight.normal_()  # a wrong start the refit must undo
+        work.up[1].blocks[0].conv2.weight[:, drop] = 0
+    data = batches(n=4, size=8)
+
+    def feature_error(net, reference):
+        x, _ = next(data)
+        with torch.no_grad():
+            return float((capture(net, layer.consumer, x)
+                          - capture(reference, layer.consumer, x)).pow(2).mean())
+
+    assert feature_error(work, model) > 1e-3
+    dr.refit_consumer(work, model, layer, keep, data, n_batches=2, ridge=1e-10)
+    assert feature_error(work, model) < 1e-8  # the consumer reproduces the original again
+
+    fresh = tiny(num_block=1)  # now a real cut: channels 8..15 carry signal
+    kept = {name: list(range(w)) for name, w in layer_widths(fresh).items()}
+    kept[layer.name] = list(range(8))
+    masked = copy.deepcopy(fresh)
+    with torch.no_grad():
+        masked.up[1].blocks[0].conv2.weight[:, drop] = 0
+    refit = copy.deepcopy(masked)
+    dr.refit_consumer(refit, fresh, layer, keep, data, n_batches=2)
+    assert feature_error(refit, fresh) < 0.8 * feature_error(masked, fresh)
+    with torch.no_grad():
+        assert torch.equal(refit.up[1].blocks[0].conv2.weight[:, drop],
+                           torch.zeros_like(conv2.weight[:, drop]))
 
 
 def test_dr_prune_reaches_the_widths_and_tunes():
@@ -330,7 +368,8 @@ def test_dr_selection_gradient_by_hand(gamma, monkeypatch):
     model, objective = tiny(), l1_objective()
     x, y = next(batches())
     _, kept = dr_prune(model, {"up.0.blocks.0": 4, "up.0.blocks.1": 2}, batches(), objective,
-                       gamma=gamma, tune_steps=0, per_round=4)  # one gradient per layer
+                       gamma=gamma, tune_steps=0, per_round=4,  # one gradient per layer
+                       refit=False)  # the hand gradient keeps the original weights
     assert len(seen) == 2
 
     def rel(a, b):

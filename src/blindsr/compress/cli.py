@@ -49,6 +49,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tune-steps", type=int, default=1,
                    help="fine-tuning steps after each channel selection")
     p.add_argument("--per-round", type=int, default=1, help="channels selected per gradient")
+    p.add_argument("--no-refit", dest="refit", action="store_false",
+                   help="keep the selected channels' original consumer weights instead of "
+                        "solving them by least squares against the original features")
     p.add_argument("--finetune-lr", type=float, default=1e-4)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: best)")
     p.add_argument("-o", "--output", required=True, help="output .safetensors file")
@@ -66,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
         batch=args.batch, patch=args.patch, seed=args.seed,
         lam=args.lam, gamma=args.gamma, multiple=args.multiple, dual_steps=args.dual_steps,
         select_batches=args.select_batches, tune_steps=args.tune_steps,
-        per_round=args.per_round, finetune_lr=args.finetune_lr, device=args.device)
+        per_round=args.per_round, refit=args.refit,
+        finetune_lr=args.finetune_lr, device=args.device)
     data = [d for d in args.data.split(",") if d.strip()]
     if not data:
         raise BlindSRError("--data: no dataset given")

@@ -13,7 +13,12 @@ discrimination-aware channel pruning (the authors' ``dcp`` selection):
    unselected channel(s) with the largest ``sum_out ||dL/dW'[out, c]||_F``; warm-start their
    weights from the original; fine-tune ``W'`` on the selected channels only (and the consumer's
    bias) for ``tune_steps`` steps on ``L``;
-3. the layer is frozen with its masked weights, and the next layer sees the pruned features.
+3. with ``refit`` (default), the kept columns of ``W'`` are solved by least squares so that the
+   consumer's output, fed the pruned network's features, matches the original network's
+   (:func:`refit_consumer`, over ``select_batches`` batches; a small ridge keeps it stable): the
+   feature term of the selection's sub-problem solved exactly, as ThiNet and He et al.'s channel
+   pruning do, where the authors run SGD to convergence;
+4. the layer is frozen with its weights, and the next layer sees the pruned features.
 
 Finally the unselected channels (zero weights in their consumer) are removed physically together
 with the producer outputs that make them (:func:`~blindsr.compress.prune.prune_channels`), which
@@ -90,6 +95,56 @@ class _LayerLoss:
         self.handle.remove()
 
 
+def consumer_input(model: nn.Module, path: str, x: Tensor) -> Tensor:
+    """The input of submodule ``path`` when ``model`` runs on ``x`` (the rest is skipped)."""
+    found: list[Tensor] = []
+
+    def hook(module: nn.Module, args: tuple) -> None:
+        found.append(args[0])
+        raise _Stop
+
+    handle = model.get_submodule(path).register_forward_pre_hook(hook)
+    try:
+        model(x)
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    if not found:
+        raise BlindSRError(f"module {path} did not run in the forward pass")
+    return found[0]
+
+
+@torch.no_grad()
+def refit_consumer(work: nn.Module, original: nn.Module, layer: PrunableLayer, keep: Tensor,
+                   batches: Batches, n_batches: int, ridge: float = 1e-4) -> None:
+    """Least-squares consumer weights on the ``keep`` input channels: the consumer conv of
+    ``work`` (its other input columns are zero) reproduces, as well as a linear map of the kept
+    inputs can, the original network's consumer output; the bias stays. ``ridge`` is relative to
+    the mean diagonal of the normal matrix."""
+    conv = work.get_submodule(layer.consumer)
+    if conv.stride != (1, 1) or conv.dilation != (1, 1) or conv.groups != 1:
+        raise BlindSRError(f"{layer.consumer}: refit needs a plain stride-1 conv")
+    kh, kw = conv.kernel_size
+    gram = rhs = None
+    for _ in range(n_batches):
+        x, _y = next(batches)
+        inputs = consumer_input(work, layer.consumer, x)[:, keep].double()
+        target = capture(original, layer.consumer, x).double()
+        if conv.bias is not None:
+            target = target - conv.bias.double().view(1, -1, 1, 1)
+        cols = F.unfold(inputs, (kh, kw), padding=conv.padding)  # (N, k*kh*kw, H*W)
+        cols = cols.transpose(1, 2).reshape(-1, cols.shape[1])
+        out = target.flatten(2).transpose(1, 2).reshape(-1, target.shape[1])
+        gram = cols.T @ cols if gram is None else gram + cols.T @ cols
+        rhs = cols.T @ out if rhs is None else rhs + cols.T @ out
+    damp = ridge * gram.diagonal().mean().clamp_min(1e-12)
+    eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+    solution = torch.linalg.solve(gram + damp * eye, rhs)  # (k*kh*kw, C_out)
+    weight = solution.T.reshape(conv.out_channels, len(keep), kh, kw)
+    conv.weight[:, keep] = weight.to(conv.weight.dtype)
+
+
 def channel_scores(grad: Tensor) -> Tensor:
     """Per input channel: ``sum over outputs of the Frobenius norm of the kernel gradient``."""
     return grad.float().pow(2).sum(dim=(2, 3)).sqrt().sum(dim=0)
@@ -132,13 +187,16 @@ def _select_layer(work: nn.Module, original: nn.Module, layer: PrunableLayer, ke
         loss_fn.close()
     pw.requires_grad_(False)
     conv.bias.requires_grad_(False)
-    return selected.nonzero().flatten()
+    kept = selected.nonzero().flatten()
+    if settings["refit"]:
+        refit_consumer(work, original, layer, kept, batches, settings["select_batches"])
+    return kept
 
 
 def dr_prune(model: nn.Module, widths: Mapping[str, int], batches: Batches,
              objective: DualObjective, gamma: float = 1.0, select_batches: int = 1,
              tune_steps: int = 1, tune_lr: float = 1e-4, per_round: int = 1,
-             progress: Callable[[str, int, int], None] | None = None,
+             refit: bool = True, progress: Callable[[str, int, int], None] | None = None,
              ) -> tuple[nn.Module, dict[str, list[int]]]:
     """Prune ``model`` to ``widths`` (channels kept per layer name) by dual regression channel
     selection (module docstring). Returns the smaller DRN and the kept indices per layer.
@@ -157,7 +215,7 @@ def dr_prune(model: nn.Module, widths: Mapping[str, int], batches: Batches,
     if tune_steps < 0 or gamma < 0:
         raise BlindSRError("tune_steps and gamma must be >= 0")
     settings = {"gamma": gamma, "select_batches": select_batches, "tune_steps": tune_steps,
-                "tune_lr": tune_lr, "per_round": per_round}
+                "tune_lr": tune_lr, "per_round": per_round, "refit": refit}
     original = copy.deepcopy(model).eval().requires_grad_(False)
     work = copy.deepcopy(model).train().requires_grad_(False)
     trainable = objective.parameters()
@@ -184,4 +242,4 @@ def dr_prune(model: nn.Module, widths: Mapping[str, int], batches: Batches,
     return pruned.requires_grad_(True), kept
 
 
-__all__ = ["capture", "channel_scores", "dr_prune"]
+__all__ = ["capture", "channel_scores", "consumer_input", "dr_prune", "refit_consumer"]

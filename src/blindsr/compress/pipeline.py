@@ -79,6 +79,7 @@ class CompressSettings:
     select_batches: int = 1
     tune_steps: int = 1
     per_round: int = 1
+    refit: bool = True  # least-squares consumer weights after each layer's selection (dr)
     finetune_lr: float = 1e-4
     val_every: int = 10
     device: str | None = None
@@ -263,7 +264,7 @@ def compress(model: nn.Module, data: Sequence[str], settings: CompressSettings,
             log("selecting channels by dual regression (layer by layer)")
         pruned, kept = dr_prune(
             model, widths, train, objective, gamma=s.gamma, select_batches=s.select_batches,
-            tune_steps=s.tune_steps, per_round=s.per_round,
+            tune_steps=s.tune_steps, per_round=s.per_round, refit=s.refit,
             progress=(lambda name, k, c: log(f"  {name}: kept {k}/{c}")) if log else None)
     else:
         pruned, kept = l1_prune(model, s.ratio, s.multiple)
