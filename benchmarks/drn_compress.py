@@ -1,8 +1,8 @@
 """DRN compression table (the layout of DRC's Tables 1 and 3): a trained DRN and its prunings at
 30 / 50 / 70% by dual regression (channel search + DR channel selection + fine-tuning) and by
-the uniform L1-norm filter baseline (same fine-tuning budget; by default pruned to the channel
-fraction that the dr model of the same ratio removed, since the search may keep fewer than
-``c (1 - r)`` channels in a layer: the two are compared at the same size).
+the uniform L1-norm filter baseline (same fine-tuning budget; by default it keeps exactly as
+many channels as the dr model of the same ratio, which ``--decode argmax`` or width rounding can
+make fewer than ``1 - r``: the two are compared at the same size).
 
 Columns: prunable channels removed, #params (and the reduction), #MACs of one forward pass of a
 96x96 LR input (forward-hook counter, :func:`blindsr.compress.measure.count_macs`), CPU latency
@@ -115,7 +115,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--search-steps", type=int, default=200)
     p.add_argument("--alpha-lr", type=float, default=3e-4)
     p.add_argument("--decode", choices=["budget", "argmax"], default="budget",
-                   help="searched widths: meet the ratio (budget) or the paper's argmax")
+                   help="searched widths: scaled to the ratio (budget) or the paper's argmax")
     p.add_argument("--finetune-steps", type=int, default=1000)
     p.add_argument("--dual-steps", type=int, default=200)
     p.add_argument("--select-batches", type=int, default=1)
@@ -165,6 +165,9 @@ SETUP_KEYS = ("name", "data", "sets", "search_steps", "alpha_lr", "decode", "fin
               "max_images", "l1_match")
 
 
+LEGACY = {"decode": "argmax", "refit": False}  # what runs made before these settings did
+
+
 def _meta(args: argparse.Namespace, argv: list[str] | None, scale: int) -> dict:
     """The run's description; ``setup`` holds everything the rows depend on, so that a resume
     only keeps rows made the same way (the ratios and methods may differ)."""
@@ -196,6 +199,7 @@ def _previous(out: Path, meta: dict) -> tuple[list[dict], dict]:
         setup = before.get("setup") or {}
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
         raise SystemExit(f"error: cannot resume from {path}: {exc}") from None
+    setup = {**LEGACY, **setup}  # files from before a setting existed ran its old behaviour
     differ = [k for k in meta["setup"] if setup.get(k) != meta["setup"][k]]
     if differ:
         k = differ[0]

@@ -67,8 +67,8 @@ def compress_rows(info: dict) -> tuple[list[str], dict]:
     how = {"dr": "channel number search + dual regression channel pruning (DRC)",
            "l1": "uniform L1-norm filter pruning"}.get(c.get("method"), c.get("method"))
     rows = [f"| compressed by | {how}, then fine-tuned with the dual regression loss |",
-            f"| pruning ratio | {c.get('ratio')} ({100 * c.get('channels_removed', 0):.1f}% of "
-            f"the prunable channels removed) |"]
+            f"| pruning ratio | {c.get('ratio', 0):.3g} ({100 * c.get('channels_removed', 0):.1f}% "
+            f"of the prunable channels removed) |"]
     if "params_before" in c:
         rows.append(f"| parameters before | {c['params_before']:,} "
                     f"({100 * c.get('params_removed', 0):.1f}% removed) |")

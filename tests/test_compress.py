@@ -193,17 +193,31 @@ def test_allocate_follows_the_preference_and_meets_the_budget():
     assert sorted(fours.values()) == [8, 12, 12, 12] and sum(fours.values()) == 44
     with pytest.raises(BlindSRError, match="positive preference"):
         allocate({"a": 1.0}, full, 0.5)
+    # minimum widths that push the total over the budget are taken back from the largest surplus
+    tiny_pref = allocate({"a": 1.0, "b": 1e-3, "c": 1e-3}, dict.fromkeys("abc", 24), 2 / 3, 4)
+    assert tiny_pref == {"a": 16, "b": 4, "c": 4}
+    # a full width that is not a multiple is still reachable with what rounding left
+    tens = allocate(dict.fromkeys("abc", 1.0), dict.fromkeys("abc", 10), 0.1, 4)
+    assert sorted(tens.values()) == [8, 8, 10]
 
 
 def test_decode_widths_argmax_and_budget():
     full = {"a": 10, "b": 10}
-    cands = torch.tensor([[2, 4, 6], [2, 4, 6]])
-    probs = torch.tensor([[0.1, 0.1, 0.8], [0.8, 0.1, 0.1]])
-    assert decode_widths(probs, cands, full, 0.4, 1, "argmax") == {"a": 6, "b": 2}
+    cands = torch.tensor([candidate_widths(10, 0.4, 1)] * 2)  # [3, 3, 4, 4, 5, 6]
+    probs = torch.tensor([[0.0] * 5 + [1.0], [1.0] + [0.0] * 5])
+    assert decode_widths(probs, cands, full, 0.4, 1, "argmax") == {"a": 6, "b": 3}
     budget = decode_widths(probs, cands, full, 0.4, 1, "budget")
-    assert sum(budget.values()) == 12 and budget["a"] > budget["b"]  # same preference, ratio met
-    flat = decode_widths(torch.full((2, 3), 1 / 3), cands, full, 0.4, 1, "budget")
+    assert budget == {"a": 8, "b": 4}  # 12 kept in the ratio 1.0 : 0.5
+    flat = decode_widths(torch.full((2, 6), 1 / 6), cands, full, 0.4, 1, "budget")
     assert flat == {"a": 6, "b": 6}  # a search that learnt nothing gives uniform widths
+    # ... also with mixed layer widths and multiples (candidates rounded differently per layer)
+    model = tiny(scale=8, num_feat=16)
+    mixed = layer_widths(model)
+    assert len(set(mixed.values())) > 1
+    layers = prunable_layers(model)
+    cand = torch.tensor([candidate_widths(la.width, 0.3, 4) for la in layers])
+    flat = torch.full((len(layers), len(V)), 1 / len(V))
+    assert decode_widths(flat, cand, mixed, 0.3, 4, "budget") == uniform_widths(model, 0.3, 4)
     with pytest.raises(BlindSRError, match="budget or argmax"):
         decode_widths(probs, cands, full, 0.4, 1, "mode")
 
@@ -303,8 +317,6 @@ def test_refit_recovers_weights_that_lost_nothing_and_cuts_the_feature_error():
     assert feature_error(work, model) < 1e-8  # the consumer reproduces the original again
 
     fresh = tiny(num_block=1)  # now a real cut: channels 8..15 carry signal
-    kept = {name: list(range(w)) for name, w in layer_widths(fresh).items()}
-    kept[layer.name] = list(range(8))
     masked = copy.deepcopy(fresh)
     with torch.no_grad():
         masked.up[1].blocks[0].conv2.weight[:, drop] = 0
@@ -314,6 +326,35 @@ def test_refit_recovers_weights_that_lost_nothing_and_cuts_the_feature_error():
     with torch.no_grad():
         assert torch.equal(refit.up[1].blocks[0].conv2.weight[:, drop],
                            torch.zeros_like(conv2.weight[:, drop]))
+
+
+def test_refit_of_a_pixel_shuffle_layer_and_its_hookup(monkeypatch):
+    """The 1x1 reduction after the pixel shuffle is refit too; dr_prune refits every pruned
+    layer once, with the channels it kept, and not at all with refit=False."""
+    model = tiny(num_block=1)
+    layer = next(la for la in prunable_layers(model) if la.name == "up.1")
+    reduce = model.get_submodule(layer.consumer)
+    assert reduce.kernel_size == (1, 1)
+    with torch.no_grad():
+        reduce.weight[:, 5:] = 0
+    work = copy.deepcopy(model)
+    with torch.no_grad():
+        work.get_submodule(layer.consumer).weight.mul_(3.0)
+    dr.refit_consumer(work, model, layer, torch.arange(5), batches(n=4, size=8), 2, ridge=1e-10)
+    x, _ = next(batches(n=2, size=8, seed=3))
+    with torch.no_grad():
+        assert torch.allclose(work(x), model(x), atol=1e-5)
+    calls = []
+    real = dr.refit_consumer
+    monkeypatch.setattr(dr, "refit_consumer",
+                        lambda w, o, la, keep, *a: calls.append((la.name, keep.tolist()))
+                        or real(w, o, la, keep, *a))
+    widths = {"up.0.blocks.0": 3, "up.1": 5}
+    _, kept = dr_prune(model, widths, batches(), l1_objective(), per_round=8)
+    assert calls == [(name, kept[name]) for name in widths]
+    calls.clear()
+    dr_prune(model, widths, batches(), l1_objective(), per_round=8, refit=False)
+    assert calls == []
 
 
 def test_dr_prune_reaches_the_widths_and_tunes():

@@ -154,6 +154,15 @@ def test_the_benchmark_script_resumes_after_the_models_it_has(setup, monkeypatch
         script.main([*common, "--sets", f"{data},{data}", "--methods", "l1", "--resume"])
     table = out.with_suffix(".md").read_text()
     assert table.count("Command: `") == 1 and table.count("Resumed with: `") == 1
+    # a file made before --decode / --refit existed ran argmax without refit
+    saved = json.loads(out.with_suffix(".json").read_text())
+    for key in ("decode", "refit"):
+        del saved["meta"]["setup"][key]
+    out.with_suffix(".json").write_text(json.dumps(saved))
+    with pytest.raises(SystemExit, match="made with another decode"):
+        script.main([*common, "--methods", "l1", "--resume"])
+    assert script.main([*common, "--methods", "l1", "--resume", "--decode", "argmax",
+                        "--no-refit"]) == 0
 
 
 def test_the_benchmark_script_keeps_each_finished_model_when_a_later_one_fails(setup,

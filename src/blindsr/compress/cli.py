@@ -31,8 +31,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="Adam lr of the search's architecture weights (DRC: 3e-4)")
     p.add_argument("--decode", choices=["budget", "argmax"], default="budget",
                    help="searched widths: budget = the search's per-layer preferences scaled to "
-                        "remove exactly --ratio; argmax = each layer's most likely candidate "
-                        "(the paper's rule; removes more than --ratio)")
+                        "remove --ratio (to the width multiple); argmax = each layer's most "
+                        "likely candidate (the paper's rule; usually removes more than --ratio)")
     p.add_argument("--finetune-steps", type=int, default=1000)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--patch", type=int, default=96, help="HR patch size")

@@ -123,16 +123,17 @@ def refit_consumer(work: nn.Module, original: nn.Module, layer: PrunableLayer, k
     inputs can, the original network's consumer output; the bias stays. ``ridge`` is relative to
     the mean diagonal of the normal matrix."""
     conv = work.get_submodule(layer.consumer)
-    if conv.stride != (1, 1) or conv.dilation != (1, 1) or conv.groups != 1:
-        raise BlindSRError(f"{layer.consumer}: refit needs a plain stride-1 conv")
+    if (conv.stride != (1, 1) or conv.dilation != (1, 1) or conv.groups != 1
+            or conv.padding_mode != "zeros" or isinstance(conv.padding, str)):
+        raise BlindSRError(f"{layer.consumer}: refit needs a plain stride-1 zero-padded conv")
     kh, kw = conv.kernel_size
     gram = rhs = None
     for _ in range(n_batches):
-        x, _y = next(batches)
-        inputs = consumer_input(work, layer.consumer, x)[:, keep].double()
-        target = capture(original, layer.consumer, x).double()
+        x, _y = next(batches)  # float64 on the CPU: every device can, MPS has no float64
+        inputs = consumer_input(work, layer.consumer, x)[:, keep].cpu().double()
+        target = capture(original, layer.consumer, x).cpu().double()
         if conv.bias is not None:
-            target = target - conv.bias.double().view(1, -1, 1, 1)
+            target = target - conv.bias.cpu().double().view(1, -1, 1, 1)
         cols = F.unfold(inputs, (kh, kw), padding=conv.padding)  # (N, k*kh*kw, H*W)
         cols = cols.transpose(1, 2).reshape(-1, cols.shape[1])
         out = target.flatten(2).transpose(1, 2).reshape(-1, target.shape[1])
@@ -142,7 +143,7 @@ def refit_consumer(work: nn.Module, original: nn.Module, layer: PrunableLayer, k
     eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
     solution = torch.linalg.solve(gram + damp * eye, rhs)  # (k*kh*kw, C_out)
     weight = solution.T.reshape(conv.out_channels, len(keep), kh, kw)
-    conv.weight[:, keep] = weight.to(conv.weight.dtype)
+    conv.weight[:, keep] = weight.to(conv.weight.device, conv.weight.dtype)
 
 
 def channel_scores(grad: Tensor) -> Tensor:

@@ -1,8 +1,9 @@
 """The plain baseline: uniform L1-norm filter pruning (Li et al., "Pruning Filters for Efficient
 ConvNets", ICLR 2017) of a DRN's prunable layers.
 
-Every prunable layer keeps the same fraction ``1 - r`` of its channels (rounded as the searched
-widths, :func:`~blindsr.compress.search.uniform_widths`): the channels whose producer filters
+Every prunable layer keeps about the same fraction ``1 - r`` of its channels
+(:func:`~blindsr.compress.search.uniform_widths`: multiples of ``multiple``, some layers one
+multiple more so that ``1 - r`` of all channels are kept): the channels whose producer filters
 have the largest L1 norm (sum of absolute weights, bias excluded). For a pixel-shuffle channel
 the producer filters are the upsampler conv's four outputs ``4c .. 4c+3``, whose norms are
 summed. The pruned network is then fine-tuned with the same budget as dual regression pruning.

@@ -11,14 +11,15 @@ re-ranked every step, as in the authors' code. Alternating steps: ``alpha`` on a
 validation split (Adam, lr 3e-4), then the weights (and trainable dual models) on a batch of the
 training split (Adam, lr 1e-4), both on the dual regression loss. The result is, per layer, the
 candidate with the largest ``alpha`` (``decode="argmax"``, the paper's rule), or
-(``decode="budget"``, the default) widths proportional to each layer's expected candidate width
-under ``softmax(alpha)`` that together keep exactly ``1 - r`` of the prunable channels
-(:func:`allocate`). Every candidate is at most ``c_l (1 - r)``, so the argmax removes more than
-``r`` unless every layer picks ``v = 1``; after a short search, whose ``alpha`` barely leaves 0,
-it is noise. The budget rule keeps the search's relative preferences, meets the ratio asked for,
-and falls back to uniform widths when the search has learnt nothing. The search runs on a copy:
-its trained weights are discarded (pruning starts again from the given model, as the authors
-do).
+(``decode="budget"``, the default) widths proportional to ``c_l E[v]`` under ``softmax(alpha)``
+that together keep ``floor((1 - r) C)`` of the ``C`` prunable channels, as near as the width
+multiple allows (:func:`allocate`). No candidate exceeds ``c_l (1 - r)`` (unless that is below
+the minimum width), so the argmax removes more than ``r`` unless every layer picks ``v = 1``;
+after a short search, whose ``alpha`` barely leaves 0, which candidate wins is noise. The budget
+rule keeps the search's relative preferences, meets the ratio asked for, and gives
+:func:`uniform_widths` when the search has learnt nothing (a flat softmax). The search runs on a
+copy: its trained weights are discarded (pruning starts again from the given model, as the
+authors do).
 
 Choices where the paper is silent or that differ from the authors' code:
 
@@ -26,9 +27,9 @@ Choices where the paper is silent or that differ from the authors' code:
   architecture gradient of the authors' code; Adam betas (0.5, 0.999) and weight decay 1e-3 for
   ``alpha`` (DARTS' settings).
 - Candidate widths are rounded DOWN to a multiple of ``multiple`` (the authors round to the
-  nearest multiple of 4, for NC4HW4 mobile kernels), so that each layer keeps at most
-  ``c_l (1 - r)`` channels and the target ratio is always met; never below
-  ``min(multiple, c_l)`` channels.
+  nearest multiple of 4, for NC4HW4 mobile kernels), so that no candidate exceeds
+  ``c_l (1 - r)``; never below ``min(multiple, c_l)`` channels. Budget-decoded widths are
+  multiples too, but a layer may get more than ``c_l (1 - r)`` when the search prefers it.
 - "Ratio" = the fraction of prunable channels removed (RCAB inner + pixel-shuffle channels);
   the real parameter reduction is reported separately (trunk channels are never pruned).
 """
@@ -74,11 +75,12 @@ def candidate_widths(full: int, ratio: float, multiple: int = 4) -> list[int]:
 
 def allocate(preference: Mapping[str, float], full: Mapping[str, int], ratio: float,
              multiple: int = 4) -> dict[str, int]:
-    """Widths proportional to ``preference`` (per layer, > 0) that keep ``(1 - r)`` of all
-    ``full`` channels: scaled (no layer above its full width), rounded down to multiples of
-    ``multiple``, then the channels left over go one multiple at a time to the layers that lost
-    most to the rounding (ties: first layer first). The total never exceeds the budget unless
-    the minimum widths ``min(multiple, c)`` alone do."""
+    """Widths proportional to ``preference`` (per layer, > 0) that keep ``floor((1 - r) C)`` of
+    all ``C`` channels in ``full``, as near as multiples of ``multiple`` allow: scaled (no layer
+    above its full width), rounded down to multiples (at least ``min(multiple, c)``), then what
+    rounding left goes one multiple (or the rest of a layer) at a time to the layers that lost
+    most to it (ties: first layer first). Never above the budget unless the minimum widths alone
+    are; below it by less than ``multiple`` when the steps do not fit."""
     check_ratio(ratio)
     names = list(full)
     if not names or any(preference.get(n, 0) <= 0 for n in names):
@@ -97,12 +99,21 @@ def allocate(preference: Mapping[str, float], full: Mapping[str, int], ratio: fl
     target = {n: full[n] if n in capped else scale * preference[n] for n in names}
     widths = {n: round_width(target[n], full[n], multiple) for n in names}
     left = budget - sum(widths.values())
-    for n in sorted(names, key=lambda n: widths[n] - target[n]):  # largest shortfall first
-        if left < multiple:
+    while left < 0:  # minimum widths pushed the total over: take back from the largest surplus
+        above = [n for n in names if widths[n] - multiple >= min(multiple, full[n])]
+        if not above:
             break
-        if widths[n] + multiple <= full[n]:
-            widths[n] += multiple
-            left -= multiple
+        n = max(above, key=lambda n: widths[n] - target[n])
+        widths[n] -= multiple
+        left += multiple
+    while left > 0:  # what rounding left: one step to the largest shortfall (ties: first layer)
+        step = {n: min(multiple, full[n] - widths[n]) for n in names}
+        open_ = [n for n in names if 0 < step[n] <= left]
+        if not open_:
+            break
+        n = min(open_, key=lambda n: widths[n] - target[n])
+        widths[n] += step[n]
+        left -= step[n]
     return widths
 
 
@@ -117,14 +128,16 @@ def uniform_widths(model: nn.Module, ratio: float, multiple: int = 4) -> dict[st
 def decode_widths(probs: Tensor, candidates: Tensor, full: Mapping[str, int], ratio: float,
                   multiple: int = 4, rule: str = "budget") -> dict[str, int]:
     """Per-layer widths from the search's ``softmax(alpha)`` (layers x V) and candidate widths
-    (module docstring): ``"argmax"`` (the paper's) or ``"budget"``."""
+    (module docstring): ``"argmax"`` (the paper's: each layer's most likely candidate) or
+    ``"budget"`` (:func:`allocate` by ``c_l E[v]``)."""
     names = list(full)
     if rule == "argmax":
         best = probs.argmax(dim=-1).tolist()
         return {n: int(candidates[i][best[i]]) for i, n in enumerate(names)}
-    if rule == "budget":
-        expected = (probs * candidates.to(probs.dtype)).sum(dim=-1).tolist()
-        return allocate(dict(zip(names, expected, strict=True)), full, ratio, multiple)
+    if rule == "budget":  # expected v (unrounded): a flat softmax gives uniform_widths
+        mean_v = (probs * torch.tensor(V, dtype=probs.dtype)).sum(dim=-1).tolist()
+        preference = {n: full[n] * v for n, v in zip(names, mean_v, strict=True)}
+        return allocate(preference, full, ratio, multiple)
     raise BlindSRError(f"width decoding must be budget or argmax, got {rule!r}")
 
 
