@@ -356,12 +356,12 @@ def test_drn_configs_parse(shared, monkeypatch):
     monkeypatch.setenv("BLINDSR_DATA", str(shared / "datasets"))
     configs = {}
     for name in ("dual_srresnet", "nodual_srresnet", "fixed_srresnet", "adapt_realsr",
-                 "adapt_control"):
+                 "adapt_nearest", "adapt_control"):
         cfg = load_config(ROOT / "configs" / "drn" / f"{name}.yaml", ["model.init=null"])
         params = Dual.parse_params(cfg.strategy.params)
         assert cfg.strategy.name == "dual" and cfg.model.scale == 4, name
         configs[name] = cfg
-        if name == "adapt_realsr":
+        if name.startswith("adapt_") and name != "adapt_control":
             lr_share = sum(s.weight for s in cfg.data.train if s.path.startswith("lr:"))
             total = sum(s.weight for s in cfg.data.train)
             assert lr_share / total == pytest.approx(params.unpaired_ratio)
@@ -370,6 +370,9 @@ def test_drn_configs_parse(shared, monkeypatch):
     assert not any(s.path.startswith("lr:") for s in control.data.train)
     assert (adapt.train, adapt.optim, adapt.schedule, adapt.model) == (
         control.train, control.optim, control.schedule, control.model)
+    nearest = configs["adapt_nearest"]
+    assert (nearest.train, nearest.optim, nearest.model, nearest.strategy) == (
+        adapt.train, adapt.optim, adapt.model, adapt.strategy)
 
 
 def test_sample_grid_shows_an_all_lr_only_batch_with_a_black_hr_column(rand_image):
