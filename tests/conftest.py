@@ -57,6 +57,19 @@ def shared():
     return base
 
 
+GENERATED_DATA = ["runs/lr_nearest_bsd200"]  # folders configs read that a command makes first
+
+
+@pytest.fixture
+def generated_data(tmp_path, monkeypatch):
+    """Run from a folder holding stand-ins for GENERATED_DATA (as after the commands in the
+    configs' comments), so that every shipped config resolves its data."""
+    for folder in GENERATED_DATA:
+        smooth_images(tmp_path / folder, n=1)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
 @pytest.fixture
 def rand_image():
     """A factory of reproducible random NCHW images in [0, 1]."""

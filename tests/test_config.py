@@ -177,7 +177,7 @@ def test_configs_sharing_a_run_name_are_the_same_run():
     assert not clashes, f"different configs write the same run folder: {clashes}"
 
 
-def test_shipped_configs_find_the_shared_data(shared, monkeypatch):
+def test_shipped_configs_find_the_shared_data(shared, generated_data, monkeypatch):
     monkeypatch.setenv("BLINDSR_DATA", str(shared / "datasets"))
     # every dataset and validation set resolves (model.init, and the growth from it, points at
     # the run of an earlier stage: absent in a checkout)

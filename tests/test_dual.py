@@ -352,7 +352,7 @@ def test_mixed_lr_only_data_trains_checkpoints_and_resumes(tmp_path):
         make(dual_init=str(tmp_path))
 
 
-def test_drn_configs_parse(shared, monkeypatch):
+def test_drn_configs_parse(shared, generated_data, monkeypatch):
     monkeypatch.setenv("BLINDSR_DATA", str(shared / "datasets"))
     configs = {}
     for name in ("dual_srresnet", "nodual_srresnet", "fixed_srresnet", "adapt_realsr",
