@@ -138,6 +138,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="the l1 baseline removes the channel fraction that the dr model of the "
                         "same ratio removed (dr: equal size; needs dr first in --methods) or the "
                         "nominal ratio (ratio)")
+    p.add_argument("--reference", action="store_true",
+                   help="also fine-tune the unpruned model with the same budget (row NAME+ft): "
+                        "what the extra training alone gives")
     p.add_argument("--resume", action="store_true",
                    help="keep the rows already in the output JSON and compress only the rest")
     p.add_argument("--quick", action="store_true",
@@ -246,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         _write(out, meta, rows, reports)
     plan = [(float(r), m) for r in _split(args.ratios) for m in _split(args.methods)]
     names = [f"{args.name}{round(100 * ratio)}-{method}" for ratio, method in plan]
+    if args.reference:  # the unpruned model with the same fine-tuning, first
+        plan, names = [(0.0, "none"), *plan], [f"{args.name}+ft", *names]
     for (ratio, method), name in zip(plan, names, strict=True):
         if name in done:
             print(f"== {name}: kept from {out.with_suffix('.json')}", file=sys.stderr)

@@ -112,11 +112,15 @@ def test_the_benchmark_script_runs_on_a_tiny_model(setup):
                       "--finetune-steps", "1", "--dual-steps", "1", "--per-round", "16",
                       "--multiple", "1", "--batch", "2", "--patch", "16", "--device", "cpu",
                       "--macs-size", "8", "--latency-repeats", "1", "--out", str(out),
-                      "--save-models", str(tmp / "models")])
+                      "--save-models", str(tmp / "models"), "--reference"])
     assert rc == 0
     result = json.loads(out.with_suffix(".json").read_text())
     rows = result["rows"]
-    assert [r["model"] for r in rows] == ["DRN-S", "DRN-S50-dr", "DRN-S50-l1"]
+    assert [r["model"] for r in rows] == ["DRN-S", "DRN-S+ft", "DRN-S50-dr", "DRN-S50-l1"]
+    reference = rows.pop(1)  # the unpruned model, fine-tuned like the others
+    assert reference["method"] == "none" and reference["channels_removed"] == 0
+    assert reference["params"] == rows[0]["params"]
+    assert reference["hr/psnr"] != rows[0]["hr/psnr"]  # it was trained
     for r in rows:
         assert {"params", "macs_g", "latency_ms", "hr/psnr", "hr/ssim"} <= set(r)
     assert rows[1]["params"] < rows[0]["params"] and rows[2]["macs_g"] < rows[0]["macs_g"]
@@ -126,6 +130,7 @@ def test_the_benchmark_script_runs_on_a_tiny_model(setup):
     table = out.with_suffix(".md").read_text()
     assert "| DRN-S50-l1 | l1 |" in table and "hr PSNR / SSIM" in table
     assert blindsr.load_model(tmp / "models" / "DRN-S50-dr.safetensors").up_widths
+    assert "| DRN-S+ft | none | 0.0% |" in table
 
 
 def test_the_benchmark_script_resumes_after_the_models_it_has(setup, monkeypatch):

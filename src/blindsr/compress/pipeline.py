@@ -4,7 +4,8 @@
 (skipped with ``search_steps=0``: every layer then keeps about ``c (1 - r)``), dual regression
 channel selection to those widths, then fine-tuning with the dual regression loss.
 ``method="l1"``: uniform L1-norm filter pruning at the same ratio, then the same fine-tuning
-(same steps, batch, patch, learning rate, data).
+(same steps, batch, patch, learning rate, data). ``method="none"``: no pruning, the same
+fine-tuning: the reference that tells what pruning costs from what the extra training gives.
 
 Data and choices where the papers are silent:
 
@@ -63,8 +64,8 @@ Log = Callable[[str], None]
 class CompressSettings:
     """Everything a compression run needs besides the model and the data."""
 
-    ratio: float
-    method: Literal["dr", "l1"] = "dr"
+    ratio: float  # ignored by method "none"
+    method: Literal["dr", "l1", "none"] = "dr"
     search_steps: int = 200
     alpha_lr: float = 3e-4  # Adam lr of the architecture weights (DRC's)
     decode: str = "budget"  # searched widths: "budget" (meet the ratio) or "argmax" (DRC's)
@@ -86,9 +87,10 @@ class CompressSettings:
 
     def check(self) -> None:
         """One-line error for the first bad setting."""
-        check_ratio(self.ratio)
-        if self.method not in ("dr", "l1"):
-            raise BlindSRError(f"method must be dr or l1, got {self.method!r}")
+        if self.method not in ("dr", "l1", "none"):
+            raise BlindSRError(f"method must be dr, l1 or none, got {self.method!r}")
+        if self.method != "none":
+            check_ratio(self.ratio)
         if self.decode not in DECODE_RULES:
             raise BlindSRError(f"decode must be budget or argmax, got {self.decode!r}")
         for name in ("search_steps", "finetune_steps", "dual_steps", "tune_steps", "seed"):
@@ -248,9 +250,10 @@ def compress(model: nn.Module, data: Sequence[str], settings: CompressSettings,
             log(f"training fresh dual models for {s.dual_steps} steps")
         losses["dual_warmup"] = warm_up_duals(model, objective, train, s.dual_steps)
     times["duals_s"] = time.perf_counter() - start
-    search, widths = None, uniform_widths(model, s.ratio, s.multiple)
+    search = None
     start = time.perf_counter()
     if s.method == "dr":
+        widths = uniform_widths(model, s.ratio, s.multiple)
         if s.search_steps:
             if log:
                 log(f"searching channel numbers for {s.search_steps} steps")
@@ -266,8 +269,10 @@ def compress(model: nn.Module, data: Sequence[str], settings: CompressSettings,
             model, widths, train, objective, gamma=s.gamma, select_batches=s.select_batches,
             tune_steps=s.tune_steps, per_round=s.per_round, refit=s.refit,
             progress=(lambda name, k, c: log(f"  {name}: kept {k}/{c}")) if log else None)
-    else:
+    elif s.method == "l1":
         pruned, kept = l1_prune(model, s.ratio, s.multiple)
+    else:  # "none": nothing pruned, the same fine-tuning (what the budget alone gives)
+        pruned, kept = copy.deepcopy(model), {}
     times["prune_s"] = time.perf_counter() - start
     start = time.perf_counter()
     if log and s.finetune_steps:
