@@ -50,15 +50,18 @@ class _Stop(Exception):
     """Raised by a hook to end a forward pass once the wanted feature is captured."""
 
 
-def capture(model: nn.Module, path: str, x: Tensor) -> Tensor:
-    """The output of submodule ``path`` when ``model`` runs on ``x`` (the rest is skipped)."""
+def _run_to(model: nn.Module, path: str, x: Tensor, what: str) -> Tensor:
+    """The ``what`` ("input" or "output") of submodule ``path`` when ``model`` runs on ``x``;
+    the forward pass stops there."""
     found: list[Tensor] = []
 
-    def hook(module: nn.Module, args: tuple, output: Tensor) -> None:
-        found.append(output)
+    def grab(value: Tensor) -> None:
+        found.append(value)
         raise _Stop
 
-    handle = model.get_submodule(path).register_forward_hook(hook)
+    module = model.get_submodule(path)
+    handle = (module.register_forward_pre_hook(lambda m, args: grab(args[0])) if what == "input"
+              else module.register_forward_hook(lambda m, args, out: grab(out)))
     try:
         model(x)
     except _Stop:
@@ -68,6 +71,16 @@ def capture(model: nn.Module, path: str, x: Tensor) -> Tensor:
     if not found:
         raise BlindSRError(f"module {path} did not run in the forward pass")
     return found[0]
+
+
+def capture(model: nn.Module, path: str, x: Tensor) -> Tensor:
+    """The output of submodule ``path`` when ``model`` runs on ``x`` (the rest is skipped)."""
+    return _run_to(model, path, x, "output")
+
+
+def consumer_input(model: nn.Module, path: str, x: Tensor) -> Tensor:
+    """The input of submodule ``path`` when ``model`` runs on ``x`` (the rest is skipped)."""
+    return _run_to(model, path, x, "input")
 
 
 class _LayerLoss:
@@ -93,26 +106,6 @@ class _LayerLoss:
 
     def close(self) -> None:
         self.handle.remove()
-
-
-def consumer_input(model: nn.Module, path: str, x: Tensor) -> Tensor:
-    """The input of submodule ``path`` when ``model`` runs on ``x`` (the rest is skipped)."""
-    found: list[Tensor] = []
-
-    def hook(module: nn.Module, args: tuple) -> None:
-        found.append(args[0])
-        raise _Stop
-
-    handle = model.get_submodule(path).register_forward_pre_hook(hook)
-    try:
-        model(x)
-    except _Stop:
-        pass
-    finally:
-        handle.remove()
-    if not found:
-        raise BlindSRError(f"module {path} did not run in the forward pass")
-    return found[0]
 
 
 @torch.no_grad()
