@@ -36,6 +36,7 @@ from blindsr.compress.measure import count_macs, count_params, latency
 from blindsr.compress.objective import load_duals
 from blindsr.compress.pipeline import CompressSettings, checkpoint_summary, compress
 from blindsr.compress.prune import require_drn
+from blindsr.compress.search import DECODE_RULES
 from blindsr.evaluate import evaluate
 from blindsr.inference import pick_device
 from blindsr.machine import machine_description
@@ -114,7 +115,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sets", default="Set5,Set14")
     p.add_argument("--search-steps", type=int, default=200)
     p.add_argument("--alpha-lr", type=float, default=3e-4)
-    p.add_argument("--decode", choices=["budget", "argmax"], default="budget",
+    p.add_argument("--decode", choices=DECODE_RULES, default="budget",
                    help="searched widths: scaled to the ratio (budget) or the paper's argmax")
     p.add_argument("--finetune-steps", type=int, default=1000)
     p.add_argument("--dual-steps", type=int, default=200)

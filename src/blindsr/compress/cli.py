@@ -29,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="channel search steps (0: uniform widths; dr only)")
     p.add_argument("--alpha-lr", type=float, default=3e-4,
                    help="Adam lr of the search's architecture weights (DRC: 3e-4)")
-    p.add_argument("--decode", choices=["budget", "argmax"], default="budget",
+    p.add_argument("--decode", choices=["budget", "argmax"], default="budget",  # = DECODE_RULES
                    help="searched widths: budget = the search's per-layer preferences scaled to "
                         "remove --ratio (to the width multiple); argmax = each layer's most "
                         "likely candidate (the paper's rule; usually removes more than --ratio)")

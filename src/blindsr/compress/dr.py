@@ -120,7 +120,7 @@ def refit_consumer(work: nn.Module, original: nn.Module, layer: PrunableLayer, k
             or conv.padding_mode != "zeros" or isinstance(conv.padding, str)):
         raise BlindSRError(f"{layer.consumer}: refit needs a plain stride-1 zero-padded conv")
     kh, kw = conv.kernel_size
-    gram = rhs = None
+    gram = rhs = 0.0  # sums of the normal equations over the batches
     for _ in range(n_batches):
         x, _y = next(batches)  # float64 on the CPU: every device can, MPS has no float64
         inputs = consumer_input(work, layer.consumer, x)[:, keep].cpu().double()
@@ -130,8 +130,8 @@ def refit_consumer(work: nn.Module, original: nn.Module, layer: PrunableLayer, k
         cols = F.unfold(inputs, (kh, kw), padding=conv.padding)  # (N, k*kh*kw, H*W)
         cols = cols.transpose(1, 2).reshape(-1, cols.shape[1])
         out = target.flatten(2).transpose(1, 2).reshape(-1, target.shape[1])
-        gram = cols.T @ cols if gram is None else gram + cols.T @ cols
-        rhs = cols.T @ out if rhs is None else rhs + cols.T @ out
+        gram = gram + cols.T @ cols
+        rhs = rhs + cols.T @ out
     damp = ridge * gram.diagonal().mean().clamp_min(1e-12)
     eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
     solution = torch.linalg.solve(gram + damp * eye, rhs)  # (k*kh*kw, C_out)

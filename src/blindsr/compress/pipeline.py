@@ -49,8 +49,8 @@ from blindsr.compress.objective import (
 )
 from blindsr.compress.prune import layer_widths, removed_fraction, require_drn, split_widths
 from blindsr.compress.search import (
-    DECODE_RULES,
     SearchResult,
+    check_decode,
     check_ratio,
     search_widths,
     uniform_widths,
@@ -91,8 +91,7 @@ class CompressSettings:
             raise BlindSRError(f"method must be dr, l1 or none, got {self.method!r}")
         if self.method != "none":
             check_ratio(self.ratio)
-        if self.decode not in DECODE_RULES:
-            raise BlindSRError(f"decode must be budget or argmax, got {self.decode!r}")
+        check_decode(self.decode)
         for name in ("search_steps", "finetune_steps", "dual_steps", "tune_steps", "seed"):
             if getattr(self, name) < 0:
                 raise BlindSRError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -253,14 +252,13 @@ def compress(model: nn.Module, data: Sequence[str], settings: CompressSettings,
     search = None
     start = time.perf_counter()
     if s.method == "dr":
-        widths = uniform_widths(model, s.ratio, s.multiple)
         if s.search_steps:
             if log:
                 log(f"searching channel numbers for {s.search_steps} steps")
             search = search_widths(model, s.ratio, train, val, objective, s.search_steps,
                                    s.multiple, alpha_lr=s.alpha_lr, decode=s.decode,
                                    progress=_every(log, "search", s.search_steps))
-            widths = search.widths
+        widths = search.widths if search else uniform_widths(model, s.ratio, s.multiple)
         times["search_s"] = time.perf_counter() - start
         start = time.perf_counter()
         if log:

@@ -67,6 +67,13 @@ def round_width(value: float, full: int, multiple: int = 4) -> int:
     return int(min(full, max(down, min(multiple, full))))
 
 
+def check_decode(rule: str) -> str:
+    """``rule`` if it is a width decoding rule (:data:`DECODE_RULES`), else a one-line error."""
+    if rule not in DECODE_RULES:
+        raise BlindSRError(f"width decoding must be budget or argmax, got {rule!r}")
+    return rule
+
+
 def candidate_widths(full: int, ratio: float, multiple: int = 4) -> list[int]:
     """The searched widths ``c (1 - r) v`` of a layer of ``full`` channels, one per ``v`` in V."""
     keep = full * (1 - check_ratio(ratio))
@@ -131,14 +138,13 @@ def decode_widths(probs: Tensor, candidates: Tensor, full: Mapping[str, int], ra
     (module docstring): ``"argmax"`` (the paper's: each layer's most likely candidate) or
     ``"budget"`` (:func:`allocate` by ``c_l E[v]``)."""
     names = list(full)
-    if rule == "argmax":
+    if check_decode(rule) == "argmax":
         best = probs.argmax(dim=-1).tolist()
         return {n: int(candidates[i][best[i]]) for i, n in enumerate(names)}
-    if rule == "budget":  # expected v (unrounded): a flat softmax gives uniform_widths
-        mean_v = (probs * torch.tensor(V, dtype=probs.dtype)).sum(dim=-1).tolist()
-        preference = {n: full[n] * v for n, v in zip(names, mean_v, strict=True)}
-        return allocate(preference, full, ratio, multiple)
-    raise BlindSRError(f"width decoding must be budget or argmax, got {rule!r}")
+    # budget: by the expected v (unrounded), so that a flat softmax gives uniform_widths
+    mean_v = (probs * torch.tensor(V, dtype=probs.dtype)).sum(dim=-1).tolist()
+    preference = {n: full[n] * v for n, v in zip(names, mean_v, strict=True)}
+    return allocate(preference, full, ratio, multiple)
 
 
 @dataclass
@@ -184,8 +190,7 @@ def search_widths(model: nn.Module, ratio: float, train: Batches, val: Batches,
     require_drn(model)
     if steps < 1:
         raise BlindSRError(f"search steps must be >= 1 (0 steps: use uniform_widths), got {steps}")
-    if decode not in DECODE_RULES:
-        raise BlindSRError(f"width decoding must be budget or argmax, got {decode!r}")
+    check_decode(decode)  # before the long search, not after it
     objective = copy.deepcopy(objective)  # the search's dual weights are thrown away too
     net = copy.deepcopy(model).train()
     for p in net.parameters():
@@ -228,4 +233,5 @@ def search_widths(model: nn.Module, ratio: float, train: Batches, val: Batches,
 
 
 __all__ = ["DECODE_RULES", "SearchResult", "V", "allocate", "candidate_widths", "channel_weights",
-           "check_ratio", "decode_widths", "round_width", "search_widths", "uniform_widths"]
+           "check_decode", "check_ratio", "decode_widths", "round_width", "search_widths",
+           "uniform_widths"]
