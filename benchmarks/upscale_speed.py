@@ -1,9 +1,12 @@
 """Upscaling speed: blindsr's Upscaler against a plain reference forward of the same weights.
 
 The reference is what a straightforward script does (and what Real-ESRGAN's inference does): fp32,
-NCHW, ``torch.no_grad()``, tiles sent one at a time. blindsr runs with ``inference_mode``,
-``channels_last`` and batched tiles. Both run in this process on the same input, side by side;
-the script prints ms per input megapixel, the speed-up ratio, and the largest output difference.
+NCHW, ``torch.no_grad()``, tiles sent one at a time, in a process with the C library's default
+allocator settings. blindsr runs as ``blindsr upscale`` does: ``inference_mode``,
+``channels_last``, batched tiles, and freed memory kept for reuse (`blindsr.allocator`). Each side
+runs in its own worker process (allocator settings are per process) with the same weights and
+input; the two are timed alternately, so that load from elsewhere on the machine hits both alike.
+The script prints ms per input megapixel, the speed-up ratio, and the largest output difference.
 
     python benchmarks/upscale_speed.py            # full-size SRResNet and RRDBNet
     python benchmarks/upscale_speed.py --quick    # tiny widths, a smoke run
@@ -12,14 +15,19 @@ the script prints ms per input megapixel, the speed-up ratio, and the largest ou
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
 import platform
 import time
+from multiprocessing.connection import Connection
 
 import torch
 
 from blindsr import archs
+from blindsr.allocator import keep_freed_memory
 from blindsr.inference import Settings, Upscaler
 from blindsr.tiling import run_tiled
+
+SIDES = ("reference", "blindsr")
 
 
 def reference_forward(model: torch.nn.Module):
@@ -38,42 +46,76 @@ def timed(fn) -> tuple[float, torch.Tensor]:
     return time.perf_counter() - start, out
 
 
-def side_by_side(ref, ours, repeats: int) -> tuple[float, float, torch.Tensor, torch.Tensor]:
-    """Best-of-``repeats`` times of two functions run alternately (after one warm-up each), so
-    that load from elsewhere on the machine hits both alike; returns times and outputs."""
-    ref(), ours()
-    ref_times, our_times = [], []
-    for _ in range(repeats):
-        t, ref_out = timed(ref)
-        ref_times.append(t)
-        t, our_out = timed(ours)
-        our_times.append(t)
-    return min(ref_times), min(our_times), ref_out, our_out
+def worker(conn: Connection, side: str, name: str, kwargs: dict, size: int, threads: int | None,
+           ) -> None:
+    """One side of the comparison in its own process: builds the model and input from fixed seeds
+    (the same in both workers), then answers ``(tile, pad, batch, dtype)`` requests with the time of
+    one upscale and its output, until it receives None."""
+    if threads:
+        torch.set_num_threads(threads)
+    if side == "blindsr":
+        keep_freed_memory()
+    torch.manual_seed(0)
+    model = archs.build(name, **kwargs).eval()
+    x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1))
+    upscalers: dict[tuple, Upscaler] = {}
+    while (request := conn.recv()) is not None:
+        tile, pad, batch, dtype = request
+        if side == "reference":
+            conn.send(timed(lambda t=tile, p=pad: run_tiled(reference_forward(model), x,
+                                                            model.scale, t, p)))
+            continue
+        if request not in upscalers:
+            upscalers[request] = Upscaler(model, Settings(tile=tile, tile_pad=pad, batch=batch,
+                                                          dtype=dtype, device="cpu"))
+        conn.send(timed(lambda u=upscalers[request]: u.upscale_tensor(x)))
+
+
+def side_by_side(conns: dict[str, Connection], request: tuple, repeats: int,
+                 ) -> tuple[float, float, torch.Tensor, torch.Tensor]:
+    """Best-of-``repeats`` times of the two workers, run alternately after one warm-up each;
+    returns the reference and blindsr times and outputs."""
+    times: dict[str, list[float]] = {side: [] for side in SIDES}
+    outputs: dict[str, torch.Tensor] = {}
+    for i in range(repeats + 1):
+        for side in SIDES:
+            conns[side].send(request)
+            t, outputs[side] = conns[side].recv()
+            if i:
+                times[side].append(t)
+    return (min(times["reference"]), min(times["blindsr"]), outputs["reference"],
+            outputs["blindsr"])
 
 
 def bench(name: str, kwargs: dict, size: int, tile: int, pad: int, batch: int,
-          repeats: int) -> list[dict]:
-    torch.manual_seed(0)
-    model = archs.build(name, **kwargs).eval()
-    scale = model.scale
-    x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1))
+          repeats: int, threads: int | None = None) -> list[dict]:
+    context = mp.get_context("spawn")
+    conns, workers = {}, []
+    for side in SIDES:
+        ours, theirs = context.Pipe()
+        process = context.Process(target=worker, args=(theirs, side, name, kwargs, size, threads))
+        process.start()
+        conns[side] = ours
+        workers.append(process)
     megapixels = size * size / 1e6
     rows = []
-    for tiled in (False, True):
-        t, p = (tile, pad) if tiled else (size, 0)
-        for dtype in ("fp32", "bf16"):
-            upscaler = Upscaler(model, Settings(tile=t, tile_pad=p, batch=batch, dtype=dtype,
-                                                device="cpu"))
-            ref_time, our_time, ref_out, our_out = side_by_side(
-                lambda t=t, p=p: run_tiled(reference_forward(model), x, scale, t, p, 1),
-                lambda u=upscaler: u.upscale_tensor(x), repeats)
-            rows.append({
-                "model": name, "tiled": f"{t}+{p}" if tiled else "no", "dtype": dtype,
-                "ref_ms_per_mp": ref_time * 1e3 / megapixels,
-                "ms_per_mp": our_time * 1e3 / megapixels,
-                "speedup": ref_time / our_time,
-                "max_diff_255": (our_out - ref_out).abs().max().item() * 255,
-            })
+    try:
+        for tiled in (False, True):
+            t, p = (tile, pad) if tiled else (size, 0)
+            for dtype in ("fp32", "bf16"):
+                ref_time, our_time, ref_out, our_out = side_by_side(
+                    conns, (t, p, batch, dtype), repeats)
+                rows.append({
+                    "model": name, "tiled": f"{t}+{p}" if tiled else "no", "dtype": dtype,
+                    "ref_ms_per_mp": ref_time * 1e3 / megapixels,
+                    "ms_per_mp": our_time * 1e3 / megapixels,
+                    "speedup": ref_time / our_time,
+                    "max_diff_255": (our_out - ref_out).abs().max().item() * 255,
+                })
+    finally:
+        for side, process in zip(SIDES, workers, strict=True):
+            conns[side].send(None)
+            process.join()
     return rows
 
 
@@ -101,7 +143,7 @@ def main() -> None:
           "| max diff (/255) |")
     print("|---|---|---|---|---|---|---|")
     for name, kwargs, size, tile, pad, batch in cases:
-        for r in bench(name, kwargs, size, tile, pad, batch, args.repeats):
+        for r in bench(name, kwargs, size, tile, pad, batch, args.repeats, args.threads):
             print(f"| {r['model']} | {r['tiled']} | {r['dtype']} | {r['ref_ms_per_mp']:.0f} "
                   f"| {r['ms_per_mp']:.0f} | {r['speedup']:.2f}x | {r['max_diff_255']:.2f} |",
                   flush=True)

@@ -12,6 +12,7 @@ import os
 import sys
 
 from blindsr import __version__
+from blindsr.allocator import keep_freed_memory
 from blindsr.errors import BlindSRError
 
 
@@ -181,6 +182,7 @@ def _main(argv: list[str] | None) -> int:
     if not getattr(args, "run", None):
         parser.print_help()
         return 2
+    keep_freed_memory()  # every command moves large tensors: reuse them (see blindsr.allocator)
     try:
         return args.run(args)
     except BlindSRError as err:
