@@ -12,6 +12,10 @@ RealSRSet, and counts the PSNR cells where the method beats the baseline:
 
 Writes benchmarks/results/<group>_table.{json,csv,md}. Runs missing their model.safetensors or not
 yet trained to their config's train.iterations are reported and left out (the table says which).
+With ``--merge``, a missing run's rows are taken from the table already written there (evaluation
+is deterministic, so they are the numbers its model gave then); the meta names those rows and the
+earlier command and machine, so a table can grow run by run although run folders do not outlive a
+session.
 """
 
 from __future__ import annotations
@@ -62,6 +66,20 @@ def wins(results: list[Result], method: str, baseline: str) -> dict[str, dict[st
     return out
 
 
+def earlier_rows(path: Path, labels: list[str]) -> tuple[list[Result], dict[str, object]]:
+    """Rows of ``labels`` in a table written earlier by this script, and where they came from."""
+    if not path.exists():
+        return [], {}
+    data = json.loads(path.read_text())
+    rows = [Result(**r) for r in data["results"] if r["model"] in labels]
+    found = sorted({r.model for r in rows}, key=labels.index)
+    meta = data.get("meta", {})
+    earlier = meta.get("carried", {})  # rows that table had carried from a still earlier one
+    return rows, {label: earlier.get(label) or {key: meta.get(key)
+                                                for key in ("command", "machine", "torch")}
+                  for label in found}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("group", choices=sorted(GROUPS))
@@ -69,26 +87,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-images", type=int, default=None, help="per set (smoke runs)")
     parser.add_argument("--out", type=Path, default=None,
                         help="default: benchmarks/results/<group>_table")
+    parser.add_argument("--merge", action="store_true",
+                        help="take missing runs' rows from the table already at --out")
     args = parser.parse_args(argv)
+    out = args.out or HERE / "results" / f"{args.group}_table"
     baseline, runs, method = GROUPS[args.group]
     models, missing = {}, []
     for label, folder in runs.items():
         path = args.runs_dir / folder / "model.safetensors"
         why = unfinished_run(args.runs_dir / folder)
         (models.__setitem__(label, path) if why is None else missing.append(f"{label} ({why})"))
+    carried_rows, carried = [], {}
+    if args.merge:
+        absent = [label for label in runs if label not in models]
+        carried_rows, carried = earlier_rows(out.with_suffix(".json"), absent)
+        missing = [m for m in missing if m.split(" (")[0] not in carried]
     if missing:
         print("missing (left out): " + ", ".join(missing), file=sys.stderr)
-    if baseline not in models or method not in models:
+    if not {baseline, method} <= set(models) | set(carried):
         print(f"error: {baseline} and {method} are both needed", file=sys.stderr)
         return 1
     results = evaluate(models, ["Set5", "Set14"], CONFIGS, ("psnr", "ssim"),
-                       max_images=args.max_images, progress=True)
-    results += evaluate(models, ["RealSRSet"], None, ("niqe",), max_images=args.max_images,
-                        progress=True)
+                       max_images=args.max_images, progress=True) if models else []
+    if models:
+        results += evaluate(models, ["RealSRSet"], None, ("niqe",),
+                            max_images=args.max_images, progress=True)
+    order = list(runs)  # rows in the group's order, whichever way they came
+    results = sorted(results + carried_rows, key=lambda r: order.index(r.model))
     counted = wins(results, method, baseline)
-    out = args.out or HERE / "results" / f"{args.group}_table"
     meta = {"group": args.group, "baseline": baseline, "method": method,
             "runs": {k: str(v) for k, v in models.items()}, "missing": missing,
+            "carried": carried,
             "wins_psnr": counted, "machine": machine_description(),
             "threads": torch.get_num_threads(), "torch": torch.__version__,
             "command": "python benchmarks/method_tables.py " + " ".join(argv or sys.argv[1:])}

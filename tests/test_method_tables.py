@@ -45,3 +45,33 @@ def test_table_counts_the_cells_where_the_method_beats_the_baseline(shared, tmp_
 def test_a_group_without_its_baseline_is_an_error(tmp_path, capsys):
     assert load_script().main(["and", "--runs-dir", str(tmp_path)]) == 1
     assert "classical and ANDNet are both needed" in capsys.readouterr().err
+
+
+def test_merge_keeps_the_rows_of_runs_gone_since(shared, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("BLINDSR_DATA", str(shared / "datasets"))
+    script = load_script()
+    _, runs, _ = script.GROUPS["eats"]
+
+    def trained(label, seed):
+        torch.manual_seed(seed)
+        (tmp_path / runs[label]).mkdir()
+        save_model(archs.build("srresnet", num_feat=4, num_block=1, scale=4),
+                   tmp_path / runs[label] / "model.safetensors")
+
+    out = tmp_path / "table"
+    args = ["eats", "--runs-dir", str(tmp_path), "--max-images", "1", "--out", str(out)]
+    trained("Original", 0), trained("EATS", 1)
+    assert script.main(args) == 0
+    first = json.loads(out.with_suffix(".json").read_text())
+    (tmp_path / runs["Original"] / "model.safetensors").unlink()  # the run folder is gone
+    trained("Dropout", 2)
+    assert script.main(args) == 1  # without --merge the baseline is missing
+    assert script.main([*args, "--merge"]) == 0
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert list(dict.fromkeys(r["model"] for r in data["results"])) == [
+        "Original", "Dropout", "EATS"]
+    original = [r for r in data["results"] if r["model"] == "Original"]
+    assert original == [r for r in first["results"] if r["model"] == "Original"]
+    assert set(data["meta"]["carried"]) == {"Original"}
+    assert data["meta"]["carried"]["Original"]["command"] == first["meta"]["command"]
+    assert not any(m.startswith("Original") for m in data["meta"]["missing"])
