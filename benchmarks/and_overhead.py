@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from blindsr import archs, degrade
+from blindsr.allocator import keep_freed_memory
 from blindsr.degrade.neural import NeuralDegradation
 from blindsr.strategies.and_ import AND
 from blindsr.strategies.base import Strategy
@@ -113,6 +114,7 @@ def main() -> None:
                         help="seconds: the given model at batch 4, HR patch 48, 1 thread, "
                              "attack batch 1 too")
     args = parser.parse_args()
+    keep_freed_memory()  # as the blindsr command does
     if args.quick:
         args.batch, args.patch, args.threads, args.steps = 4, 48, 1, 2
         args.attack_batch = args.attack_batch or 1

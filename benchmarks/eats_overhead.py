@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from blindsr import archs
+from blindsr.allocator import keep_freed_memory
 from blindsr.degrade import second_order
 from blindsr.losses.pixel import l1_loss
 from blindsr.ops import imresize
@@ -155,6 +156,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true",
                         help="seconds: the given model at batch 2, HR patch 64, 1 thread")
     args = parser.parse_args()
+    keep_freed_memory()  # as the blindsr command does
     if args.quick:
         args.batch, args.patch, args.threads = 2, 64, 1
     if args.threads:

@@ -66,15 +66,23 @@ def wins(results: list[Result], method: str, baseline: str) -> dict[str, dict[st
     return out
 
 
-def earlier_rows(path: Path, labels: list[str]) -> tuple[list[Result], dict[str, object]]:
-    """Rows of ``labels`` in a table written earlier by this script, and where they came from."""
+def earlier_rows(path: Path, labels: list[str], max_images: int | None,
+                 ) -> tuple[list[Result], dict[str, object]]:
+    """Rows of ``labels`` in a table written earlier by this script on as many images, and where
+    they came from; ValueError if the file is not such a table."""
     if not path.exists():
         return [], {}
-    data = json.loads(path.read_text())
-    rows = [Result(**r) for r in data["results"] if r["model"] in labels]
-    found = sorted({r.model for r in rows}, key=labels.index)
-    meta = data.get("meta", {})
+    try:
+        data = json.loads(path.read_text())
+        rows = [Result(**r) for r in data["results"] if r["model"] in labels]
+        meta = data["meta"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path} is not a table of this script ({err})") from None
+    if meta.get("max_images") != max_images:
+        raise ValueError(f"{path} was made with --max-images {meta.get('max_images')}, "
+                         f"not {max_images}: its rows do not compare")
     earlier = meta.get("carried", {})  # rows that table had carried from a still earlier one
+    found = sorted({r.model for r in rows}, key=labels.index)
     return rows, {label: earlier.get(label) or {key: meta.get(key)
                                                 for key in ("command", "machine", "torch")}
                   for label in found}
@@ -92,18 +100,27 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = args.out or HERE / "results" / f"{args.group}_table"
     baseline, runs, method = GROUPS[args.group]
-    models, missing = {}, []
+    models, missing = {}, {}
     for label, folder in runs.items():
-        path = args.runs_dir / folder / "model.safetensors"
         why = unfinished_run(args.runs_dir / folder)
-        (models.__setitem__(label, path) if why is None else missing.append(f"{label} ({why})"))
+        if why is None:
+            models[label] = args.runs_dir / folder / "model.safetensors"
+        else:
+            missing[label] = why
     carried_rows, carried = [], {}
     if args.merge:
-        absent = [label for label in runs if label not in models]
-        carried_rows, carried = earlier_rows(out.with_suffix(".json"), absent)
-        missing = [m for m in missing if m.split(" (")[0] not in carried]
+        try:
+            carried_rows, carried = earlier_rows(out.with_suffix(".json"), list(missing),
+                                                 args.max_images)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        for label, source in carried.items():
+            del missing[label]
+            print(f"carried: {label} (from {source['command']})", file=sys.stderr)
     if missing:
-        print("missing (left out): " + ", ".join(missing), file=sys.stderr)
+        print("missing (left out): " + ", ".join(f"{k} ({v})" for k, v in missing.items()),
+              file=sys.stderr)
     if not {baseline, method} <= set(models) | set(carried):
         print(f"error: {baseline} and {method} are both needed", file=sys.stderr)
         return 1
@@ -116,8 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     results = sorted(results + carried_rows, key=lambda r: order.index(r.model))
     counted = wins(results, method, baseline)
     meta = {"group": args.group, "baseline": baseline, "method": method,
-            "runs": {k: str(v) for k, v in models.items()}, "missing": missing,
-            "carried": carried,
+            "runs": {k: str(v) for k, v in models.items()},
+            "missing": [f"{k} ({v})" for k, v in missing.items()], "carried": carried,
+            "max_images": args.max_images,
             "wins_psnr": counted, "machine": machine_description(),
             "threads": torch.get_num_threads(), "torch": torch.__version__,
             "command": "python benchmarks/method_tables.py " + " ".join(argv or sys.argv[1:])}

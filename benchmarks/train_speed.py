@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from blindsr.allocator import keep_freed_memory
 from blindsr.config import load_config
 from blindsr.degrade import second_order
 from blindsr.train import train
@@ -83,6 +84,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small models only")
     parser.add_argument("--cases", default=None, help=f"comma list of {', '.join(CASES)}")
     args = parser.parse_args()
+    keep_freed_memory()  # as the blindsr command does
     names = args.cases.split(",") if args.cases else [n for n in CASES
                                                       if not args.quick or "small" in n]
     unknown = [n for n in names if n not in CASES]

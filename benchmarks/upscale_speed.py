@@ -49,26 +49,40 @@ def timed(fn) -> tuple[float, torch.Tensor]:
 def worker(conn: Connection, side: str, name: str, kwargs: dict, size: int, threads: int | None,
            ) -> None:
     """One side of the comparison in its own process: builds the model and input from fixed seeds
-    (the same in both workers), then answers ``(tile, pad, batch, dtype)`` requests with the time of
-    one upscale and its output, until it receives None."""
-    if threads:
-        torch.set_num_threads(threads)
-    if side == "blindsr":
-        keep_freed_memory()
-    torch.manual_seed(0)
-    model = archs.build(name, **kwargs).eval()
-    x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1))
-    upscalers: dict[tuple, Upscaler] = {}
-    while (request := conn.recv()) is not None:
-        tile, pad, batch, dtype = request
-        if side == "reference":
-            conn.send(timed(lambda t=tile, p=pad: run_tiled(reference_forward(model), x,
-                                                            model.scale, t, p)))
-            continue
-        if request not in upscalers:
-            upscalers[request] = Upscaler(model, Settings(tile=tile, tile_pad=pad, batch=batch,
-                                                          dtype=dtype, device="cpu"))
-        conn.send(timed(lambda u=upscalers[request]: u.upscale_tensor(x)))
+    (the same in both workers), says whether freed memory is kept, then answers ``(tile, pad,
+    batch, dtype)`` requests with the time of one upscale and its output, until it receives None.
+    Every message is ``(ok, payload)``; a failure is sent as ``(False, "Error: text")``."""
+    try:
+        if threads:
+            torch.set_num_threads(threads)
+        conn.send((True, keep_freed_memory() if side == "blindsr" else False))
+        torch.manual_seed(0)
+        model = archs.build(name, **kwargs).eval()
+        x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1))
+        upscalers: dict[tuple, Upscaler] = {}
+        while (request := conn.recv()) is not None:
+            tile, pad, batch, dtype = request
+            if side == "reference":
+                conn.send((True, timed(lambda t=tile, p=pad: run_tiled(
+                    reference_forward(model), x, model.scale, t, p))))
+                continue
+            if request not in upscalers:
+                upscalers[request] = Upscaler(model, Settings(
+                    tile=tile, tile_pad=pad, batch=batch, dtype=dtype, device="cpu"))
+            conn.send((True, timed(lambda u=upscalers[request]: u.upscale_tensor(x))))
+    except Exception as err:  # noqa: BLE001 - reported to the parent, which stops
+        conn.send((False, f"{type(err).__name__}: {err}"))
+
+
+def answer(conn: Connection, side: str):
+    """The next reply of a worker; RuntimeError if it failed or died."""
+    try:
+        ok, payload = conn.recv()
+    except EOFError:
+        raise RuntimeError(f"the {side} worker died") from None
+    if not ok:
+        raise RuntimeError(f"the {side} worker failed: {payload}")
+    return payload
 
 
 def side_by_side(conns: dict[str, Connection], request: tuple, repeats: int,
@@ -80,7 +94,7 @@ def side_by_side(conns: dict[str, Connection], request: tuple, repeats: int,
     for i in range(repeats + 1):
         for side in SIDES:
             conns[side].send(request)
-            t, outputs[side] = conns[side].recv()
+            t, outputs[side] = answer(conns[side], side)
             if i:
                 times[side].append(t)
     return (min(times["reference"]), min(times["blindsr"]), outputs["reference"],
@@ -91,15 +105,21 @@ def bench(name: str, kwargs: dict, size: int, tile: int, pad: int, batch: int,
           repeats: int, threads: int | None = None) -> list[dict]:
     context = mp.get_context("spawn")
     conns, workers = {}, []
-    for side in SIDES:
-        ours, theirs = context.Pipe()
-        process = context.Process(target=worker, args=(theirs, side, name, kwargs, size, threads))
-        process.start()
-        conns[side] = ours
-        workers.append(process)
-    megapixels = size * size / 1e6
-    rows = []
     try:
+        for side in SIDES:
+            ours, theirs = context.Pipe()
+            process = context.Process(target=worker, daemon=True,
+                                      args=(theirs, side, name, kwargs, size, threads))
+            process.start()
+            theirs.close()  # the worker's end lives in the worker: its exit reads as EOF here
+            conns[side], workers = ours, [*workers, process]
+        kept = answer(conns["blindsr"], "blindsr")
+        answer(conns["reference"], "reference")  # ready
+        if not kept:
+            print("warning: freed memory is not kept for reuse in the blindsr worker "
+                  "(no glibc, or the environment sets the allocator)", flush=True)
+        megapixels = size * size / 1e6
+        rows = []
         for tiled in (False, True):
             t, p = (tile, pad) if tiled else (size, 0)
             for dtype in ("fp32", "bf16"):
@@ -112,17 +132,24 @@ def bench(name: str, kwargs: dict, size: int, tile: int, pad: int, batch: int,
                     "speedup": ref_time / our_time,
                     "max_diff_255": (our_out - ref_out).abs().max().item() * 255,
                 })
+        return rows
     finally:
-        for side, process in zip(SIDES, workers, strict=True):
-            conns[side].send(None)
-            process.join()
-    return rows
+        for conn in conns.values():
+            try:
+                conn.send(None)
+            except OSError:  # that worker is gone already
+                pass
+        for process in workers:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.terminate()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny widths (smoke test)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, choices=range(1, 100),
+                        metavar="N", help="timed runs per case (best is kept)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--sizes", type=int, nargs=2, default=(128, 64),
                         metavar=("SRRESNET", "RRDB"),

@@ -75,3 +75,14 @@ def test_merge_keeps_the_rows_of_runs_gone_since(shared, tmp_path, monkeypatch, 
     assert set(data["meta"]["carried"]) == {"Original"}
     assert data["meta"]["carried"]["Original"]["command"] == first["meta"]["command"]
     assert not any(m.startswith("Original") for m in data["meta"]["missing"])
+    # merged again: the carried rows keep naming the run that made them
+    (tmp_path / runs["Dropout"] / "model.safetensors").unlink()
+    assert script.main([*args, "--merge"]) == 0
+    again = json.loads(out.with_suffix(".json").read_text())
+    assert again["meta"]["carried"]["Original"]["command"] == first["meta"]["command"]
+    assert set(again["meta"]["carried"]) == {"Original", "Dropout"}
+    # rows from a table of another size do not mix
+    capsys.readouterr()
+    other = ["eats", "--runs-dir", str(tmp_path), "--max-images", "2", "--out", str(out)]
+    assert script.main([*other, "--merge"]) == 1
+    assert "made with --max-images 1, not 2" in capsys.readouterr().err
