@@ -175,7 +175,9 @@ def test_generator_then_discriminator_updates(rand_image, gan):
         l1 = (sr - b["hr"]).abs().mean()
         l_gan = 0.01 * s.gan.generator(d(sr), d(b["hr"]))
     assert float(g_update.logs["l_l1"]) == pytest.approx(float(l1), rel=1e-5)
-    assert float(g_update.logs["l_gan"]) == pytest.approx(float(l_gan), rel=1e-4, abs=1e-9)
+    # at initialisation the realness KL is a difference of near-equal terms (~1e-6): its last
+    # digits depend on the CPU's summation order (AVX2 and AVX-512 differ by 1.5e-9)
+    assert float(g_update.logs["l_gan"]) == pytest.approx(float(l_gan), rel=1e-4, abs=1e-8)
     g_update.loss.backward()
     assert g.blocks[0].am1.fc2.weight.grad is not None
     assert all(p.grad is None for p in d.parameters())  # G's loss sees D frozen
