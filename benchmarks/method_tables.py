@@ -124,9 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     if not {baseline, method} <= set(models) | set(carried):
         print(f"error: {baseline} and {method} are both needed", file=sys.stderr)
         return 1
-    results = evaluate(models, ["Set5", "Set14"], CONFIGS, ("psnr", "ssim"),
-                       max_images=args.max_images, progress=True) if models else []
-    if models:
+    results = []
+    if models:  # with --merge every row may be carried
+        results = evaluate(models, ["Set5", "Set14"], CONFIGS, ("psnr", "ssim"),
+                           max_images=args.max_images, progress=True)
         results += evaluate(models, ["RealSRSet"], None, ("niqe",),
                             max_images=args.max_images, progress=True)
     order = list(runs)  # rows in the group's order, whichever way they came
