@@ -8,10 +8,14 @@ alternate step by step. A conv-work model (multiply-accumulates of every conv ca
 hooks) predicts the ratio independently of the machine:
 
     plain = 3 G                   (forward, input gradients, weight gradients)
-    and   = 3 G + K (2 G + 3 F) + F   (per PGD step: G forward + input gradients only,
-                                       F forward + input and weight gradients; then F once more)
+    and   = 3 G + K 2 G + (K - 1) 3 F + F   (per PGD step: G forward + input gradients only;
+                                       F forward + input and weight gradients on every step but
+                                       the first, whose point is the identity: its LR is BlurPool
+                                       and its gradient analytic; then F once more)
 
-where G and F are the forward MACs of the generator and of the degradation network. The
+where G and F are the forward MACs of the generator and of the degradation network (without
+identity initialisation, ``identity_init: false``, every step pays ``3 F``: ``K`` for
+``K - 1``). The
 ablations (`--params '{"perturbation": "noise"}'` or `"random"`) need no attack through F
 (noise: ``3 G + 2 K G``, PGD on the LR noise of every sample) or no attack at all (random:
 ``3 G + F``).
@@ -59,14 +63,15 @@ def conv_macs(model: nn.Module, *args: object) -> float:
 
 
 def predicted_ratio(g_macs: float, f_macs: float, steps: int, attack_share: float,
-                    perturbation: str = "neural") -> float:
+                    perturbation: str = "neural", identity_init: bool = True) -> float:
     """The conv-work model of the module docstring (``attack_share``: attacked fraction)."""
     plain = 3 * g_macs
     if perturbation == "noise":
         return (plain + steps * 2 * g_macs) / plain
     if perturbation == "random":
         return (plain + f_macs) / plain
-    attack = steps * attack_share * (2 * g_macs + 3 * f_macs)
+    f_steps = max(steps - 1, 0) if identity_init else steps
+    attack = attack_share * (steps * 2 * g_macs + f_steps * 3 * f_macs)
     return (plain + attack + f_macs) / plain
 
 
@@ -139,6 +144,7 @@ def main() -> None:
     hr = smooth_batch(args.batch, args.patch, torch.Generator().manual_seed(0)).to(device)
     hr = hr.contiguous(memory_format=torch.channels_last)
     k, kind = cases["and"].params.steps, cases["and"].params.perturbation
+    identity = cases["and"].params.identity_init
     g_macs = conv_macs(model, hr[:1, :, ::scale, ::scale].contiguous())
     f_macs = conv_macs(NeuralDegradation(scale, cases["and"].params.channels).to(device), hr[:1])
     print(f"machine: {platform.machine()} {platform.processor() or ''}, device {device}, "
@@ -150,7 +156,7 @@ def main() -> None:
     if args.flops_only:
         for name, share in shares.items():
             if name != "plain":
-                ratio = predicted_ratio(g_macs, f_macs, k, share, kind)
+                ratio = predicted_ratio(g_macs, f_macs, k, share, kind, identity)
                 print(f"conv-work model, {name}: {ratio:.2f}x")
         return
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-6)
@@ -167,7 +173,7 @@ def main() -> None:
     print("|---|---|---|---|")
     for name in names:
         t = statistics.median(times[name])
-        model_ratio = (predicted_ratio(g_macs, f_macs, k, shares[name], kind)
+        model_ratio = (predicted_ratio(g_macs, f_macs, k, shares[name], kind, identity)
                        if name != "plain" else 1)
         print(f"| {name} | {t * 1e3:.0f} | {t / base:.2f}x | {model_ratio:.2f}x |", flush=True)
 

@@ -108,6 +108,23 @@ def test_attack_batch_runs_the_generator_on_the_first_samples(rand_image):
     assert sizes == [1] * SMALL["steps"] and lr.shape[0] == 3
 
 
+@pytest.mark.parametrize("identity_init,expected", [(True, [2, 2, 3]), (False, [2, 2, 2, 3])])
+def test_the_attack_runs_the_degradation_network_once_per_step_after_the_identity(
+        rand_image, identity_init, expected):
+    # K = 3 on 2 of 3 samples: from the identity the first step's LR is BlurPool and its gradient
+    # is analytic (no pass through the network); then one pass per remaining step and the final
+    # LR of the whole batch. Without identity initialisation every step needs the network.
+    s = make({"attack_batch": 2, "identity_init": identity_init})
+    sizes = []
+    handle = s.degradation.head[0].conv.register_forward_hook(
+        lambda m, a, o: sizes.append(a[0].shape[0]))
+    try:
+        s.degrade(rand_image(3, 3, 32, 32))
+    finally:
+        handle.remove()
+    assert sizes == expected
+
+
 def test_random_ablation_never_runs_the_restorer(rand_image):
     s = make({"perturbation": "random"})
     calls = []

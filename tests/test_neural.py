@@ -11,8 +11,10 @@ import torch.nn.functional as F
 from blindsr.degrade.neural import (
     Ball,
     NeuralDegradation,
+    at_identity,
     base_params,
     identity_error,
+    identity_gradients,
     kind_shares,
     param_kind,
     pgd,
@@ -166,6 +168,74 @@ def test_pgd_step_is_alpha_along_the_normalised_gradient(rand_image):
     params, _ = pgd(net, hr, upsample_l1(hr), ball, steps=1, alpha=0.05)
     assert float(scaled_norm(delta_of(params, net), ball.factors(net))) == pytest.approx(0.05,
                                                                                        rel=1e-4)
+
+
+@pytest.mark.parametrize("scale,with_noise", [(4, True), (3, True), (2, False)])
+def test_identity_gradients_equal_autograd_through_the_network(rand_image, scale, with_noise):
+    net = NeuralDegradation(scale=scale, channels=6)
+    g = torch.Generator().manual_seed(3)
+    net.identity_(g)
+    hr = rand_image(2, 3, 24, 24, seed=4)
+    noise = net.sample_noise(hr, g) if with_noise else None
+    target = rand_image(2, 3, 24 // scale, 24 // scale, seed=5)
+
+    def loss_of(lr):  # non-linear, so every parameter kind gets a non-trivial gradient
+        return ((lr - target) ** 2).sum() + (3 * lr).sin().sum()
+
+    params = {n: p.detach().clone().requires_grad_(True) for n, p in net.named_parameters()}
+    grads = torch.autograd.grad(loss_of(run(net, params, hr, noise)), list(params.values()),
+                                allow_unused=True)  # None: noise strengths without noise maps
+    expected = {n: torch.zeros_like(p) if gr is None else gr
+                for (n, p), gr in zip(params.items(), grads, strict=True)}
+    lr = net.pool(hr).requires_grad_(True)
+    (grad_lr,) = torch.autograd.grad(loss_of(lr), lr)
+    found = identity_gradients(net, hr, grad_lr, noise)
+    assert set(found) == set(expected)
+    for n, e in expected.items():
+        assert found[n].shape == e.shape and found[n].dtype == e.dtype
+        scale_n = float(e.abs().max())
+        if not with_noise and n.endswith("noise.weight"):
+            assert scale_n == 0 and not found[n].any()
+            continue
+        assert scale_n > 0, n
+        assert float((found[n] - e).abs().max()) <= 1e-4 * scale_n, n
+
+
+def test_identity_gradients_refuse_a_network_off_its_identity(rand_image):
+    net = NeuralDegradation(channels=4)
+    hr = rand_image(1, 3, 16, 16, seed=6)
+    grad_lr = torch.ones(1, 3, 4, 4)
+    assert at_identity(net)
+    for change in ("head.0.act.weight", "tail.1.noise.weight", "head.2.conv.weight"):
+        net.identity_()
+        with torch.no_grad():
+            dict(net.named_parameters())[change].view(-1)[0] += 0.1
+        assert not at_identity(net)
+        with pytest.raises(BlindSRError, match="identity point"):
+            identity_gradients(net, hr, grad_lr)
+    net.xavier_()
+    assert not at_identity(net)
+
+
+def test_pgd_from_identity_takes_the_same_steps_without_the_first_network_pass(rand_image):
+    net = NeuralDegradation(channels=8)
+    g = torch.Generator().manual_seed(7)
+    net.identity_(g)
+    hr = rand_image(2, 3, 32, 32, seed=8)
+    noise = net.sample_noise(hr, g)
+    ball = Ball(epsilon=0.5)
+    plain, plain_losses = pgd(net, hr, upsample_l1(hr), ball, steps=3, alpha=0.2, noise=noise)
+    calls = []
+    hook = net.head[0].conv.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        fast, fast_losses = pgd(net, hr, upsample_l1(hr), ball, steps=3, alpha=0.2, noise=noise,
+                                from_identity=True)
+    finally:
+        hook.remove()
+    assert len(calls) == 2  # steps 2 and 3 only: the first step never runs the network
+    assert torch.allclose(torch.stack(fast_losses), torch.stack(plain_losses), rtol=1e-5)
+    for n in plain:
+        assert torch.allclose(fast[n], plain[n], rtol=1e-4, atol=1e-6), n
 
 
 def test_random_perturbation_is_uniform_in_the_ball():

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
@@ -67,7 +68,9 @@ class NoiseInjection(nn.Module):
     def forward(self, x: Tensor, noise: Tensor | None = None) -> Tensor:
         if noise is None:
             return x
-        return x + self.weight.view(1, -1, 1, 1).to(x.dtype) * noise.to(x.dtype)
+        # addcmul keeps x's memory format: ``x + w * noise`` first makes an NCHW product, and
+        # adding it to a channels-last x is ~15x slower than this fused op (both directions)
+        return torch.addcmul(x, noise.to(x.dtype), self.weight.view(1, -1, 1, 1).to(x.dtype))
 
 
 class BasicBlock(nn.Module):
@@ -290,9 +293,97 @@ def _norm(tensors: Sequence[Tensor]) -> Tensor:
     return torch.sqrt(sum(t.float().square().sum() for t in tensors))
 
 
+def _centre(conv: nn.Conv2d) -> Tensor:
+    kh, kw = conv.weight.shape[-2:]
+    return conv.weight.detach()[:, :, kh // 2, kw // 2].float()
+
+
+def _rows(t: Tensor) -> Tensor:
+    """(N, C, H, W) as (N H W, C) float rows, one per pixel (a view when channels-last)."""
+    return t.float().permute(0, 2, 3, 1).reshape(-1, t.shape[1])
+
+
+def _tap_correlations(z: Tensor, v: Tensor, taps: tuple[int, int]) -> Tensor:
+    """``M[o, k, dy, dx] = sum_{n,p} z[n, o, p] * pad(v)[n, k, p + d]``: the weight gradient of a
+    3 -> 3 reflect-padded conv with output gradient ``z`` on input ``v``."""
+    kh, kw = taps
+    vp = F.pad(v.float(), (kw // 2, kw // 2, kh // 2, kh // 2), mode="reflect")
+    return torch.nn.grad.conv2d_weight(vp, (z.shape[1], v.shape[1], kh, kw), z.float())
+
+
+def identity_gradients(net: NeuralDegradation, x: Tensor, grad_lr: Tensor,
+                       noise: Sequence[Tensor] | None = None) -> Params:
+    """The gradient of a loss with respect to every parameter of ``net`` at its identity point,
+    from the gradient ``grad_lr`` of that loss with respect to the LR ``net(x, noise)``.
+
+    Valid only right after :meth:`NeuralDegradation.identity_` (centre taps only, slopes 1, noise
+    strengths 0). There every block is a per-pixel linear map, so each activation is ``A x`` and
+    each backpropagated gradient ``B^T z`` for a C x 3 matrix ``A``, a 3 x C matrix ``B`` and
+    three-channel images ``x`` and ``z``: a conv's weight gradient is ``B^T M_d A^T`` with ``M_d``
+    the 3 x 3 correlation of ``z`` and the padded ``x`` at tap offset ``d``, and the network at
+    full width never runs. Equals autograd through :func:`run` up to rounding
+    (``tests/test_neural.py``); :func:`pgd` uses it for its first step.
+    """
+    blocks, convs = net.blocks(), net.convs()
+    if not at_identity(net):
+        raise BlindSRError("identity_gradients needs the network at its identity point "
+                           "(call identity_() first)")
+    nh = len(net.head)
+    maps = list(noise) if noise is not None else [None] * len(blocks)
+    # forward products A_l (activation after conv l = A_l applied to x or to y = pool(x))
+    a, prod = [], None
+    for conv in convs[:-1]:
+        c = _centre(conv)
+        prod = c if prod is None else c @ prod
+        a.append(prod)
+    # backward products B_l (gradient at conv l's output = B_l^T applied to g or to h)
+    b, prod = [None] * len(blocks), _centre(convs[-1])
+    for i in range(len(blocks) - 1, -1, -1):
+        b[i] = prod
+        prod = prod @ _centre(convs[i])
+    xf = x.float().detach().requires_grad_(True)
+    y = net.pool(xf)
+    (h,) = torch.autograd.grad(y, xf, grad_lr.float())  # pool^T(g) at HR
+    y, g = y.detach(), grad_lr.float()
+    taps = tuple(convs[0].weight.shape[-2:])
+    # HR blocks see (x, h), LR blocks and the last conv (y, g): pixels as rows (P, 3), and
+    # M (3, 3, kh, kw)
+    sides = {"head": (_rows(x.float()), _rows(h), _tap_correlations(h, x, taps)),
+             "tail": (_rows(y), _rows(g), _tap_correlations(g, y, taps))}
+    out: Params = {}
+    for i in range(len(blocks)):
+        name = f"head.{i}" if i < nh else f"tail.{i - nh}"
+        v, z, m = sides["head" if i < nh else "tail"]
+        a_in = a[i - 1] if i > 0 else torch.eye(3, device=x.device)
+        out[f"{name}.conv.weight"] = torch.einsum("ko,kjyx,ij->oiyx", b[i], m, a_in)
+        # slope gradient: sum over pixels of (B^T z) * min(A v, 0), as (B * (z^T min(v A^T, 0)))
+        negative = (v @ a[i].T).clamp_(max=0)  # (P, C): the negative part of the pre-activation
+        out[f"{name}.act.weight"] = (b[i] * (z.T @ negative)).sum(0)
+        q = z.T @ _rows(maps[i]).squeeze(1) if maps[i] is not None else z.new_zeros(3)
+        out[f"{name}.noise.weight"] = b[i].T @ q
+    out["last.weight"] = torch.einsum("okyx,ik->oiyx", sides["tail"][2], a[-1])
+    return {n: out[n].to(p) for n, p in net.named_parameters()}
+
+
+def at_identity(net: NeuralDegradation) -> bool:
+    """Whether ``net`` is at an identity point: every slope 1, every noise strength 0, and every
+    conv weight zero off its centre tap (what :meth:`NeuralDegradation.identity_` leaves)."""
+    with torch.no_grad():
+        for block in net.blocks():
+            if bool((block.act.weight != 1).any()) or bool(block.noise.weight.any()):
+                return False
+        for conv in net.convs():
+            w = conv.weight.clone()
+            kh, kw = w.shape[-2:]
+            w[:, :, kh // 2, kw // 2] = 0
+            if bool(w.any()):
+                return False
+    return True
+
+
 def pgd(net: NeuralDegradation, x: Tensor, loss_fn: Callable[[Tensor], Tensor], ball: Ball,
         steps: int = 5, alpha: float = 6.0, noise: Sequence[Tensor] | None = None,
-        ) -> tuple[Params, list[Tensor]]:
+        from_identity: bool = False) -> tuple[Params, list[Tensor]]:
     """Projected gradient ascent on ``loss_fn(clamp(F_{theta+delta}(x), 0, 1))`` over the ball.
 
     ``theta`` is ``net``'s current parameters; ``delta`` starts at 0. Each of the ``steps``
@@ -300,21 +391,32 @@ def pgd(net: NeuralDegradation, x: Tensor, loss_fn: Callable[[Tensor], Tensor], 
     ``.grad`` anywhere is touched), ``u += alpha * g / ||g||``, then ``u *= min(1, eps / ||u||)``.
     ``loss_fn`` should run any network it uses without parameter gradients. Returns the perturbed
     parameters (detached) and the loss at each evaluated point (detached; ``[0]`` is theta's).
+
+    ``from_identity``: ``theta`` is an identity point (:meth:`NeuralDegradation.identity_`), so the
+    first step's LR is ``BlurPool(x)`` and its gradient comes from :func:`identity_gradients`:
+    the same step without running the degradation network forward or backward.
     """
     theta = base_params(net)
     factors = ball.factors(net)
     u = {n: torch.zeros_like(t) for n, t in theta.items()}
     losses: list[Tensor] = []
     with torch.enable_grad():
-        for _ in range(steps):
-            for t in u.values():
-                t.requires_grad_(True)
-            params = {n: theta[n] + u[n] / factors[n] for n in theta}
-            loss = loss_fn(run(net, params, x, noise).clamp(0, 1))
-            grads = torch.autograd.grad(loss, list(u.values()), allow_unused=True)
-            grads = [torch.zeros_like(t) if g is None else ball.restrict(n, g)
-                     for (n, t), g in zip(u.items(), grads, strict=True)]  # None: noise
-            # strengths without noise maps
+        for k in range(steps):
+            if k == 0 and from_identity:
+                lr = net.pool(x).detach().requires_grad_(True)
+                loss = loss_fn(lr.clamp(0, 1))
+                (grad_lr,) = torch.autograd.grad(loss, lr)
+                found = identity_gradients(net, x, grad_lr, noise)
+                grads = [ball.restrict(n, found[n] / factors[n]) for n in u]
+            else:
+                for t in u.values():
+                    t.requires_grad_(True)
+                params = {n: theta[n] + u[n] / factors[n] for n in theta}
+                loss = loss_fn(run(net, params, x, noise).clamp(0, 1))
+                grads = torch.autograd.grad(loss, list(u.values()), allow_unused=True)
+                grads = [torch.zeros_like(t) if g is None else ball.restrict(n, g)
+                         for (n, t), g in zip(u.items(), grads, strict=True)]  # None: noise
+                # strengths without noise maps
             losses.append(loss.detach())
             with torch.no_grad():
                 gnorm = _norm(grads)
@@ -348,6 +450,6 @@ def identity_error(net: NeuralDegradation, x: Tensor) -> float:
         return float((net(x) - net.pool(x)).abs().max())
 
 
-__all__ = ["KINDS", "BasicBlock", "Ball", "NeuralDegradation", "NoiseInjection", "base_params",
-           "identity_error", "kind_shares", "param_kind", "pgd", "random_perturbation", "run",
-           "scaled_norm"]
+__all__ = ["KINDS", "BasicBlock", "Ball", "NeuralDegradation", "NoiseInjection", "at_identity",
+           "base_params", "identity_error", "identity_gradients", "kind_shares", "param_kind",
+           "pgd", "random_perturbation", "run", "scaled_norm"]

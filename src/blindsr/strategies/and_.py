@@ -7,7 +7,9 @@ maximise the restorer's loss inside the scaled-norm ball, and degrades the batch
 (clamped to [0, 1], detached). Then it yields the generator update (and, with ``gan_weight > 0``,
 the discriminator update). During the attack the generator and discriminator run through
 ``torch.func.functional_call`` with detached weights and gradients are taken with respect to the
-perturbation only, so no network gets a ``.grad`` from it.
+perturbation only, so no network gets a ``.grad`` from it. The first PGD step starts at the
+identity point, where the LR is BlurPool(HR) and the gradient has a closed form
+(:func:`~blindsr.degrade.neural.identity_gradients`): it never runs the degradation network.
 
 - ANDNet (default params): L1 only.
 - ANDGAN: ``perceptual_weight`` (VGG, per-layer weights ``perceptual_layers`` = c_j) and
@@ -264,7 +266,8 @@ class AND(Strategy):
             n = p.attack_batch or hr.shape[0]
             sub = real[:n] if real is not None else None
             params, losses = pgd(net, hr[:n], self._attack_loss(hr[:n], sub), self.ball,
-                                 p.steps, p.alpha, [m[:n] for m in noise])
+                                 p.steps, p.alpha, [m[:n] for m in noise],
+                                 from_identity=p.identity_init)
             if losses:
                 logs = {"attack_first": losses[0], "attack_last": losses[-1]}
                 theta = dict(net.named_parameters())
