@@ -6,7 +6,10 @@ allocator settings. blindsr runs as ``blindsr upscale`` does: ``inference_mode``
 ``channels_last``, batched tiles, and freed memory kept for reuse (`blindsr.allocator`). Each side
 runs in its own worker process (allocator settings are per process) with the same weights and
 input; the two are timed alternately, so that load from elsewhere on the machine hits both alike.
-The script prints ms per input megapixel, the speed-up ratio, and the largest output difference.
+The script prints ms per input megapixel, the speed-up ratio, the largest output difference, and
+each side's conv throughput (the untiled forward's multiply-accumulates over its time) beside the
+throughput of one large channels-last 3x3 conv on the same machine: how close each side already
+is to what the convolutions allow.
 
     python benchmarks/upscale_speed.py            # full-size SRResNet and RRDBNet
     python benchmarks/upscale_speed.py --quick    # tiny widths, a smoke run
@@ -24,6 +27,7 @@ import torch
 
 from blindsr import archs
 from blindsr.allocator import keep_freed_memory
+from blindsr.compress.measure import count_macs
 from blindsr.inference import Settings, Upscaler
 from blindsr.tiling import run_tiled
 
@@ -38,6 +42,19 @@ def reference_forward(model: torch.nn.Module):
             return torch.cat([model(batch[i:i + 1]) for i in range(batch.shape[0])]).clamp(0, 1)
 
     return forward
+
+
+def conv_peak(repeats: int = 5) -> float:
+    """GMAC/s of one 3x3 64 -> 64 conv on a 1 x 64 x 128 x 128 channels-last input under
+    ``inference_mode`` at torch's thread count: what this machine's convolutions reach at their
+    best (median)."""
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1).to(memory_format=torch.channels_last)
+    x = torch.rand(1, 64, 128, 128).contiguous(memory_format=torch.channels_last)
+    times = []
+    with torch.inference_mode():
+        for _ in range(repeats + 1):
+            times.append(timed(lambda: conv(x))[0])
+    return 128 * 128 * 64 * 64 * 9 / sorted(times[1:])[repeats // 2] / 1e9
 
 
 def timed(fn) -> tuple[float, torch.Tensor]:
@@ -102,7 +119,8 @@ def side_by_side(conns: dict[str, Connection], request: tuple, repeats: int,
 
 
 def bench(name: str, kwargs: dict, size: int, tile: int, pad: int, batch: int,
-          repeats: int, threads: int | None = None) -> list[dict]:
+          repeats: int, threads: int | None = None,
+          dtypes: tuple[str, ...] = ("fp32", "bf16")) -> list[dict]:
     context = mp.get_context("spawn")
     conns, workers = {}, []
     try:
@@ -122,7 +140,7 @@ def bench(name: str, kwargs: dict, size: int, tile: int, pad: int, batch: int,
         rows = []
         for tiled in (False, True):
             t, p = (tile, pad) if tiled else (size, 0)
-            for dtype in ("fp32", "bf16"):
+            for dtype in dtypes:
                 ref_time, our_time, ref_out, our_out = side_by_side(
                     conns, (t, p, batch, dtype), repeats)
                 rows.append({
@@ -131,7 +149,11 @@ def bench(name: str, kwargs: dict, size: int, tile: int, pad: int, batch: int,
                     "ms_per_mp": our_time * 1e3 / megapixels,
                     "speedup": ref_time / our_time,
                     "max_diff_255": (our_out - ref_out).abs().max().item() * 255,
+                    "ref_s": ref_time, "s": our_time,
                 })
+        gmac = count_macs(archs.build(name, **kwargs), (size, size)) / 1e9  # untiled work
+        for row in rows:
+            row["ref_gmac_s"], row["gmac_s"] = gmac / row.pop("ref_s"), gmac / row.pop("s")
         return rows
     finally:
         for conn in conns.values():
@@ -154,6 +176,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs=2, default=(128, 64),
                         metavar=("SRRESNET", "RRDB"),
                         help="input image side for the full-size SRResNet and RRDBNet")
+    parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"],
+                        help="blindsr's dtypes (the reference is always fp32)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -166,14 +190,17 @@ def main() -> None:
                  ("rrdbnet", {}, rrdb_side, rrdb_side // 2, 8, 4)]
     print(f"machine: {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(f"one 3x3 64->64 conv, channels-last, 128x128: {conv_peak():.1f} GMAC/s "
+          "(fp32)")
     print("| model | tiles (tile+pad) | dtype | reference ms/MP | blindsr ms/MP | speed-up "
-          "| max diff (/255) |")
-    print("|---|---|---|---|---|---|---|")
+          "| max diff (/255) | reference GMAC/s | blindsr GMAC/s |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, kwargs, size, tile, pad, batch in cases:
-        for r in bench(name, kwargs, size, tile, pad, batch, args.repeats, args.threads):
+        for r in bench(name, kwargs, size, tile, pad, batch, args.repeats, args.threads,
+                       tuple(args.dtypes)):
             print(f"| {r['model']} | {r['tiled']} | {r['dtype']} | {r['ref_ms_per_mp']:.0f} "
-                  f"| {r['ms_per_mp']:.0f} | {r['speedup']:.2f}x | {r['max_diff_255']:.2f} |",
-                  flush=True)
+                  f"| {r['ms_per_mp']:.0f} | {r['speedup']:.2f}x | {r['max_diff_255']:.2f} "
+                  f"| {r['ref_gmac_s']:.1f} | {r['gmac_s']:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,15 @@ def test_both_sides_give_the_same_fp32_output_and_a_ratio(script):
         assert row["speedup"] > 0 and row["ms_per_mp"] > 0
         if row["dtype"] == "fp32":
             assert row["max_diff_255"] < 1e-3
+        # conv throughput: the same work over each side's time
+        assert row["gmac_s"] / row["ref_gmac_s"] == pytest.approx(row["speedup"])
+    only = script.bench("srresnet", {"num_feat": 4, "num_block": 1}, 24, 16, 4, 2, repeats=1,
+                        threads=1, dtypes=("fp32",))
+    assert [r["dtype"] for r in only] == ["fp32", "fp32"]
+
+
+def test_conv_peak_is_a_throughput(script):
+    assert 0.01 < script.conv_peak(repeats=1) < 10_000  # GMAC/s
 
 
 def test_a_failing_worker_stops_the_benchmark_instead_of_hanging(script):
