@@ -17,7 +17,9 @@ Columns: prunable channels removed, #params (and the reduction), #MACs of one fo
 Writes ``benchmarks/results/drn_compress.{json,md}`` (``--out`` changes the stem) after every
 model and, with ``--save-models DIR``, every pruned model as ``DIR/<name>.safetensors``. A long run
 cut short goes on with ``--resume``: the models already in the JSON (same model and budgets) are
-kept and skipped.
+kept and skipped. Runs of different ``--ratios`` can go side by side (one core each, separate
+``--out``) and be joined with ``--resume --merge OTHER.json``, which keeps the other file's
+models too.
 """
 
 from __future__ import annotations
@@ -144,6 +146,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "what the extra training alone gives")
     p.add_argument("--resume", action="store_true",
                    help="keep the rows already in the output JSON and compress only the rest")
+    p.add_argument("--merge", nargs="+", default=[], metavar="JSON",
+                   help="also keep the models of these results files (made with the same setup, "
+                        "e.g. by runs of other --ratios side by side) and compress only the rest")
     p.add_argument("--quick", action="store_true",
                    help="tiny budgets (search 5, fine-tune 5, duals 5, 16 channels per round)")
     args = p.parse_args(argv)
@@ -191,11 +196,13 @@ def _meta(args: argparse.Namespace, argv: list[str] | None, scale: int) -> dict:
                        f"widths x{args.multiple}, seed {args.seed}"}
 
 
-def _previous(out: Path, meta: dict) -> tuple[list[dict], dict]:
-    """Rows and reports of an earlier run with the same setup (for ``--resume``); the earlier
-    commands are prepended to ``meta``'s."""
+def _previous(out: Path, meta: dict, must_exist: bool = False) -> tuple[list[dict], dict]:
+    """Rows and reports of an earlier run with the same setup (for ``--resume`` and
+    ``--merge``); the earlier commands are prepended to ``meta``'s."""
     path = out.with_suffix(".json")
     if not path.exists():
+        if must_exist:
+            raise SystemExit(f"error: cannot merge {path}: no such file")
         return [], {}
     try:
         old = json.loads(path.read_text())
@@ -244,6 +251,11 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     meta = _meta(args, argv, model.scale)
     rows, reports = _previous(out, meta) if args.resume else ([], {})
+    for other in args.merge:
+        more, more_reports = _previous(Path(other), meta, must_exist=True)
+        have = {r["model"] for r in rows}
+        rows += [r for r in more if r["model"] not in have]
+        reports = {**more_reports, **reports}
     done = {r["model"] for r in rows}
     if args.name not in done:
         rows.insert(0, measure(args.name, model, args))

@@ -170,6 +170,35 @@ def test_the_benchmark_script_resumes_after_the_models_it_has(setup, monkeypatch
                         "--no-refit"]) == 0
 
 
+def test_the_benchmark_script_merges_runs_made_side_by_side(setup, monkeypatch):
+    path, data, tmp = setup
+    script = load_benchmark("drn_compress")
+    out, side = tmp / "results" / "main", tmp / "results" / "side"
+    common = ["--model", str(path), "--data", str(data), "--sets", str(data),
+              "--search-steps", "0", "--finetune-steps", "1", "--dual-steps", "1",
+              "--multiple", "1", "--per-round", "16", "--batch", "2", "--patch", "16",
+              "--device", "cpu", "--macs-size", "8", "--latency-repeats", "1"]
+    assert script.main([*common, "--ratios", "0.5", "--out", str(out)]) == 0
+    assert script.main([*common, "--ratios", "0.3", "--methods", "dr", "--out", str(side)]) == 0
+    calls = []
+    real = script.compress
+    monkeypatch.setattr(script, "compress",
+                        lambda *a, **k: calls.append(a[2].method) or real(*a, **k))
+    assert script.main([*common, "--ratios", "0.5,0.3", "--out", str(out), "--resume",
+                        "--merge", str(side.with_suffix(".json"))]) == 0
+    assert calls == ["l1"]  # only the 30 % l1 model was missing; it matches the merged dr model
+    merged = json.loads(out.with_suffix(".json").read_text())
+    assert [r["model"] for r in merged["rows"]] == [
+        "DRN-S", "DRN-S50-dr", "DRN-S50-l1", "DRN-S30-dr", "DRN-S30-l1"]
+    assert set(merged["reports"]) == {"DRN-S50-dr", "DRN-S50-l1", "DRN-S30-dr", "DRN-S30-l1"}
+    assert any(c.endswith(f"--out {side}") for c in merged["meta"]["commands"])  # its command
+    with pytest.raises(SystemExit, match="cannot merge .*nothing.json: no such file"):
+        script.main([*common, "--out", str(out), "--resume", "--merge", str(tmp / "nothing.json")])
+    with pytest.raises(SystemExit, match="made with another finetune_steps"):
+        script.main([*common, "--out", str(out), "--finetune-steps", "2",
+                     "--merge", str(side.with_suffix(".json"))])
+
+
 def test_the_benchmark_script_keeps_each_finished_model_when_a_later_one_fails(setup,
                                                                                monkeypatch):
     path, data, tmp = setup
