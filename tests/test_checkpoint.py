@@ -192,6 +192,23 @@ def test_missing_file_and_unknown_arch(tmp_path):
         load_model(path)
 
 
+def test_a_shipped_name_loads_when_no_such_file_exists(tmp_path, monkeypatch):
+    import blindsr
+    from blindsr.zoo import shipped_models
+
+    model = blindsr.load_model("andnet-x4")
+    shipped = load_model(shipped_models()["andnet-x4"].weights)
+    assert not model.training and all(
+        torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                          shipped.state_dict().values(), strict=True))
+    monkeypatch.chdir(tmp_path)  # a real file of that name wins over the shipped model
+    (tmp_path / "andnet-x4").mkdir()
+    with pytest.raises(BlindSRError, match="not found"):
+        load_model("andnet-x4")
+    with pytest.raises(BlindSRError, match="not found"):
+        load_model("no-such-model")
+
+
 def test_bad_device(tmp_path):
     path = save_model(_small(), tmp_path / "m.safetensors")
     with pytest.raises(BlindSRError, match="device"):

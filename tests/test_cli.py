@@ -49,12 +49,66 @@ def test_upscale_refuses_to_overwrite_its_input(tmp_path, capsys):
     (["--dtype", "fp16", "--device", "cpu"], "bf16"),
     (["--model", "nope.safetensors"], "nope.safetensors"),
     (["--tile", "4"], "--tile"),
+    (["--outscale", "nan"], "--outscale"),
+    (["--outscale", "inf"], "--outscale"),
+    (["--outscale", "0"], "--outscale"),
+    (["--outscale=-2"], "--outscale"),
+    (["--max-pixels=-3"], "--max-pixels"),
+    (["--quality", "0"], "--quality"),
+    (["--batch", "0"], "--batch"),
 ])
 def test_upscale_bad_options_give_one_line(tmp_path, capsys, args, message):
     src = write_png(tmp_path / "a.png")
     assert main(["upscale", str(src), "-o", str(tmp_path / "o"), "-q", *args]) == 1
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1 and err.startswith("blindsr: error:")
+
+
+def test_upscale_suffix_ext_and_quality_shape_the_output(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    write_png(src / "a.png", size=(48, 40))
+    for q in (95, 20):
+        out = tmp_path / f"q{q}"
+        assert main(["upscale", str(src), "-o", str(out), "--model", "bicubic", "--suffix",
+                     "_x4", "--ext", "jpg", "--quality", str(q), "-q"]) == 0
+        assert [p.name for p in out.iterdir()] == ["a_x4.jpg"]
+        with Image.open(out / "a_x4.jpg") as im:
+            assert im.format == "JPEG" and im.size == (192, 160)
+    assert (tmp_path / "q20" / "a_x4.jpg").stat().st_size < \
+        (tmp_path / "q95" / "a_x4.jpg").stat().st_size / 2
+    assert main(["upscale", str(src), "-o", str(tmp_path / "w"), "--model", "bicubic", "--ext",
+                 "webp", "-q"]) == 0
+    with Image.open(tmp_path / "w" / "a.webp") as im:
+        assert im.format == "WEBP"
+
+
+def test_upscale_tile_options_reach_the_tiler(tmp_path, monkeypatch):
+    import blindsr.inference as inference
+
+    seen = []
+    real = inference.run_tiled
+
+    def spy(forward, x, scale, tile, pad, batch, on_tiles=None):
+        seen.append((tile, pad, batch))
+        return real(forward, x, scale, tile, pad, batch, on_tiles)
+
+    monkeypatch.setattr(inference, "run_tiled", spy)
+    src = write_png(tmp_path / "a.png", size=(40, 36))
+    assert main(["upscale", str(src), "-o", str(tmp_path / "o.png"), "--model", "bicubic",
+                 "--tile", "16", "--tile-pad", "5", "--batch", "3", "-q"]) == 0
+    assert seen == [(16, 5, 3)]
+    assert Image.open(tmp_path / "o.png").size == (160, 144)
+
+
+def test_upscale_names_a_missing_input_at_once_and_goes_on(tmp_path, capsys):
+    src = write_png(tmp_path / "a.png")
+    code = main(["upscale", str(tmp_path / "gone.png"), str(src), "-o", str(tmp_path / "o"),
+                 "--model", "bicubic", "-q"])
+    err = capsys.readouterr().err
+    assert code == 1 and (tmp_path / "o" / "a.png").exists()
+    assert err.count("gone.png") == 2  # the error line when it is met, then the summary
+    assert "error:" in err.splitlines()[0] and "Traceback" not in err
 
 
 def test_degrade_preset_and_random(tmp_path):

@@ -166,8 +166,15 @@ def _kwargs_from_meta(path: Path, meta: dict[str, str]) -> tuple[str | None, dic
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
-    """Model from a checkpoint file, in eval mode on ``device``; no config needed."""
+    """Model from a checkpoint file (or a shipped model's name, e.g. ``blindsr-x4``, when no
+    such file exists), in eval mode on ``device``; no config needed."""
     path = Path(path)
+    if not path.exists():
+        from blindsr.zoo import shipped_models
+
+        shipped = shipped_models()
+        if str(path) in shipped:
+            path = Path(shipped[str(path)].weights)
     sd, meta = read_checkpoint(path)
     arch, kwargs = _kwargs_from_meta(path, meta)
     try:

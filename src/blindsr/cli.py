@@ -38,7 +38,7 @@ def _add_upscale(sub: argparse._SubParsersAction) -> None:
                    help="output format (auto: same as the input)")
     p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality")
     p.add_argument("--max-pixels", type=int, default=None,
-                   help="refuse larger inputs (decompression-bomb guard)")
+                   help="refuse larger inputs (decompression-bomb guard; 0: no limit)")
     p.add_argument("--no-channels-last", action="store_true", help="keep NCHW memory layout")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=_run_upscale)
@@ -51,6 +51,10 @@ def _run_upscale(args: argparse.Namespace) -> int:
         raise BlindSRError("--tile must be at least 16")
     if args.batch < 1 or args.tile_pad < 0:
         raise BlindSRError("--batch must be >= 1 and --tile-pad >= 0")
+    if not 1 <= args.quality <= 100:
+        raise BlindSRError(f"--quality must be in 1..100, got {args.quality}")
+    if args.max_pixels is not None and args.max_pixels < 0:
+        raise BlindSRError(f"--max-pixels must be >= 0 (0: no limit), got {args.max_pixels}")
     settings = Settings(tile=args.tile, tile_pad=args.tile_pad, batch=args.batch,
                         dtype=args.dtype, device=args.device, outscale=args.outscale,
                         channels_last=not args.no_channels_last)

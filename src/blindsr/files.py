@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -58,6 +59,8 @@ def process_files(inputs: list[str], output: str | Path,
     report = Report(verb=verb)
     paths, missing = io.expand_inputs(inputs)
     report.failures.extend(missing)
+    for line in missing:
+        tqdm.write(f"error: {line}", file=sys.stderr)
     output = Path(output)
     start = time.perf_counter()
     bar = tqdm(paths, desc="images", unit="img", disable=not progress or len(paths) < 2)
@@ -75,6 +78,6 @@ def process_files(inputs: list[str], output: str | Path,
             report.megapixels += image.height * image.width / 1e6
         except BlindSRError as err:
             report.failures.append(str(err))
-            tqdm.write(f"error: {err}")
+            tqdm.write(f"error: {err}", file=sys.stderr)
     report.seconds = time.perf_counter() - start
     return report

@@ -122,6 +122,9 @@ class Upscaler:
     def __init__(self, model: str | Path | nn.Module | None = None,
                  settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
+        outscale = self.settings.outscale
+        if outscale is not None and not (math.isfinite(outscale) and outscale > 0):
+            raise BlindSRError(f"--outscale must be a positive number, got {outscale}")
         self.device = pick_device(self.settings.device)
         self.dtype = pick_dtype(self.settings.dtype, self.device)
         bicubic_scale = math.ceil(self.settings.outscale or 4)
@@ -185,7 +188,10 @@ class Upscaler:
 
     def upscale_image(self, image: io.ImageData,
                       on_tiles: Callable[[int], None] | None = None) -> io.ImageData:
-        """Upscale colour (premultiplied by alpha) with the model and alpha with bicubic."""
+        """Upscale colour premultiplied by alpha, and alpha itself (as a gray image), with the
+        model, then divide channel by channel: both go through the same operator, so a
+        sharpening model cannot leave alpha where it has taken the colour away (dark fringes on
+        transparent edges). The output alpha is the mean of the model's three channels."""
         color = image.color.float()
         if image.gray:
             color = color.expand(-1, 3, -1, -1)
@@ -193,13 +199,19 @@ class Upscaler:
         if alpha is not None:
             color = color * alpha
         sr = self.upscale_tensor(color.contiguous(), on_tiles)
+        sr_alpha = None
+        if alpha is not None:
+            sr_alpha = self.upscale_tensor(alpha.float().expand(-1, 3, -1, -1).contiguous(),
+                                           on_tiles)
         outscale = self.settings.outscale or self.scale
         if outscale != self.scale:
             sr = imresize(sr, outscale / self.scale).clamp_(0, 1)
+            if sr_alpha is not None:
+                sr_alpha = imresize(sr_alpha, size=sr.shape[-2:]).clamp_(0, 1)
         out_alpha = None
-        if alpha is not None:
-            out_alpha = imresize(alpha.float(), size=sr.shape[-2:]).clamp_(0, 1)
-            sr = torch.where(out_alpha > 1e-4, sr / out_alpha.clamp_min(1e-4), 0).clamp_(0, 1)
+        if sr_alpha is not None:
+            sr = torch.where(sr_alpha > 1e-4, sr / sr_alpha.clamp_min(1e-4), 0).clamp_(0, 1)
+            out_alpha = sr_alpha.mean(dim=1, keepdim=True)
         if image.gray:
             sr = sr.mean(dim=1, keepdim=True)
         return io.ImageData(color=sr, alpha=out_alpha, bit_depth=image.bit_depth)
@@ -236,4 +248,5 @@ def upscale_files(inputs: list[str], output: str | Path, model: str | Path | Non
     return process_files(
         inputs, output, upscaler.upscale_image, verb="upscaled", suffix=suffix, ext=ext,
         max_pixels=max_pixels, quality=quality, progress=progress,
-        steps=lambda image: upscaler.count_tiles(image.height, image.width))
+        steps=lambda image: upscaler.count_tiles(image.height, image.width)
+        * (2 if image.alpha is not None else 1))  # alpha goes through the model too

@@ -116,14 +116,19 @@ def read_image(path: str | os.PathLike[str], max_pixels: int | None = None) -> I
 
 def _max_pixels(max_pixels: int | None) -> int:
     if max_pixels is not None:
+        if int(max_pixels) < 0:
+            raise BlindSRError(f"--max-pixels must be >= 0 (0: no limit), got {max_pixels}")
         return int(max_pixels)
     env = os.environ.get(MAX_PIXELS_ENV, "").strip()
     if not env:
         return DEFAULT_MAX_PIXELS
     try:
-        return int(env.replace("_", ""))
+        limit = int(env.replace("_", ""))
     except ValueError:
         raise BlindSRError(f"{MAX_PIXELS_ENV}={env!r} is not a whole number") from None
+    if limit < 0:
+        raise BlindSRError(f"{MAX_PIXELS_ENV} must be >= 0 (0: no limit), got {limit}")
+    return limit
 
 
 def _check_readable(path: Path) -> None:
