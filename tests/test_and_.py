@@ -125,6 +125,21 @@ def test_the_attack_runs_the_degradation_network_once_per_step_after_the_identit
     assert sizes == expected
 
 
+@pytest.mark.parametrize("identity_init", [True, False])
+def test_the_degradation_network_is_drawn_afresh_at_every_step(rand_image, identity_init):
+    from blindsr.degrade.neural import at_identity
+
+    s = make({"identity_init": identity_init})
+    hr = rand_image(2, 3, 32, 32)
+    seen = []
+    for _ in range(3):
+        s.degrade(hr)
+        # the perturbation is applied functionally: the network keeps its drawn centre point
+        assert at_identity(s.degradation) is identity_init
+        seen.append(torch.cat([p.detach().flatten() for p in s.degradation.parameters()]))
+    assert not torch.equal(seen[0], seen[1]) and not torch.equal(seen[1], seen[2])
+
+
 def test_random_ablation_never_runs_the_restorer(rand_image):
     s = make({"perturbation": "random"})
     calls = []
