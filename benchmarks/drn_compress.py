@@ -259,11 +259,12 @@ def main(argv: list[str] | None = None) -> int:
     done = {r["model"] for r in rows}
     if args.name not in done:
         rows.insert(0, measure(args.name, model, args))
-        _write(out, meta, rows, reports)
     plan = [(float(r), m) for r in _split(args.ratios) for m in _split(args.methods)]
     names = [f"{args.name}{round(100 * ratio)}-{method}" for ratio, method in plan]
     if args.reference:  # the unpruned model with the same fine-tuning, first
         plan, names = [(0.0, "none"), *plan], [f"{args.name}+ft", *names]
+    rows = _ordered(rows, names)
+    _write(out, meta, rows, reports)  # what there is so far (all of it, when merged)
     for (ratio, method), name in zip(plan, names, strict=True):
         if name in done:
             print(f"== {name}: kept from {out.with_suffix('.json')}", file=sys.stderr)

@@ -192,6 +192,13 @@ def test_the_benchmark_script_merges_runs_made_side_by_side(setup, monkeypatch):
         "DRN-S", "DRN-S50-dr", "DRN-S50-l1", "DRN-S30-dr", "DRN-S30-l1"]
     assert set(merged["reports"]) == {"DRN-S50-dr", "DRN-S50-l1", "DRN-S30-dr", "DRN-S30-l1"}
     assert any(c.endswith(f"--out {side}") for c in merged["meta"]["commands"])  # its command
+    joined = tmp / "results" / "joined"  # everything already made: only joined and written
+    calls.clear()
+    assert script.main([*common, "--ratios", "0.5,0.3", "--out", str(joined), "--merge",
+                        str(out.with_suffix(".json"))]) == 0
+    assert calls == [] and json.loads(joined.with_suffix(".json").read_text())["rows"] == \
+        merged["rows"]
+    assert "| DRN-S30-l1 | l1 |" in joined.with_suffix(".md").read_text()
     with pytest.raises(SystemExit, match="cannot merge .*nothing.json: no such file"):
         script.main([*common, "--out", str(out), "--resume", "--merge", str(tmp / "nothing.json")])
     with pytest.raises(SystemExit, match="made with another finetune_steps"):
