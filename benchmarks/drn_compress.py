@@ -87,7 +87,9 @@ def _markdown(rows: list[dict], meta: dict) -> str:
     head += [f"{s} PSNR / SSIM" for s in sets] + ["compress time (s)"]
     lines = [f"# DRN compression (x{meta['scale']})", "",
              *[f"Command: `{c}`" for c in meta["commands"][:1]],
-             *[f"Resumed with: `{c}`" for c in meta["commands"][1:]], "",
+             *[f"Resumed with: `{c}`" for c in meta["commands"][1:]],
+             *[f"Merged from `{m['file']}`, made by: `{c}`" for m in meta.get("merged", [])
+               for c in m["commands"]], "",
              f"Machine: {meta['machine']}; compression on {meta['device']}; latency with "
              f"{meta['threads']} thread(s). Budgets: {meta['budgets']}.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -198,7 +200,8 @@ def _meta(args: argparse.Namespace, argv: list[str] | None, scale: int) -> dict:
 
 def _previous(out: Path, meta: dict, must_exist: bool = False) -> tuple[list[dict], dict]:
     """Rows and reports of an earlier run with the same setup (for ``--resume`` and
-    ``--merge``); the earlier commands are prepended to ``meta``'s."""
+    ``--merge``); the earlier commands are prepended to ``meta``'s (``--merge``: listed under
+    ``meta["merged"]`` with their file instead)."""
     path = out.with_suffix(".json")
     if not path.exists():
         if must_exist:
@@ -216,7 +219,11 @@ def _previous(out: Path, meta: dict, must_exist: bool = False) -> tuple[list[dic
         k = differ[0]
         raise SystemExit(f"error: cannot resume from {path}: made with another {k} "
                          f"({setup.get(k)!r}, now {meta['setup'][k]!r}); use another --out")
-    meta["commands"] = [*before.get("commands", []), *meta["commands"]]
+    if must_exist:  # merged
+        meta.setdefault("merged", []).append(
+            {"file": str(path), "commands": before.get("commands", [])})
+    else:
+        meta["commands"] = [*before.get("commands", []), *meta["commands"]]
     return rows, reports
 
 

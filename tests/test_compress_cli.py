@@ -191,7 +191,10 @@ def test_the_benchmark_script_merges_runs_made_side_by_side(setup, monkeypatch):
     assert [r["model"] for r in merged["rows"]] == [
         "DRN-S", "DRN-S50-dr", "DRN-S50-l1", "DRN-S30-dr", "DRN-S30-l1"]
     assert set(merged["reports"]) == {"DRN-S50-dr", "DRN-S50-l1", "DRN-S30-dr", "DRN-S30-l1"}
-    assert any(c.endswith(f"--out {side}") for c in merged["meta"]["commands"])  # its command
+    assert merged["meta"]["merged"][0]["file"] == str(side.with_suffix(".json"))
+    assert merged["meta"]["merged"][0]["commands"][0].endswith(f"--out {side}")
+    assert f"Merged from `{side.with_suffix('.json')}`, made by: `" in \
+        out.with_suffix(".md").read_text()
     joined = tmp / "results" / "joined"  # everything already made: only joined and written
     calls.clear()
     assert script.main([*common, "--ratios", "0.5,0.3", "--out", str(joined), "--merge",

@@ -201,6 +201,22 @@ def test_identity_gradients_equal_autograd_through_the_network(rand_image, scale
         assert float((found[n] - e).abs().max()) <= 1e-4 * scale_n, n
 
 
+def test_identity_gradients_ignore_the_callers_grad_and_autocast_modes(rand_image):
+    net = NeuralDegradation(channels=6)
+    hr = rand_image(2, 3, 24, 24, seed=9)
+    noise = net.sample_noise(hr, torch.Generator().manual_seed(9))
+    grad_lr = rand_image(2, 3, 6, 6, seed=10) - 0.5
+    plain = identity_gradients(net, hr, grad_lr, noise)
+    with torch.no_grad():
+        assert all(torch.equal(v, plain[n])
+                   for n, v in identity_gradients(net, hr, grad_lr, noise).items())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cast = identity_gradients(net, hr, grad_lr, noise)
+    assert all(torch.equal(v, plain[n]) for n, v in cast.items())  # float32 all the same
+    with pytest.raises(BlindSRError, match="needs 10 noise maps, got 9"):
+        identity_gradients(net, hr, grad_lr, noise[:-1])
+
+
 def test_identity_gradients_refuse_a_network_off_its_identity(rand_image):
     net = NeuralDegradation(channels=4)
     hr = rand_image(1, 3, 16, 16, seed=6)
