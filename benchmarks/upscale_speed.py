@@ -110,7 +110,10 @@ def side_by_side(conns: dict[str, Connection], request: tuple, repeats: int,
     outputs: dict[str, torch.Tensor] = {}
     for i in range(repeats + 1):
         for side in SIDES:
-            conns[side].send(request)
+            try:
+                conns[side].send(request)
+            except OSError:  # the worker has exited: the message it left says why (answer)
+                pass
             t, outputs[side] = answer(conns[side], side)
             if i:
                 times[side].append(t)

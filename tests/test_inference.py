@@ -106,6 +106,30 @@ def test_a_sharpening_model_leaves_no_dark_fringe_on_transparent_edges(outscale)
     assert on_white.min() > 0.9
 
 
+def test_opaque_and_clear_areas_keep_their_alpha_exactly(rand_image):
+    color = rand_image(c=3, h=24, w=20)
+    up = Upscaler("blindsr-x4", Settings())
+    rgb = up.upscale_image(io.ImageData(color=color, alpha=None, bit_depth=8))
+    opaque = up.upscale_image(io.ImageData(color=color, alpha=torch.ones(1, 1, 24, 20),
+                                           bit_depth=8))
+    assert torch.equal(opaque.alpha, torch.ones(1, 1, 96, 80))
+    assert torch.equal(opaque.color, rgb.color)  # an opaque RGBA image upscales as RGB does
+    clear = up.upscale_image(io.ImageData(color=color, alpha=torch.zeros(1, 1, 24, 20),
+                                          bit_depth=8))
+    assert torch.equal(clear.alpha, torch.zeros(1, 1, 96, 80))
+
+
+def test_flat_colour_stays_flat_at_a_fractional_outscale():
+    alpha = torch.zeros(1, 1, 33, 33)
+    alpha[..., 9:25, 9:25] = 1
+    rgb = torch.tensor([0.8, 0.4, 0.2]).view(1, 3, 1, 1)
+    image = io.ImageData(color=rgb * alpha, alpha=alpha, bit_depth=8)
+    out = Upscaler("bicubic", Settings(outscale=2.5)).upscale_image(image)
+    assert out.color.shape[-2:] == out.alpha.shape[-2:] == (83, 83)
+    visible = out.alpha[0, 0] > 0.05
+    assert (out.color[0][:, visible] - rgb.view(3, 1)).abs().max() < 0.02
+
+
 def test_gray_in_gray_out_and_outscale(rand_image):
     image = io.ImageData(color=rand_image(c=1, h=16, w=20), alpha=None, bit_depth=16)
     out = Upscaler(tiny(), Settings(outscale=2)).upscale_image(image)

@@ -116,6 +116,20 @@ def is_out_of_memory(err: BaseException) -> bool:
         "out of memory" in text or "can't allocate memory" in text)
 
 
+FLAT_ALPHA_RADIUS = 3  # input pixels: output alpha where the input's is flat this far around
+
+
+def flat_alpha(alpha: torch.Tensor, size: torch.Size | tuple[int, int],
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where ``alpha`` (1, 1, h, w) is constant within :data:`FLAT_ALPHA_RADIUS` input pixels,
+    and that constant, both at output ``size`` (nearest): (mask, value)."""
+    k = 2 * FLAT_ALPHA_RADIUS + 1
+    high = F.max_pool2d(alpha, k, stride=1, padding=FLAT_ALPHA_RADIUS)
+    low = -F.max_pool2d(-alpha, k, stride=1, padding=FLAT_ALPHA_RADIUS)
+    flat = F.interpolate((high == low).float(), size=tuple(size), mode="nearest") > 0.5
+    return flat, F.interpolate(alpha, size=tuple(size), mode="nearest")
+
+
 class Upscaler:
     """A model prepared for inference on a device, applied tile by tile to host images."""
 
@@ -138,9 +152,11 @@ class Upscaler:
         self.tile = self.settings.tile or auto_tile(
             self.model, self.device, self.dtype, self.settings.batch)
 
-    def forward(self, batch: torch.Tensor, code: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, batch: torch.Tensor, code: torch.Tensor | None = None,
+                clamp: bool = True) -> torch.Tensor:
         """Model forward on a host batch: to device, pad to the model's multiple, back to host
-        (``code``: the image's code for models conditioned on one, see :meth:`image_code`)."""
+        (``code``: the image's code for models conditioned on one, see :meth:`image_code`;
+        ``clamp``: to [0, 1])."""
         _, _, h, w = batch.shape
         x = batch.to(self.device, self.dtype)
         pad_h, pad_w = -h % self.multiple, -w % self.multiple
@@ -150,7 +166,8 @@ class Upscaler:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             y = self.model(x) if code is None else self.model(x, code)
-            return y[:, :, : h * self.scale, : w * self.scale].float().clamp_(0, 1).cpu()
+            y = y[:, :, : h * self.scale, : w * self.scale].float()
+            return (y.clamp_(0, 1) if clamp else y).cpu()
 
     def image_code(self, x: torch.Tensor) -> torch.Tensor | None:
         """One code for the whole (1, 3, H, W) host image from models that are conditioned on
@@ -166,11 +183,13 @@ class Upscaler:
         """Number of tiles an image of this size is cut into at the current tile size."""
         return len(tiles(height, width, self.tile, min(self.settings.tile_pad, self.tile)))
 
-    def upscale_tensor(self, x: torch.Tensor,
-                       on_tiles: Callable[[int], None] | None = None) -> torch.Tensor:
-        """Upscale a (1, 3, H, W) host tensor by the model's scale, halving the tile on OOM."""
-        code = self.image_code(x)
-        forward = self.forward if code is None else partial(self.forward, code=code)
+    def upscale_tensor(self, x: torch.Tensor, on_tiles: Callable[[int], None] | None = None,
+                       code: torch.Tensor | None = None, clamp: bool = True) -> torch.Tensor:
+        """Upscale a (1, 3, H, W) host tensor by the model's scale, halving the tile on OOM
+        (``code``: for conditioned models, the code to use instead of ``x``'s own; ``clamp``:
+        the output to [0, 1])."""
+        code = self.image_code(x) if code is None else code
+        forward = partial(self.forward, code=code, clamp=clamp)
         while True:
             try:
                 return run_tiled(forward, x, self.scale, self.tile,
@@ -189,29 +208,42 @@ class Upscaler:
     def upscale_image(self, image: io.ImageData,
                       on_tiles: Callable[[int], None] | None = None) -> io.ImageData:
         """Upscale colour premultiplied by alpha, and alpha itself (as a gray image), with the
-        model, then divide channel by channel: both go through the same operator, so a
-        sharpening model cannot leave alpha where it has taken the colour away (dark fringes on
-        transparent edges). The output alpha is the mean of the model's three channels."""
+        model (the same code for conditioned models), then divide channel by channel: both go
+        through the same operator, so a sharpening model cannot leave alpha where it has taken
+        the colour away (dark fringes on transparent edges). The output alpha is the mean of the
+        model's three channels, except where the input alpha is flat around a pixel (opaque or
+        clear areas): there it keeps the input's value exactly. A wholly opaque image upscales
+        as its RGB would; a wholly clear one stays clear."""
         color = image.color.float()
         if image.gray:
             color = color.expand(-1, 3, -1, -1)
-        alpha = image.alpha
+        alpha = image.alpha.float() if image.alpha is not None else None
+        mixed = alpha is not None and not bool((alpha == 1).all()) and bool(alpha.any())
         if alpha is not None:
             color = color * alpha
-        sr = self.upscale_tensor(color.contiguous(), on_tiles)
+        color = color.contiguous()
+        code = self.image_code(color)
+        # with alpha, both passes stay unclamped until the division: overshoot at an edge then
+        # cancels (a clamped alpha of 1 under a colour overshooting by 7 % tints the edge)
+        sr = self.upscale_tensor(color, on_tiles, code, clamp=not mixed)
         sr_alpha = None
-        if alpha is not None:
-            sr_alpha = self.upscale_tensor(alpha.float().expand(-1, 3, -1, -1).contiguous(),
-                                           on_tiles)
+        if mixed:
+            sr_alpha = self.upscale_tensor(alpha.expand(-1, 3, -1, -1).contiguous(), on_tiles,
+                                           code, clamp=False)
         outscale = self.settings.outscale or self.scale
-        if outscale != self.scale:
-            sr = imresize(sr, outscale / self.scale).clamp_(0, 1)
+        if outscale != self.scale:  # the same resize for both, so their sizes agree
+            sr = imresize(sr, outscale / self.scale)
             if sr_alpha is not None:
-                sr_alpha = imresize(sr_alpha, size=sr.shape[-2:]).clamp_(0, 1)
+                sr_alpha = imresize(sr_alpha, outscale / self.scale)
         out_alpha = None
         if sr_alpha is not None:
-            sr = torch.where(sr_alpha > 1e-4, sr / sr_alpha.clamp_min(1e-4), 0).clamp_(0, 1)
-            out_alpha = sr_alpha.mean(dim=1, keepdim=True)
+            sr = torch.where(sr_alpha > 1e-4, sr / sr_alpha.clamp_min(1e-4), 0)
+            flat, value = flat_alpha(alpha, sr.shape[-2:])
+            out_alpha = torch.where(flat, value, sr_alpha.mean(dim=1, keepdim=True).clamp(0, 1))
+        elif alpha is not None:  # wholly opaque or wholly clear
+            out_alpha = torch.full_like(sr[:, :1], float(alpha.max()))
+            sr = sr * out_alpha
+        sr = sr.clamp_(0, 1)
         if image.gray:
             sr = sr.mean(dim=1, keepdim=True)
         return io.ImageData(color=sr, alpha=out_alpha, bit_depth=image.bit_depth)

@@ -17,7 +17,8 @@ DEFAULT_MODEL = "blindsr-x4"
 
 
 class Bicubic(nn.Module):
-    """MATLAB-style bicubic upsampling posing as a model (the universal baseline)."""
+    """MATLAB-style bicubic upsampling posing as a model (the universal baseline). Unclamped,
+    like a network: callers clamp (as :class:`blindsr.inference.Upscaler` does)."""
 
     arch_name = "bicubic"
 
@@ -27,7 +28,7 @@ class Bicubic(nn.Module):
         self.arch_kwargs = {"scale": scale}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return imresize(x, self.scale).clamp(0, 1)
+        return imresize(x, self.scale)
 
 
 @dataclass(frozen=True)
