@@ -53,8 +53,10 @@ def _run_upscale(args: argparse.Namespace) -> int:
         raise BlindSRError("--batch must be >= 1 and --tile-pad >= 0")
     if not 1 <= args.quality <= 100:
         raise BlindSRError(f"--quality must be in 1..100, got {args.quality}")
-    if args.max_pixels is not None and args.max_pixels < 0:
-        raise BlindSRError(f"--max-pixels must be >= 0 (0: no limit), got {args.max_pixels}")
+    if args.max_pixels is not None:
+        from blindsr.io import max_pixel_limit
+
+        max_pixel_limit(args.max_pixels)  # checked once, before any file
     settings = Settings(tile=args.tile, tile_pad=args.tile_pad, batch=args.batch,
                         dtype=args.dtype, device=args.device, outscale=args.outscale,
                         channels_last=not args.no_channels_last)

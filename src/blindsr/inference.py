@@ -130,6 +130,12 @@ def flat_alpha(alpha: torch.Tensor, size: torch.Size | tuple[int, int],
     return flat, F.interpolate(alpha, size=tuple(size), mode="nearest")
 
 
+def partly_transparent(alpha: torch.Tensor | None) -> bool:
+    """Whether an image's alpha is neither absent, wholly opaque nor wholly clear: only then
+    does the alpha need its own pass through the model."""
+    return alpha is not None and not bool((alpha == 1).all()) and bool(alpha.any())
+
+
 class Upscaler:
     """A model prepared for inference on a device, applied tile by tile to host images."""
 
@@ -218,7 +224,7 @@ class Upscaler:
         if image.gray:
             color = color.expand(-1, 3, -1, -1)
         alpha = image.alpha.float() if image.alpha is not None else None
-        mixed = alpha is not None and not bool((alpha == 1).all()) and bool(alpha.any())
+        mixed = partly_transparent(alpha)
         if alpha is not None:
             color = color * alpha
         color = color.contiguous()
@@ -281,4 +287,4 @@ def upscale_files(inputs: list[str], output: str | Path, model: str | Path | Non
         inputs, output, upscaler.upscale_image, verb="upscaled", suffix=suffix, ext=ext,
         max_pixels=max_pixels, quality=quality, progress=progress,
         steps=lambda image: upscaler.count_tiles(image.height, image.width)
-        * (2 if image.alpha is not None else 1))  # alpha goes through the model too
+        * (2 if partly_transparent(image.alpha) else 1))  # then alpha has its own pass

@@ -103,7 +103,7 @@ def read_image(path: str | os.PathLike[str], max_pixels: int | None = None) -> I
     """Read an image file; ``max_pixels`` (default ``$BLINDSR_MAX_PIXELS`` or
     :data:`DEFAULT_MAX_PIXELS`, 0 = no limit) guards against decompression bombs."""
     path = Path(path)
-    limit = _max_pixels(max_pixels)
+    limit = max_pixel_limit(max_pixels)
     _check_readable(path)
     try:
         color, alpha, depth = _read_arrays(path, limit)
@@ -114,7 +114,9 @@ def read_image(path: str | os.PathLike[str], max_pixels: int | None = None) -> I
     return _from_arrays(color, alpha, depth, path)
 
 
-def _max_pixels(max_pixels: int | None) -> int:
+def max_pixel_limit(max_pixels: int | None = None) -> int:
+    """The decompression-bomb limit in pixels (0: none): ``max_pixels`` if given, else
+    ``$BLINDSR_MAX_PIXELS``, else :data:`DEFAULT_MAX_PIXELS`; a negative one is an error."""
     if max_pixels is not None:
         if int(max_pixels) < 0:
             raise BlindSRError(f"--max-pixels must be >= 0 (0: no limit), got {max_pixels}")
