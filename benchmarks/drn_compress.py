@@ -25,6 +25,7 @@ models too.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -161,13 +162,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _file_id(path: str | None) -> dict | None:
-    """A file or folder by resolved path, size and modification time (None: none given)."""
-    if not path:
+def _weights_id(module: nn.Module | None) -> str | None:
+    """A digest of ``module``'s weights (names, shapes, dtypes, values; None: no module), so
+    that a resume or merge recognises the same model and duals wherever their files lie."""
+    if module is None:
         return None
-    p = Path(path).resolve()
-    st = p.stat()
-    return {"path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}:{t.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()[:16]
 
 
 SETUP_KEYS = ("name", "data", "sets", "search_steps", "alpha_lr", "decode", "finetune_steps",
@@ -179,16 +184,17 @@ SETUP_KEYS = ("name", "data", "sets", "search_steps", "alpha_lr", "decode", "fin
 LEGACY = {"decode": "argmax", "refit": False}  # what runs made before these settings did
 
 
-def _meta(args: argparse.Namespace, argv: list[str] | None, scale: int) -> dict:
+def _meta(args: argparse.Namespace, argv: list[str] | None, model: nn.Module,
+          duals: nn.Module | None) -> dict:
     """The run's description; ``setup`` holds everything the rows depend on, so that a resume
     only keeps rows made the same way (the ratios and methods may differ)."""
     setup = {k: getattr(args, k) for k in SETUP_KEYS}
-    setup.update(model=_file_id(args.model), duals=_file_id(args.duals),
+    setup.update(model=_weights_id(model), duals=_weights_id(duals),
                  machine=machine_description(), torch=torch.__version__)
     return {"commands": [" ".join(["python", "benchmarks/drn_compress.py",
                                    *(sys.argv[1:] if argv is None else argv)])],
             "machine": setup["machine"], "device": str(pick_device(args.device)),
-            "threads": args.threads, "scale": scale, "macs_size": args.macs_size,
+            "threads": args.threads, "scale": model.scale, "macs_size": args.macs_size,
             "torch": torch.__version__, "setup": setup,
             "budgets": f"search {args.search_steps}, fine-tune {args.finetune_steps}, duals "
                        f"{args.dual_steps} steps; batch {args.batch}, patch {args.patch}; "
@@ -256,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     model = require_drn(load_model(args.model))
     duals = load_duals(args.duals, model.scale) if args.duals else None
     out = Path(args.out)
-    meta = _meta(args, argv, model.scale)
+    meta = _meta(args, argv, model, duals)
     rows, reports = _previous(out, meta) if args.resume else ([], {})
     for other in args.merge:
         more, more_reports = _previous(Path(other), meta, must_exist=True)

@@ -170,6 +170,31 @@ def test_the_benchmark_script_resumes_after_the_models_it_has(setup, monkeypatch
                         "--no-refit"]) == 0
 
 
+def test_a_resume_knows_the_model_by_its_weights_not_its_file(setup, monkeypatch):
+    path, data, tmp = setup
+    script = load_benchmark("drn_compress")
+    out = tmp / "results" / "moved"
+    common = ["--data", str(data), "--sets", str(data), "--ratios", "0.5", "--methods", "l1",
+              "--search-steps", "0", "--finetune-steps", "1", "--dual-steps", "1",
+              "--multiple", "1", "--batch", "2", "--patch", "16", "--device", "cpu",
+              "--macs-size", "8", "--latency-repeats", "1", "--out", str(out),
+              "--l1-match", "ratio"]
+    assert script.main(["--model", str(path), *common]) == 0
+    moved = tmp / "elsewhere" / "model.safetensors"  # another checkout: new path, new mtime
+    moved.parent.mkdir()
+    moved.write_bytes(path.read_bytes())
+    calls = []
+    monkeypatch.setattr(script, "compress", lambda *a, **k: calls.append(a) or None)
+    assert script.main(["--model", str(moved), *common, "--resume"]) == 0
+    assert calls == []  # the same weights: every row kept
+    model = blindsr.load_model(path)
+    with torch.no_grad():
+        next(model.parameters()).add_(1e-3)
+    save_model(model, tmp / "changed.safetensors")
+    with pytest.raises(SystemExit, match="made with another model"):
+        script.main(["--model", str(tmp / "changed.safetensors"), *common, "--resume"])
+
+
 def test_the_benchmark_script_merges_runs_made_side_by_side(setup, monkeypatch):
     path, data, tmp = setup
     script = load_benchmark("drn_compress")
