@@ -16,8 +16,9 @@ Columns: prunable channels removed, #params (and the reduction), #MACs of one fo
 
 Writes ``benchmarks/results/drn_compress.{json,md}`` (``--out`` changes the stem) after every
 model and, with ``--save-models DIR``, every pruned model as ``DIR/<name>.safetensors``. A long run
-cut short goes on with ``--resume``: the models already in the JSON (same model and budgets) are
-kept and skipped. Runs of different ``--ratios`` can go side by side (one core each, separate
+cut short goes on with ``--resume``: the models already in the JSON (same model, duals and
+budgets; the model and duals are matched by a digest of their weights, so their files may move)
+are kept and skipped. Runs of different ``--ratios`` can go side by side (one core each, separate
 ``--out``) and be joined with ``--resume --merge OTHER.json``, which keeps the other file's
 models too.
 """
