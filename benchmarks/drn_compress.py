@@ -26,7 +26,6 @@ models too.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import time
@@ -35,7 +34,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from blindsr.checkpoint import load_model, save_model
+from blindsr.checkpoint import load_model, save_model, weights_digest
+from blindsr.compress.dr import REFIT_MODES
 from blindsr.compress.measure import count_macs, count_params, latency
 from blindsr.compress.objective import load_duals
 from blindsr.compress.pipeline import CompressSettings, checkpoint_summary, compress
@@ -128,8 +128,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--select-batches", type=int, default=1)
     p.add_argument("--tune-steps", type=int, default=1)
     p.add_argument("--per-round", type=int, default=1)
-    p.add_argument("--no-refit", dest="refit", action="store_false",
-                   help="dr: keep the original consumer weights (no least-squares refit)")
+    p.add_argument("--refit", choices=REFIT_MODES, default="each",
+                   help="dr: least-squares consumer weights after every selection round "
+                        "(each), after the last (last), or none")
     p.add_argument("--multiple", type=int, default=4)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--patch", type=int, default=96)
@@ -164,15 +165,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _weights_id(module: nn.Module | None) -> str | None:
-    """A digest of ``module``'s weights (names, shapes, dtypes, values; None: no module), so
-    that a resume or merge recognises the same model and duals wherever their files lie."""
-    if module is None:
-        return None
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
-        digest.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:16]
+    """:func:`~blindsr.checkpoint.weights_digest` (None: no module), so that a resume or merge
+    recognises the same model and duals wherever their files lie."""
+    return None if module is None else weights_digest(module)
 
 
 SETUP_KEYS = ("name", "data", "sets", "search_steps", "alpha_lr", "decode", "finetune_steps",
@@ -181,7 +176,8 @@ SETUP_KEYS = ("name", "data", "sets", "search_steps", "alpha_lr", "decode", "fin
               "max_images", "l1_match")
 
 
-LEGACY = {"decode": "argmax", "refit": False}  # what runs made before these settings did
+LEGACY = {"decode": "argmax", "refit": "none"}  # what runs made before these settings did
+OLD_REFIT = {True: "last", False: "none"}  # --refit was a switch before "each" existed
 
 
 def _meta(args: argparse.Namespace, argv: list[str] | None, model: nn.Module,
@@ -200,7 +196,7 @@ def _meta(args: argparse.Namespace, argv: list[str] | None, model: nn.Module,
                        f"{args.dual_steps} steps; batch {args.batch}, patch {args.patch}; "
                        f"selection {args.select_batches} batch(es) + {args.tune_steps} tuning "
                        f"step(s) per {args.per_round} channel(s); alpha lr {args.alpha_lr}, "
-                       f"{args.decode} decoding, {'least-squares refit, ' if args.refit else ''}"
+                       f"{args.decode} decoding, refit {args.refit}, "
                        f"widths x{args.multiple}, seed {args.seed}"}
 
 
@@ -220,6 +216,7 @@ def _previous(out: Path, meta: dict, must_exist: bool = False) -> tuple[list[dic
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
         raise SystemExit(f"error: cannot resume from {path}: {exc}") from None
     setup = {**LEGACY, **setup}  # files from before a setting existed ran its old behaviour
+    setup["refit"] = OLD_REFIT.get(setup["refit"], setup["refit"])
     differ = [k for k in meta["setup"] if setup.get(k) != meta["setup"][k]]
     if differ:
         k = differ[0]

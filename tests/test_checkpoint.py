@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from blindsr import archs, checkpoint
-from blindsr.checkpoint import load_model, read_checkpoint, save_model
+from blindsr.checkpoint import load_model, read_checkpoint, save_model, weights_digest
 from blindsr.errors import BlindSRError
 
 
@@ -53,6 +53,18 @@ def test_round_trip(tmp_path, rand_image):
     assert not loaded.training
     assert loaded.arch_name == "srresnet" and loaded.arch_kwargs == model.arch_kwargs
     assert _same_outputs(model, loaded, rand_image(1, 3, 9, 7))
+
+
+def test_weights_digest_follows_the_weights_not_the_file(tmp_path):
+    model = _small("srresnet")
+    digest = weights_digest(model)
+    assert len(digest) == 16
+    copy = load_model(save_model(model, tmp_path / "a" / "m.safetensors"))
+    assert weights_digest(copy) == digest  # another path, another load: the same weights
+    with torch.no_grad():
+        copy.conv_first.weight[0, 0, 0, 0] += 1e-6
+    assert weights_digest(copy) != digest
+    assert weights_digest(_small("srresnet", num_feat=12)) != digest  # other shapes
 
 
 def test_metadata_kwargs_beat_detection(tmp_path, rand_image):

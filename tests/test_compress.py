@@ -283,7 +283,7 @@ def test_dr_selection_picks_live_channels_and_keeps_the_function(rand_image):
         conv1.weight[live] = 0
         conv1.bias[live] = 1.0  # constant, surely alive
     pruned, kept = dr_prune(model, {"up.1.blocks.0": 2}, batches(), l1_objective(),
-                            gamma=1.0, tune_steps=0, refit=False)
+                            gamma=1.0, tune_steps=0, refit="none")
     assert kept["up.1.blocks.0"] == live
     assert kept["up.0"] == list(range(16))  # layers without a target keep everything
     assert pruned.block_widths == [16, 2]
@@ -329,8 +329,8 @@ def test_refit_recovers_weights_that_lost_nothing_and_cuts_the_feature_error():
 
 
 def test_refit_of_a_pixel_shuffle_layer_and_its_hookup(monkeypatch):
-    """The 1x1 reduction after the pixel shuffle is refit too; dr_prune refits every pruned
-    layer once, with the channels it kept, and not at all with refit=False."""
+    """The 1x1 reduction after the pixel shuffle is refit too; dr_prune with refit="last"
+    refits every pruned layer once, with the channels it kept, and not at all with "none"."""
     model = tiny(num_block=1)
     layer = next(la for la in prunable_layers(model) if la.name == "up.1")
     reduce = model.get_submodule(layer.consumer)
@@ -350,11 +350,71 @@ def test_refit_of_a_pixel_shuffle_layer_and_its_hookup(monkeypatch):
                         lambda w, o, la, keep, *a: calls.append((la.name, keep.tolist()))
                         or real(w, o, la, keep, *a))
     widths = {"up.0.blocks.0": 3, "up.1": 5}
-    _, kept = dr_prune(model, widths, batches(), l1_objective(), per_round=8)
+    _, kept = dr_prune(model, widths, batches(), l1_objective(), per_round=8, refit="last")
     assert calls == [(name, kept[name]) for name in widths]
     calls.clear()
-    dr_prune(model, widths, batches(), l1_objective(), per_round=8, refit=False)
+    dr_prune(model, widths, batches(), l1_objective(), per_round=8, refit="none")
     assert calls == []
+
+
+def _duplicate_channels_model():
+    """tiny(num_block=1) where, in up.1.blocks.0, channels 0 and 1 are the same strong feature
+    (identical producer filters and consumer columns), channel 2 a weaker, different one, and
+    every other channel dead."""
+    model = tiny(num_block=1)
+    block = model.up[1].blocks[0]
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        block.conv1.weight.zero_()
+        block.conv1.bias.fill_(-1.0)  # dead
+        block.conv1.weight[0] = torch.randn(block.conv1.weight[0].shape, generator=g)
+        block.conv1.weight[1] = block.conv1.weight[0]
+        block.conv1.weight[2] = torch.randn(block.conv1.weight[2].shape, generator=g)
+        block.conv1.bias[:3] = 0.5
+        block.conv2.weight[:, 1] = block.conv2.weight[:, 0] = 3 * block.conv2.weight[:, 0]
+        block.conv2.weight[:, 2] *= 0.2
+    return model
+
+
+@pytest.mark.parametrize("refit, copies", [("none", 2), ("last", 2), ("each", 1)])
+def test_refitting_every_round_stops_the_selection_picking_duplicates(refit, copies):
+    """With the selected channels solved by least squares after every round, the next gradient
+    is that of what they leave unexplained, so a copy of a selected channel scores nothing and
+    the other feature is picked (orthogonal matching pursuit); with the original weights the
+    copy, whose contribution the residual still holds, is picked again."""
+    model = _duplicate_channels_model()
+    _, kept = dr_prune(model, {"up.1.blocks.0": 2}, batches(size=8), l1_objective(),
+                       gamma=0.0, tune_steps=0, per_round=1, refit=refit)
+    kept = set(kept["up.1.blocks.0"])
+    assert len(kept & {0, 1}) == copies and (copies == 2 or 2 in kept)
+
+
+def test_each_round_fits_the_selected_weights_and_the_bias(monkeypatch):
+    """refit="each" builds one fit per pruned layer and uses it after every round (and for the
+    bias before the first); the kept weights are its solution for the final selection."""
+    model = _duplicate_channels_model()
+    fits, solves = [], []
+    real = dr.ConsumerFit
+
+    class Spy(real):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            fits.append(self)
+
+        def solve(self, keep, fit_bias=True):
+            solves.append(sorted(torch.as_tensor(keep).tolist()))
+            return super().solve(keep, fit_bias)
+
+    monkeypatch.setattr(dr, "ConsumerFit", Spy)
+    monkeypatch.setattr(dr, "refit_consumer", lambda *a: pytest.fail("no final refit in each"))
+    pruned, kept = dr_prune(model, {"up.1.blocks.0": 2}, batches(size=8), l1_objective(),
+                            gamma=0.0, tune_steps=0, per_round=1)
+    assert len(fits) == 1
+    k = sorted(kept["up.1.blocks.0"])
+    assert len(solves) == 3 and solves[0] == [] and set(solves[1]) < set(k) and solves[2] == k
+    weight, bias = fits[0].solve(torch.tensor(k))
+    conv2 = pruned.up[1].blocks[0].conv2
+    assert torch.allclose(conv2.weight, weight) and torch.allclose(conv2.bias, bias)
 
 
 def test_dr_prune_reaches_the_widths_and_tunes():
@@ -410,7 +470,7 @@ def test_dr_selection_gradient_by_hand(gamma, monkeypatch):
     x, y = next(batches())
     _, kept = dr_prune(model, {"up.0.blocks.0": 4, "up.0.blocks.1": 2}, batches(), objective,
                        gamma=gamma, tune_steps=0, per_round=4,  # one gradient per layer
-                       refit=False)  # the hand gradient keeps the original weights
+                       refit="none")  # the hand gradient keeps the original weights
     assert len(seen) == 2
 
     def rel(a, b):

@@ -167,7 +167,15 @@ def test_the_benchmark_script_resumes_after_the_models_it_has(setup, monkeypatch
     with pytest.raises(SystemExit, match="made with another decode"):
         script.main([*common, "--methods", "l1", "--resume"])
     assert script.main([*common, "--methods", "l1", "--resume", "--decode", "argmax",
-                        "--no-refit"]) == 0
+                        "--refit", "none"]) == 0
+    # before "each" existed, --refit was a switch: true meant today's "last"
+    saved = json.loads(out.with_suffix(".json").read_text())
+    saved["meta"]["setup"]["refit"] = True
+    out.with_suffix(".json").write_text(json.dumps(saved))
+    with pytest.raises(SystemExit, match="made with another refit"):
+        script.main([*common, "--methods", "l1", "--resume", "--decode", "argmax"])
+    assert script.main([*common, "--methods", "l1", "--resume", "--decode", "argmax",
+                        "--refit", "last"]) == 0
 
 
 def test_a_resume_knows_the_model_by_its_weights_not_its_file(setup, monkeypatch):

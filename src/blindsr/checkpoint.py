@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -34,6 +35,16 @@ def _unwrap(model: nn.Module) -> nn.Module:
             )
         model = inner
     return model
+
+
+def weights_digest(module: nn.Module) -> str:
+    """A short digest of ``module``'s weights (names, shapes, dtypes, values): the same model
+    wherever its file lies, or however it was loaded."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def save_model(model: nn.Module, path: str | os.PathLike, summary: dict | None = None) -> Path:

@@ -49,9 +49,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tune-steps", type=int, default=1,
                    help="fine-tuning steps after each channel selection")
     p.add_argument("--per-round", type=int, default=1, help="channels selected per gradient")
-    p.add_argument("--no-refit", dest="refit", action="store_false",
-                   help="keep the selected channels' original consumer weights instead of "
-                        "solving them by least squares against the original features")
+    p.add_argument("--refit", choices=["each", "last", "none"], default="each",  # = REFIT_MODES
+                   help="the selected channels' consumer weights: solved by least squares "
+                        "against the original features after every selection round (each), "
+                        "after the last one (last), or the original ones (none)")
     p.add_argument("--finetune-lr", type=float, default=1e-4)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: best)")
     p.add_argument("-o", "--output", required=True, help="output .safetensors file")

@@ -10,15 +10,26 @@ discrimination-aware channel pruning (the authors' ``dcp`` selection):
    gradient of ``L = L_M + gamma * L_DR`` with respect to ``W'``, where ``L_M`` is the MSE between
    the consumer's output in the network being pruned and in the original network (feature
    reconstruction) and ``L_DR`` the dual regression loss of the final outputs; select the
-   unselected channel(s) with the largest ``sum_out ||dL/dW'[out, c]||_F``; warm-start their
-   weights from the original; fine-tune ``W'`` on the selected channels only (and the consumer's
+   unselected channel(s) with the largest ``sum_out ||dL/dW'[out, c]||_F``; set the selected
+   channels' weights (below); fine-tune ``W'`` on the selected channels only (and the consumer's
    bias) for ``tune_steps`` steps on ``L``;
-3. with ``refit`` (default), the kept columns of ``W'`` are solved by least squares so that the
-   consumer's output, fed the pruned network's features, matches the original network's
-   (:func:`refit_consumer`, over ``select_batches`` batches; a small ridge keeps it stable): the
-   feature term of the selection's sub-problem solved exactly, as ThiNet and He et al.'s channel
-   pruning do, where the authors run SGD to convergence;
-4. the layer is frozen with its weights, and the next layer sees the pruned features.
+3. the layer is frozen with its weights, and the next layer sees the pruned features.
+
+The selected channels' weights, by ``refit``:
+
+- ``"each"`` (default): after every round, the weights on all selected channels and the bias
+  are solved by least squares so that the consumer's output, fed the pruned network's features,
+  matches the original network's (:class:`ConsumerFit`, over ``select_batches`` batches fixed
+  for the layer; a small ridge keeps it stable), and before the first round the bias alone. This
+  is the feature term of the selection's sub-problem solved exactly where the authors run SGD to
+  convergence, so each gradient is that of the error the selected channels leave: the greedy
+  selection becomes orthogonal matching pursuit, and a channel that repeats a selected one
+  scores nothing. With the original weights instead (``"last"`` / ``"none"``), the residual still
+  holds every unselected channel's whole contribution, so copies of a selected channel keep
+  scoring.
+- ``"last"``: warm start from the original weights; after the last round, the kept weights
+  (not the bias) by least squares (:func:`refit_consumer`).
+- ``"none"``: the original weights, as warm-started.
 
 Finally the unselected channels (zero weights in their consumer) are removed physically together
 with the producer outputs that make them (:func:`~blindsr.compress.prune.prune_channels`), which
@@ -44,6 +55,8 @@ from torch import Tensor, nn
 from blindsr.compress.objective import Batches, DualObjective
 from blindsr.compress.prune import PrunableLayer, prunable_layers, prune_channels, require_drn
 from blindsr.errors import BlindSRError
+
+REFIT_MODES = ("each", "last", "none")
 
 
 class _Stop(Exception):
@@ -108,35 +121,74 @@ class _LayerLoss:
         self.handle.remove()
 
 
+class ConsumerFit:
+    """The least-squares normal equations of one consumer conv of ``work`` over ``n_batches``
+    fixed batches: its inputs (every channel, as the pruned network ahead of it makes them)
+    against the original network's output of that conv. :meth:`solve` then gives, for any set
+    of kept input channels, the weights (and, with ``fit_bias``, the bias) that reproduce the
+    original output best; ``ridge`` is relative to the mean diagonal of the kept block."""
+
+    @torch.no_grad()
+    def __init__(self, work: nn.Module, original: nn.Module, layer: PrunableLayer,
+                 batches: Batches, n_batches: int, ridge: float = 1e-4) -> None:
+        conv = work.get_submodule(layer.consumer)
+        if (conv.stride != (1, 1) or conv.dilation != (1, 1) or conv.groups != 1
+                or conv.padding_mode != "zeros" or isinstance(conv.padding, str)):
+            raise BlindSRError(f"{layer.consumer}: refit needs a plain stride-1 zero-padded conv")
+        self.conv, self.ridge = conv, ridge
+        self.taps = conv.kernel_size[0] * conv.kernel_size[1]
+        gram = rhs = 0.0  # sums over the batches; float64 on the CPU (MPS has no float64)
+        for _ in range(n_batches):
+            x, _y = next(batches)
+            inputs = consumer_input(work, layer.consumer, x).cpu()
+            target = capture(original, layer.consumer, x).cpu()
+            for i in range(0, len(x), 4):  # a few images at a time: the columns are large
+                cols = F.unfold(inputs[i:i + 4].double(), conv.kernel_size,
+                                padding=conv.padding)  # (n, C*kh*kw, H*W)
+                cols = cols.transpose(1, 2).reshape(-1, cols.shape[1])
+                cols = torch.cat([cols, cols.new_ones(len(cols), 1)], dim=1)  # the bias
+                out = target[i:i + 4].double().flatten(2).transpose(1, 2)
+                out = out.reshape(-1, target.shape[1])
+                gram = gram + cols.T @ cols
+                rhs = rhs + cols.T @ out
+        self.gram, self.rhs = gram, rhs
+
+    def solve(self, keep: Tensor, fit_bias: bool = True) -> tuple[Tensor, Tensor]:
+        """(weight on the ``keep`` inputs, shape (out, len(keep), kh, kw); bias, shape (out,));
+        without ``fit_bias`` the conv's own bias is kept and returned."""
+        conv, taps = self.conv, self.taps
+        keep = torch.as_tensor(keep).cpu()
+        cols = (keep[:, None] * taps + torch.arange(taps)).flatten()
+        n = len(cols)
+        bias_col = self.gram.shape[0] - 1
+        bias = conv.bias.detach().cpu().double() if conv.bias is not None else None
+        if fit_bias and bias is not None:
+            cols = torch.cat([cols, torch.tensor([bias_col])])
+        gram = self.gram[cols][:, cols]
+        rhs = self.rhs[cols]
+        if not (fit_bias and bias is not None) and bias is not None:
+            rhs = rhs - self.gram[cols, bias_col][:, None] * bias[None, :]
+        damp = torch.zeros(len(cols), dtype=gram.dtype)
+        if n:
+            damp[:n] = self.ridge * gram.diagonal()[:n].mean().clamp_min(1e-12)
+        solution = torch.linalg.solve(gram + torch.diag(damp), rhs)  # (cols, out)
+        weight = solution[:n].T.reshape(conv.out_channels, len(keep), *conv.kernel_size)
+        if fit_bias and bias is not None:
+            bias = solution[n]
+        like = conv.weight
+        return (weight.to(like.device, like.dtype),
+                None if bias is None else bias.to(like.device, like.dtype))
+
+
 @torch.no_grad()
 def refit_consumer(work: nn.Module, original: nn.Module, layer: PrunableLayer, keep: Tensor,
                    batches: Batches, n_batches: int, ridge: float = 1e-4) -> None:
     """Least-squares consumer weights on the ``keep`` input channels: the consumer conv of
     ``work`` (its other input columns are zero) reproduces, as well as a linear map of the kept
-    inputs can, the original network's consumer output; the bias stays. ``ridge`` is relative to
-    the mean diagonal of the normal matrix."""
-    conv = work.get_submodule(layer.consumer)
-    if (conv.stride != (1, 1) or conv.dilation != (1, 1) or conv.groups != 1
-            or conv.padding_mode != "zeros" or isinstance(conv.padding, str)):
-        raise BlindSRError(f"{layer.consumer}: refit needs a plain stride-1 zero-padded conv")
-    kh, kw = conv.kernel_size
-    gram = rhs = 0.0  # sums of the normal equations over the batches
-    for _ in range(n_batches):
-        x, _y = next(batches)  # float64 on the CPU: every device can, MPS has no float64
-        inputs = consumer_input(work, layer.consumer, x)[:, keep].cpu().double()
-        target = capture(original, layer.consumer, x).cpu().double()
-        if conv.bias is not None:
-            target = target - conv.bias.cpu().double().view(1, -1, 1, 1)
-        cols = F.unfold(inputs, (kh, kw), padding=conv.padding)  # (N, k*kh*kw, H*W)
-        cols = cols.transpose(1, 2).reshape(-1, cols.shape[1])
-        out = target.flatten(2).transpose(1, 2).reshape(-1, target.shape[1])
-        gram = gram + cols.T @ cols
-        rhs = rhs + cols.T @ out
-    damp = ridge * gram.diagonal().mean().clamp_min(1e-12)
-    eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
-    solution = torch.linalg.solve(gram + damp * eye, rhs)  # (k*kh*kw, C_out)
-    weight = solution.T.reshape(conv.out_channels, len(keep), kh, kw)
-    conv.weight[:, keep] = weight.to(conv.weight.device, conv.weight.dtype)
+    inputs can, the original network's consumer output (:class:`ConsumerFit`); the bias stays."""
+    fit = ConsumerFit(work, original, layer, batches, n_batches, ridge)
+    weight, _ = fit.solve(keep, fit_bias=False)
+    work.get_submodule(layer.consumer).weight[:, keep] = weight
 
 
 def channel_scores(grad: Tensor) -> Tensor:
@@ -157,6 +209,11 @@ def _select_layer(work: nn.Module, original: nn.Module, layer: PrunableLayer, ke
     loss_fn = _LayerLoss(work, original, layer, objective, settings["gamma"])
     opt = torch.optim.Adam(params, lr=settings["tune_lr"])
     selected = torch.zeros(layer.width, dtype=torch.bool, device=w0.device)
+    fit = (ConsumerFit(work, original, layer, batches, settings["select_batches"])
+           if settings["refit"] == "each" else None)
+    if fit is not None:  # nothing selected yet: the bias alone, fitted
+        with torch.no_grad():
+            conv.bias.copy_(fit.solve(torch.zeros(0, dtype=torch.long))[1])
     try:
         while int(selected.sum()) < keep:
             grad = torch.zeros_like(w0)
@@ -169,7 +226,14 @@ def _select_layer(work: nn.Module, original: nn.Module, layer: PrunableLayer, ke
             pick = scores.topk(n).indices
             selected[pick] = True
             with torch.no_grad():
-                pw[:, pick] = w0[:, pick]
+                if fit is None:  # warm start from the original weights
+                    pw[:, pick] = w0[:, pick]
+                else:  # the feature term of the sub-problem, solved exactly
+                    idx = selected.nonzero().flatten()
+                    weight, bias = fit.solve(idx)
+                    pw.zero_()
+                    pw[:, idx] = weight
+                    conv.bias.copy_(bias)
             mask = selected.to(pw.dtype).view(1, -1, 1, 1)
             for _ in range(settings["tune_steps"]):
                 loss = loss_fn(*next(batches))
@@ -182,7 +246,7 @@ def _select_layer(work: nn.Module, original: nn.Module, layer: PrunableLayer, ke
     pw.requires_grad_(False)
     conv.bias.requires_grad_(False)
     kept = selected.nonzero().flatten()
-    if settings["refit"]:
+    if settings["refit"] == "last":
         refit_consumer(work, original, layer, kept, batches, settings["select_batches"])
     return kept
 
@@ -190,7 +254,7 @@ def _select_layer(work: nn.Module, original: nn.Module, layer: PrunableLayer, ke
 def dr_prune(model: nn.Module, widths: Mapping[str, int], batches: Batches,
              objective: DualObjective, gamma: float = 1.0, select_batches: int = 1,
              tune_steps: int = 1, tune_lr: float = 1e-4, per_round: int = 1,
-             refit: bool = True, progress: Callable[[str, int, int], None] | None = None,
+             refit: str = "each", progress: Callable[[str, int, int], None] | None = None,
              ) -> tuple[nn.Module, dict[str, list[int]]]:
     """Prune ``model`` to ``widths`` (channels kept per layer name) by dual regression channel
     selection (module docstring). Returns the smaller DRN and the kept indices per layer.
@@ -203,6 +267,8 @@ def dr_prune(model: nn.Module, widths: Mapping[str, int], batches: Batches,
     if unknown:  # a misspelt or foreign layer name must not silently keep a layer whole
         raise BlindSRError(f"widths name layer(s) this model does not have: "
                            f"{', '.join(unknown[:3])} (prunable: {', '.join(names[:3])}, ...)")
+    if refit not in REFIT_MODES:
+        raise BlindSRError(f"refit must be one of {', '.join(REFIT_MODES)}, got {refit!r}")
     for name, value in (("select_batches", select_batches), ("per_round", per_round)):
         if value < 1:
             raise BlindSRError(f"{name} must be >= 1, got {value}")
@@ -236,4 +302,5 @@ def dr_prune(model: nn.Module, widths: Mapping[str, int], batches: Batches,
     return pruned.requires_grad_(True), kept
 
 
-__all__ = ["capture", "channel_scores", "consumer_input", "dr_prune", "refit_consumer"]
+__all__ = ["REFIT_MODES", "ConsumerFit", "capture", "channel_scores", "consumer_input", "dr_prune",
+           "refit_consumer"]
