@@ -14,12 +14,15 @@ what the search gives at 50 % on DRN-S-cpu anyway), chosen and initialised by ea
   last round (``--refit last``, the first compression tables' rule);
 - ``dr``: dual regression pruning as ``blindsr compress`` runs it (``--refit each``: the
   selected weights and bias refitted after every round);
-- ``dr-feature``: ``dr`` with gamma = 0 (the feature term alone, no L_DR in the selection).
+- ``dr-feature``: ``dr`` with gamma = 0 (the feature term alone, no L_DR in the selection);
+- ``dr-newton``: ``dr`` scoring channels by the loss decrease of a Newton step on their weights
+  (``criterion="newton"``) instead of the gradient's norm.
 
 Every variant is measured before and after the same fine-tuning (``blindsr.compress``'s: Adam,
 cosine from 1e-4, the dual regression loss, the trained dual models loaded afresh), on the same
 batches in the same order; the selection and the refit draw from a stream of their own.
-Results: ``OUT.json`` and ``OUT.md``; ``--resume`` keeps the variants already there.
+Results: ``OUT.json`` and ``OUT.md``; ``--resume`` keeps the variants already there, ``--merge``
+those of other results files (runs side by side, one core each).
 """
 
 from __future__ import annotations
@@ -45,7 +48,8 @@ from blindsr.compress.search import uniform_widths
 from blindsr.evaluate import evaluate
 from blindsr.machine import machine_description
 
-VARIANTS = ("l1", "random", "l1-refit", "dr-select", "dr-last", "dr", "dr-feature")
+VARIANTS = ("l1", "random", "l1-refit", "dr-select", "dr-last", "dr", "dr-feature",
+            "dr-newton")
 SETUP_KEYS = ("ratio", "data", "sets", "finetune_steps", "select_batches", "per_round", "batch",
               "patch", "seed", "max_images")
 
@@ -84,7 +88,8 @@ def build(variant: str, model: nn.Module, widths: dict[str, int], select: Batche
     if variant == "l1-refit":
         return refit_keep(model, l1_keep(model, widths), select, args.select_batches)
     options = {"dr-select": {"tune_steps": 0, "refit": "none"}, "dr-last": {"refit": "last"},
-               "dr": {}, "dr-feature": {"gamma": 0.0}}[variant]
+               "dr": {}, "dr-feature": {"gamma": 0.0},
+               "dr-newton": {"criterion": "newton"}}[variant]
     pruned, _ = dr_prune(model, widths, select, objective, select_batches=args.select_batches,
                          per_round=args.per_round, **options)
     return pruned
@@ -163,6 +168,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", required=True, help="output stem (.json and .md)")
     p.add_argument("--resume", action="store_true",
                    help="keep the variants already in OUT.json (same model, duals and setup)")
+    p.add_argument("--merge", nargs="+", default=[], metavar="JSON",
+                   help="also keep the variants of these results files (same model, duals and "
+                        "setup; e.g. runs of other --variants side by side)")
     args = p.parse_args(argv)
     args.sets = [s.strip() for s in args.sets.split(",") if s.strip()]
     bad = [v for v in args.variants.split(",") if v not in VARIANTS]
@@ -185,20 +193,31 @@ def main(argv: list[str] | None = None) -> int:
             "torch": torch.__version__, "setup": setup}
     out = Path(args.out)
     rows: list[dict] = []
-    if args.resume and out.with_suffix(".json").exists():
-        old = json.loads(out.with_suffix(".json").read_text())
+    previous = [out.with_suffix(".json")] if args.resume else []
+    for path in [p for p in previous if p.exists()] + [Path(m) for m in args.merge]:
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise SystemExit(f"error: cannot read {path}: {exc}") from None
         if old["meta"]["setup"] != setup:
-            raise SystemExit(f"error: cannot resume from {out}.json: another model or setup")
-        rows, meta["commands"] = old["rows"], [*old["meta"]["commands"], command]
+            raise SystemExit(f"error: cannot resume from {path}: another model or setup")
+        rows += [r for r in old["rows"] if r["variant"] not in {x["variant"] for x in rows}]
+        meta["commands"] = [*old["meta"]["commands"], *meta["commands"]]
     out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:
+        out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2)
+                                            + "\n")
+        out.with_suffix(".md").write_text(markdown(rows, meta))
+
+    if rows:
+        save()  # what there is so far (all of it, when merged)
     for variant in args.variants.split(","):
         if any(r["variant"] == variant for r in rows):
             continue
         rows.append(run_variant(variant, model, duals, args,
                                 lambda line: print(line, file=sys.stderr, flush=True)))
-        out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2)
-                                            + "\n")
-        out.with_suffix(".md").write_text(markdown(rows, meta))
+        save()
     print(markdown(rows, meta))
     return 0
 

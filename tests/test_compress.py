@@ -417,6 +417,44 @@ def test_each_round_fits_the_selected_weights_and_the_bias(monkeypatch):
     assert torch.allclose(conv2.weight, weight) and torch.allclose(conv2.bias, bias)
 
 
+def test_newton_scores_rank_channels_by_the_exact_least_squares_gain():
+    """For the feature loss alone, the Newton score of a channel is (up to one factor shared by
+    all channels) what adding it to the selected set takes off the least-squares error."""
+    model = tiny(num_block=1)
+    layer = next(la for la in prunable_layers(model) if la.name == "up.1.blocks.0")
+    data = batches(size=8)
+    fit = dr.ConsumerFit(model, model, layer, data, 1, ridge=1e-10)
+    x, _ = next(data)
+    inputs = dr.consumer_input(model, layer.consumer, x).detach()
+    target = dr.capture(model, layer.consumer, x).detach()
+    conv = model.get_submodule(layer.consumer)
+    selected = torch.zeros(16, dtype=torch.bool)
+    selected[[2, 5, 11]] = True
+    keep = selected.nonzero().flatten()
+    weight, bias = fit.solve(keep)
+    w = torch.zeros_like(conv.weight)
+    w[:, keep] = weight
+    w.requires_grad_(True)
+    loss = nn.functional.mse_loss(nn.functional.conv2d(inputs, w, bias, padding=1), target)
+    (grad,) = torch.autograd.grad(loss, [w])
+    scores = fit.newton_scores(grad, selected)
+
+    def gain(c):  # error with the selection minus error with c added, from the normal equations
+        def explained(idx):
+            taps = (idx[:, None] * 9 + torch.arange(9)).flatten()
+            cols = torch.cat([taps, torch.tensor([fit.gram.shape[0] - 1])])
+            g, r = fit.gram[cols][:, cols], fit.rhs[cols]
+            return float((r * (torch.linalg.pinv(g, hermitian=True) @ r)).sum())
+        return explained(torch.cat([keep, torch.tensor([c])])) - explained(keep)
+
+    others = [c for c in range(16) if not selected[c]]
+    gains = torch.tensor([gain(c) for c in others])
+    live = gains > 1e-6 * gains.max()
+    ratio = scores[others][live].double() / gains[live]
+    assert live.sum() >= 3 and float(ratio.std() / ratio.mean()) < 1e-3
+    assert int(scores[others].argmax()) == int(gains.argmax())
+
+
 def test_dr_prune_reaches_the_widths_and_tunes():
     model = tiny(num_block=1)
     widths = {"up.0.blocks.0": 3, "up.0": 5, "up.1.blocks.0": 16, "up.1": 2}

@@ -63,6 +63,14 @@ def test_resume_keeps_the_variants_it_has_and_refuses_another_setup(files, monke
     assert len(json.loads((tmp / "d.json").read_text())["meta"]["commands"]) == 2
     with pytest.raises(SystemExit, match="another model or setup"):
         script.main(_args(path, run, data, tmp / "d", "--ratio", "0.3", "--resume"))
+    made.clear()  # a run of other variants beside it joins it
+    assert script.main(_args(path, run, data, tmp / "e", "--variants", "l1-refit")) == 0
+    assert script.main(_args(path, run, data, tmp / "all", "--variants", "l1,random,l1-refit",
+                             "--merge", str(tmp / "d.json"), str(tmp / "e.json"))) == 0
+    assert made == ["l1-refit"]  # e's own run; the merge made nothing
+    joined = json.loads((tmp / "all.json").read_text())
+    assert [r["variant"] for r in joined["rows"]] == ["l1", "random", "l1-refit"]
+    assert len(joined["meta"]["commands"]) == 4  # d's two, e's, and the merge
 
 
 def test_random_keep_draws_the_uniform_widths_reproducibly():

@@ -57,6 +57,7 @@ from blindsr.compress.prune import PrunableLayer, prunable_layers, prune_channel
 from blindsr.errors import BlindSRError
 
 REFIT_MODES = ("each", "last", "none")
+CRITERIA = ("gradient", "newton")
 
 
 class _Stop(Exception):
@@ -180,6 +181,31 @@ class ConsumerFit:
                 None if bias is None else bias.to(like.device, like.dtype))
 
 
+    def newton_scores(self, grad: Tensor, selected: Tensor) -> Tensor:
+        """Per input channel ``c``: ``sum_out g[out, c]^T S_c^-1 g[out, c]``, ``g`` the gradient
+        of the selection loss w.r.t. the consumer weight (out, C, kh, kw) and ``S_c`` the Gram
+        block of ``c``'s taps conditioned on the ``selected`` channels and the bias (a Schur
+        complement): the loss decrease of a Newton step on ``c``'s weights alone, the feature
+        term's curvature being exact. Up to a constant factor shared by every channel."""
+        taps, out_ch, channels = self.taps, grad.shape[0], grad.shape[1]
+        width = channels * taps
+        bias_col = self.gram.shape[0] - 1
+        sel = selected.nonzero().flatten().cpu()
+        cols = torch.cat([(sel[:, None] * taps + torch.arange(taps)).flatten(),
+                          torch.tensor([bias_col])])
+        g_ss = self.gram[cols][:, cols]
+        mean_diag = self.gram.diagonal()[:width].mean().clamp_min(1e-12)
+        g_ss = g_ss + torch.diag(torch.full((len(cols),), float(self.ridge * mean_diag),
+                                            dtype=g_ss.dtype))
+        g_as = self.gram[:width, cols]
+        cond = self.gram[:width, :width] - g_as @ torch.linalg.solve(g_ss, g_as.T)
+        idx = torch.arange(channels)
+        blocks = cond.view(channels, taps, channels, taps)[idx, :, idx, :]  # (C, taps, taps)
+        blocks = blocks + self.ridge * mean_diag * torch.eye(taps, dtype=blocks.dtype)
+        g = grad.detach().double().cpu().reshape(out_ch, channels, taps).permute(1, 2, 0)
+        return (g * torch.linalg.solve(blocks, g)).sum(dim=(1, 2)).to(grad.device, torch.float32)
+
+
 @torch.no_grad()
 def refit_consumer(work: nn.Module, original: nn.Module, layer: PrunableLayer, keep: Tensor,
                    batches: Batches, n_batches: int, ridge: float = 1e-4) -> None:
@@ -221,7 +247,8 @@ def _select_layer(work: nn.Module, original: nn.Module, layer: PrunableLayer, ke
                 loss = loss_fn(*next(batches))
                 (g,) = torch.autograd.grad(loss, [pw])
                 grad += g
-            scores = channel_scores(grad).masked_fill(selected, -float("inf"))
+            scores = (fit.newton_scores(grad, selected) if settings["criterion"] == "newton"
+                      else channel_scores(grad)).masked_fill(selected, -float("inf"))
             n = min(settings["per_round"], keep - int(selected.sum()))
             pick = scores.topk(n).indices
             selected[pick] = True
@@ -254,7 +281,8 @@ def _select_layer(work: nn.Module, original: nn.Module, layer: PrunableLayer, ke
 def dr_prune(model: nn.Module, widths: Mapping[str, int], batches: Batches,
              objective: DualObjective, gamma: float = 1.0, select_batches: int = 1,
              tune_steps: int = 1, tune_lr: float = 1e-4, per_round: int = 1,
-             refit: str = "each", progress: Callable[[str, int, int], None] | None = None,
+             refit: str = "each", criterion: str = "gradient",
+             progress: Callable[[str, int, int], None] | None = None,
              ) -> tuple[nn.Module, dict[str, list[int]]]:
     """Prune ``model`` to ``widths`` (channels kept per layer name) by dual regression channel
     selection (module docstring). Returns the smaller DRN and the kept indices per layer.
@@ -274,7 +302,11 @@ def dr_prune(model: nn.Module, widths: Mapping[str, int], batches: Batches,
             raise BlindSRError(f"{name} must be >= 1, got {value}")
     if tune_steps < 0 or gamma < 0:
         raise BlindSRError("tune_steps and gamma must be >= 0")
-    settings = {"gamma": gamma, "select_batches": select_batches, "tune_steps": tune_steps,
+    if criterion not in CRITERIA or (criterion == "newton" and refit != "each"):
+        raise BlindSRError(f"criterion must be one of {', '.join(CRITERIA)} (newton needs "
+                           f"refit each), got {criterion!r} with refit {refit!r}")
+    settings = {"criterion": criterion, "gamma": gamma, "select_batches": select_batches,
+                "tune_steps": tune_steps,
                 "tune_lr": tune_lr, "per_round": per_round, "refit": refit}
     original = copy.deepcopy(model).eval().requires_grad_(False)
     work = copy.deepcopy(model).train().requires_grad_(False)
