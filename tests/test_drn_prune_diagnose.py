@@ -12,6 +12,7 @@ from test_compress_cli import _dual_run, images
 
 from blindsr import archs
 from blindsr.checkpoint import save_model
+from blindsr.compress import dr
 from blindsr.compress.dr import capture
 from blindsr.compress.prune import prunable_layers, prune_channels
 from blindsr.compress.search import uniform_widths
@@ -115,3 +116,28 @@ def test_dr_select_keeps_the_original_weights_of_the_channels_it_picks(files):
         assert kept.shape[1] == widths[layer.name]
         for c in range(kept.shape[1]):  # every kept column is one of the original columns
             assert any(torch.equal(kept[:, c], full[:, j]) for j in range(full.shape[1]))
+
+
+def test_channel_stats_compare_the_kept_sets(files):
+    """benchmarks/drn_channel_stats.py: per layer, the dr and l1 sets at the uniform widths,
+    how many they share, and the activation statistics of each set."""
+    model, path, run, data, tmp = files
+    stats = load_benchmark("drn_channel_stats")
+    assert stats.main(["--model", str(path), "--duals", str(run), "--data", str(data),
+                       "--select-batches", "1", "--per-round", "8", "--batch", "2",
+                       "--patch", "16", "--out", str(tmp / "stats")]) == 0
+    rows = json.loads((tmp / "stats.json").read_text())["rows"]
+    widths = uniform_widths(model, 0.5, 1)
+    assert [r["layer"] for r in rows] == list(widths)
+    for r in rows:
+        assert len(r["dr"]) == len(r["l1"]) == r["kept"] == widths[r["layer"]]
+        assert r["shared"] == len(set(r["dr"]) & set(r["l1"]))
+        assert 0 <= r["active_dr"] <= 1 and 0 <= r["active_all"] <= 1
+    # the activation statistics are those of the original network's consumer inputs
+    x = torch.rand(2, 3, 8, 8)
+    got = stats.activation_stats(model.eval(), x)
+    layer = prunable_layers(model)[0]
+    with torch.no_grad():
+        a = dr.consumer_input(model, layer.consumer, x)
+    assert torch.allclose(torch.tensor(got[layer.name]["active"]),
+                          (a > 0).float().mean(dim=(0, 2, 3)))
