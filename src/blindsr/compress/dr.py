@@ -154,32 +154,28 @@ class ConsumerFit:
                 rhs = rhs + cols.T @ out
         self.gram, self.rhs = gram, rhs
 
-    def solve(self, keep: Tensor, fit_bias: bool = True) -> tuple[Tensor, Tensor]:
+    def solve(self, keep: Tensor, fit_bias: bool = True) -> tuple[Tensor, Tensor | None]:
         """(weight on the ``keep`` inputs, shape (out, len(keep), kh, kw); bias, shape (out,));
         without ``fit_bias`` the conv's own bias is kept and returned."""
         conv, taps = self.conv, self.taps
-        keep = torch.as_tensor(keep).cpu()
+        keep = torch.as_tensor(keep, dtype=torch.long).cpu()
         cols = (keep[:, None] * taps + torch.arange(taps)).flatten()
-        n = len(cols)
-        bias_col = self.gram.shape[0] - 1
-        bias = conv.bias.detach().cpu().double() if conv.bias is not None else None
-        if fit_bias and bias is not None:
-            cols = torch.cat([cols, torch.tensor([bias_col])])
-        gram = self.gram[cols][:, cols]
-        rhs = self.rhs[cols]
-        if not (fit_bias and bias is not None) and bias is not None:
-            rhs = rhs - self.gram[cols, bias_col][:, None] * bias[None, :]
+        n, ones = len(cols), self.gram.shape[0] - 1  # ones: the constant (bias) column
+        fixed = conv.bias.detach().cpu().double() if conv.bias is not None else None
+        fit_bias = fit_bias and fixed is not None
+        if fit_bias:
+            cols = torch.cat([cols, torch.tensor([ones])])
+        gram, rhs = self.gram[cols][:, cols], self.rhs[cols]
+        if fixed is not None and not fit_bias:  # fit what the kept bias leaves
+            rhs = rhs - self.gram[cols, ones][:, None] * fixed[None, :]
         damp = torch.zeros(len(cols), dtype=gram.dtype)
         if n:
             damp[:n] = self.ridge * gram.diagonal()[:n].mean().clamp_min(1e-12)
         solution = torch.linalg.solve(gram + torch.diag(damp), rhs)  # (cols, out)
         weight = solution[:n].T.reshape(conv.out_channels, len(keep), *conv.kernel_size)
-        if fit_bias and bias is not None:
-            bias = solution[n]
+        bias = solution[n] if fit_bias else fixed
         like = conv.weight
-        return (weight.to(like.device, like.dtype),
-                None if bias is None else bias.to(like.device, like.dtype))
-
+        return weight.to(like), None if bias is None else bias.to(like)
 
     def newton_scores(self, grad: Tensor, selected: Tensor) -> Tensor:
         """Per input channel ``c``: ``sum_out g[out, c]^T S_c^-1 g[out, c]``, ``g`` the gradient
@@ -189,10 +185,9 @@ class ConsumerFit:
         term's curvature being exact. Up to a constant factor shared by every channel."""
         taps, out_ch, channels = self.taps, grad.shape[0], grad.shape[1]
         width = channels * taps
-        bias_col = self.gram.shape[0] - 1
         sel = selected.nonzero().flatten().cpu()
         cols = torch.cat([(sel[:, None] * taps + torch.arange(taps)).flatten(),
-                          torch.tensor([bias_col])])
+                          torch.tensor([self.gram.shape[0] - 1])])  # and the bias column
         g_ss = self.gram[cols][:, cols]
         mean_diag = self.gram.diagonal()[:width].mean().clamp_min(1e-12)
         g_ss = g_ss + torch.diag(torch.full((len(cols),), float(self.ridge * mean_diag),
