@@ -31,6 +31,10 @@ The selected channels' weights, by ``refit``:
   (not the bias) by least squares (:func:`refit_consumer`).
 - ``"none"``: the original weights, as warm-started.
 
+``criterion="newton"`` (with ``"each"``) scores a channel by the loss decrease of a Newton step
+on its weights alone (:meth:`ConsumerFit.newton_scores`) instead of the gradient's norm; on
+DRN-S-cpu-long it selected worse (benchmarks/RESULTS.md), so the paper's norm stays the default.
+
 Finally the unselected channels (zero weights in their consumer) are removed physically together
 with the producer outputs that make them (:func:`~blindsr.compress.prune.prune_channels`), which
 leaves the network's function unchanged.
@@ -301,8 +305,8 @@ def dr_prune(model: nn.Module, widths: Mapping[str, int], batches: Batches,
         raise BlindSRError(f"criterion must be one of {', '.join(CRITERIA)} (newton needs "
                            f"refit each), got {criterion!r} with refit {refit!r}")
     settings = {"criterion": criterion, "gamma": gamma, "select_batches": select_batches,
-                "tune_steps": tune_steps,
-                "tune_lr": tune_lr, "per_round": per_round, "refit": refit}
+                "tune_steps": tune_steps, "tune_lr": tune_lr, "per_round": per_round,
+                "refit": refit}
     original = copy.deepcopy(model).eval().requires_grad_(False)
     work = copy.deepcopy(model).train().requires_grad_(False)
     trainable = objective.parameters()
@@ -329,5 +333,5 @@ def dr_prune(model: nn.Module, widths: Mapping[str, int], batches: Batches,
     return pruned.requires_grad_(True), kept
 
 
-__all__ = ["REFIT_MODES", "ConsumerFit", "capture", "channel_scores", "consumer_input", "dr_prune",
-           "refit_consumer"]
+__all__ = ["CRITERIA", "REFIT_MODES", "ConsumerFit", "capture", "channel_scores", "consumer_input",
+           "dr_prune", "refit_consumer"]
