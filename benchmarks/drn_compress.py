@@ -164,12 +164,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _weights_id(module: nn.Module | None) -> str | None:
-    """:func:`~blindsr.checkpoint.weights_digest` (None: no module), so that a resume or merge
-    recognises the same model and duals wherever their files lie."""
-    return None if module is None else weights_digest(module)
-
-
 SETUP_KEYS = ("name", "data", "sets", "search_steps", "alpha_lr", "decode", "finetune_steps",
               "dual_steps", "select_batches", "tune_steps", "per_round", "refit", "multiple",
               "batch", "patch", "seed", "device", "macs_size", "latency_repeats", "threads",
@@ -185,7 +179,9 @@ def _meta(args: argparse.Namespace, argv: list[str] | None, model: nn.Module,
     """The run's description; ``setup`` holds everything the rows depend on, so that a resume
     only keeps rows made the same way (the ratios and methods may differ)."""
     setup = {k: getattr(args, k) for k in SETUP_KEYS}
-    setup.update(model=_weights_id(model), duals=_weights_id(duals),
+    # the weights' digests, so that a resume or merge knows them wherever their files lie
+    setup.update(model=weights_digest(model),
+                 duals=None if duals is None else weights_digest(duals),
                  machine=machine_description(), torch=torch.__version__)
     return {"commands": [" ".join(["python", "benchmarks/drn_compress.py",
                                    *(sys.argv[1:] if argv is None else argv)])],

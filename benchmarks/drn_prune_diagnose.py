@@ -41,6 +41,7 @@ from torch import nn
 from blindsr.checkpoint import load_model, weights_digest
 from blindsr.compress.dr import dr_prune, refit_consumer
 from blindsr.compress.l1 import l1_keep
+from blindsr.compress.measure import count_params
 from blindsr.compress.objective import Batches, DualObjective, load_duals
 from blindsr.compress.pipeline import finetune, make_batches
 from blindsr.compress.prune import frozen_copy, prunable_layers, prune_channels, require_drn
@@ -116,7 +117,7 @@ def run_variant(variant: str, model: nn.Module, duals: nn.Module,
     start = time.perf_counter()
     pruned = build(variant, model, widths, select, objective, args).train()
     prune_s = time.perf_counter() - start
-    row = {"variant": variant, "params": sum(p.numel() for p in pruned.parameters()),
+    row = {"variant": variant, "params": count_params(pruned),
            "before": scores(variant, pruned, args)}
     log(f"{variant}: before fine-tuning {row['before']}")
     start = time.perf_counter()

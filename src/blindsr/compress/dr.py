@@ -64,6 +64,13 @@ REFIT_MODES = ("each", "last", "none")
 CRITERIA = ("gradient", "newton")
 
 
+def check_refit(refit: str) -> str:
+    """``refit`` if it is one of :data:`REFIT_MODES`, else a one-line error."""
+    if refit not in REFIT_MODES:
+        raise BlindSRError(f"refit must be one of {', '.join(REFIT_MODES)}, got {refit!r}")
+    return refit
+
+
 class _Stop(Exception):
     """Raised by a hook to end a forward pass once the wanted feature is captured."""
 
@@ -294,8 +301,7 @@ def dr_prune(model: nn.Module, widths: Mapping[str, int], batches: Batches,
     if unknown:  # a misspelt or foreign layer name must not silently keep a layer whole
         raise BlindSRError(f"widths name layer(s) this model does not have: "
                            f"{', '.join(unknown[:3])} (prunable: {', '.join(names[:3])}, ...)")
-    if refit not in REFIT_MODES:
-        raise BlindSRError(f"refit must be one of {', '.join(REFIT_MODES)}, got {refit!r}")
+    check_refit(refit)
     for name, value in (("select_batches", select_batches), ("per_round", per_round)):
         if value < 1:
             raise BlindSRError(f"{name} must be >= 1, got {value}")
@@ -333,5 +339,5 @@ def dr_prune(model: nn.Module, widths: Mapping[str, int], batches: Batches,
     return pruned.requires_grad_(True), kept
 
 
-__all__ = ["CRITERIA", "REFIT_MODES", "ConsumerFit", "capture", "channel_scores", "consumer_input",
-           "dr_prune", "refit_consumer"]
+__all__ = ["CRITERIA", "REFIT_MODES", "ConsumerFit", "capture", "channel_scores", "check_refit",
+           "consumer_input", "dr_prune", "refit_consumer"]

@@ -36,7 +36,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from blindsr.compress.dr import REFIT_MODES, dr_prune
+from blindsr.compress.dr import check_refit, dr_prune
 from blindsr.compress.l1 import l1_prune
 from blindsr.compress.measure import count_params
 from blindsr.compress.objective import (
@@ -80,7 +80,7 @@ class CompressSettings:
     select_batches: int = 1
     tune_steps: int = 1
     per_round: int = 1
-    refit: str = "each"  # dr: least-squares consumer weights (blindsr.compress.dr.REFIT_MODES)
+    refit: str = "each"  # dr: least-squares consumer weights (compress.dr.REFIT_MODES)
     finetune_lr: float = 1e-4
     val_every: int = 10
     device: str | None = None
@@ -92,9 +92,7 @@ class CompressSettings:
         if self.method != "none":
             check_ratio(self.ratio)
         check_decode(self.decode)
-        if self.refit not in REFIT_MODES:
-            raise BlindSRError(f"refit must be one of {', '.join(REFIT_MODES)}, "
-                               f"got {self.refit!r}")
+        check_refit(self.refit)
         for name in ("search_steps", "finetune_steps", "dual_steps", "tune_steps", "seed"):
             if getattr(self, name) < 0:
                 raise BlindSRError(f"{name} must be >= 0, got {getattr(self, name)}")
