@@ -167,3 +167,13 @@ def test_pip_failures_are_classified(tmp_path, monkeypatch, stderr, error):
     with pytest.raises(error, match="x==1") as info:
         assets._pip_download(assets.Source("x==1", "wheel"), tmp_path)
     assert ("unreachable" in str(info.value)) == (error is IndexUnreachableError)
+
+
+def test_a_cache_that_is_a_file_is_refused_before_any_download(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(assets, "_pip_download", lambda *a: pytest.fail("downloaded"))
+    (tmp_path / "cache").write_text("x")
+    monkeypatch.setenv(assets.CACHE_ENV, str(tmp_path / "cache"))
+    assert main(["assets", "fetch", "niqe"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (f"blindsr: error: asset cache folder {tmp_path / 'cache'} exists and is "
+                   "not a folder")

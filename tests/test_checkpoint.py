@@ -188,8 +188,8 @@ def test_corrupt_files(tmp_path):
 def test_missing_file_and_unknown_arch(tmp_path):
     with pytest.raises(BlindSRError, match="not found"):
         load_model(tmp_path / "nope.safetensors")
-    with pytest.raises(BlindSRError, match="not found"):
-        load_model(tmp_path)  # a directory
+    with pytest.raises(BlindSRError, match="is a folder, not a file"):
+        load_model(tmp_path)
     path = tmp_path / "alien.safetensors"
     save_file({"encoder.weight": torch.zeros(2, 2)}, str(path))
     with pytest.raises(BlindSRError, match="no known architecture"):
@@ -215,7 +215,7 @@ def test_a_shipped_name_loads_when_no_such_file_exists(tmp_path, monkeypatch):
                                           shipped.state_dict().values(), strict=True))
     monkeypatch.chdir(tmp_path)  # a real file of that name wins over the shipped model
     (tmp_path / "andnet-x4").mkdir()
-    with pytest.raises(BlindSRError, match="not found"):
+    with pytest.raises(BlindSRError, match="andnet-x4 is a folder, not a file"):
         load_model("andnet-x4")
     with pytest.raises(BlindSRError, match="not found"):
         load_model("no-such-model")

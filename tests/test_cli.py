@@ -232,3 +232,31 @@ def test_closed_stdout_pipe_exits_quietly(tmp_path):
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 141
     assert err == ""
+
+
+def test_upscale_refuses_a_file_name_for_several_inputs_before_any_work(tmp_path, capsys):
+    a, b = write_png(tmp_path / "a.png"), write_png(tmp_path / "b.png")
+    assert main(["upscale", str(a), str(b), "-o", str(tmp_path / "two.png"), "--model",
+                 "bicubic", "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "names one file but there are several inputs" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "two.png").exists()
+
+
+def test_file_system_errors_and_warnings_are_one_line(monkeypatch, capsys):
+    import warnings
+
+    import blindsr.cli as cli
+
+    shown = []
+    original = warnings.formatwarning
+
+    def fails(args):
+        shown.append(warnings.formatwarning("a thing to know", UserWarning, "data.py", 343))
+        raise PermissionError(13, "Permission denied", "/root/x")
+
+    monkeypatch.setattr(cli, "_run_models", fails)
+    assert main(["models"]) == 1
+    assert shown == ["blindsr: warning: a thing to know\n"]
+    assert warnings.formatwarning is original  # restored for whoever called main
+    assert capsys.readouterr().err == "blindsr: error: /root/x: Permission denied\n"

@@ -103,6 +103,19 @@ def test_bad_input_gives_one_line_errors(setup, change, message, capsys):
     assert not (tmp / "x.safetensors").exists()
 
 
+def test_an_output_that_cannot_be_created_is_refused_before_the_work(setup, capsys,
+                                                                     monkeypatch):
+    from blindsr.compress import pipeline
+
+    path, data, tmp = setup
+    (tmp / "afile").write_text("x")
+    monkeypatch.setattr(pipeline, "compress_file", lambda *a, **k: pytest.fail("compressed"))
+    rc = cli.main(["compress", *FAST, "--model", str(path), "--data", str(data), "--ratio", "0.5",
+                   "-o", str(tmp / "afile" / "x.safetensors")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and "cannot create output file" in err and len(err.splitlines()) == 1
+
+
 def test_the_benchmark_script_runs_on_a_tiny_model(setup):
     path, data, tmp = setup
     script = load_benchmark("drn_compress")

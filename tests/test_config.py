@@ -107,6 +107,9 @@ def test_defaults_and_types():
     ({"val": {"every": 10}}, "val.sets: list validation sets"),
     ({"model": {"kwargs": {"scale": 2}}}, "set the scale with model.scale"),
     ({"data": {"train": []}}, "data.train: list at least one dataset"),
+    ({"data": None}, "data.train: list at least one dataset"),
+    ({"val": {"degradations": ["clean", "bnj"]}},
+     "config val.degradations[1]: unknown degradation preset 'bnj'"),
     ({"data": {"train": [{"pth": "x"}]}}, "unknown key 'data.train[0].pth' (did you mean 'path'?)"),
 ])
 def test_bad_configs_give_one_clear_line(section, expected):
@@ -148,6 +151,18 @@ def test_load_config_names_run_after_file_and_checks_paths(tmp_path):
     (tmp_path / "bad.yaml").write_text("train: [1,\n")
     with pytest.raises(BlindSRError, match="invalid YAML at line"):
         load_config(tmp_path / "bad.yaml")
+    with pytest.raises(BlindSRError, match="is a folder, not a file"):
+        load_config(tmp_path)
+    (tmp_path / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00")
+    with pytest.raises(BlindSRError, match="not a text file"):
+        load_config(tmp_path / "image.png")
+
+
+def test_a_config_that_leaves_out_data_names_the_missing_section(tmp_path):
+    path = tmp_path / "empty.yaml"
+    path.write_text("")
+    with pytest.raises(BlindSRError, match=r"^config data.train: list at least one dataset"):
+        load_config(path)
 
 
 def test_resolved_config_round_trips(tmp_path):

@@ -201,17 +201,38 @@ def test_bad_image_is_reported_and_the_rest_evaluated(tmp_path, capsys):
     (["--metrics", "psnr,fancy"], "fancy"),
     (["--degrade", "clean,smudge"], "smudge"),
     (["--scale", "2"], "x4"),
+    (["--crop-border", "-3"], "--crop-border must be >= 0"),
+    (["--out", "{tmp}/afile/table"], "cannot create --out file"),
+    (["--save-images", "{tmp}/afile"], "--save-images folder"),
 ])
 def test_user_errors_are_one_line(tmp_path, capsys, args, needle):
     folder = hr_folder(tmp_path, n=1)
     ckpt = save_model(tiny(), tmp_path / "tiny.safetensors")
+    (tmp_path / "afile").write_text("x")
     base = {"--data": str(folder), "--model": str(ckpt), "--metrics": "psnr"}
-    base.update(dict(zip(args[::2], args[1::2], strict=True)))
+    base.update({k: v.format(tmp=tmp_path) for k, v in zip(args[::2], args[1::2], strict=True)})
     argv = ["eval", *[x for kv in base.items() for x in kv], "-q"]
     assert main(argv) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("blindsr: error:") and needle in err
     assert len(err.splitlines()) == 1
+
+
+def test_an_image_that_cannot_be_saved_keeps_its_scores(tmp_path, monkeypatch):
+    from blindsr import io
+
+    folder = hr_folder(tmp_path, n=2)
+    expected = evaluate(["bicubic"], [str(folder)], ["clean"], ["psnr"], device="cpu")
+
+    def refuse(path, image, quality=95):
+        raise BlindSRError(f"cannot write {path}: disk full")
+
+    monkeypatch.setattr(io, "write_image", refuse)
+    report = EvalLog()
+    got = evaluate(["bicubic"], [str(folder)], ["clean"], ["psnr"], device="cpu",
+                   save_images=tmp_path / "sr", report=report)
+    assert got == expected
+    assert len(report.failures) == 2 and all("not saved" in f for f in report.failures)
 
 
 def test_models_can_be_a_list_and_bad_arguments_raise(tmp_path):

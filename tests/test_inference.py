@@ -158,3 +158,32 @@ def test_checkpoint_path_as_model(tmp_path, rand_image):
 def test_unknown_model_is_a_clear_error():
     with pytest.raises(BlindSRError, match="no such model"):
         Upscaler("does-not-exist.safetensors")
+
+
+def test_an_output_too_large_for_memory_is_refused_before_any_work(monkeypatch):
+    import blindsr.inference as inference
+
+    image = io.ImageData(torch.rand(1, 3, 20, 30), None, 8)
+    upscaler = Upscaler("bicubic", Settings(outscale=8))
+    calls = []
+    tensor_pass = upscaler.upscale_tensor
+    monkeypatch.setattr(upscaler, "upscale_tensor", lambda *a, **k: calls.append(1)
+                        or tensor_pass(*a, **k))
+    needed = inference.BYTES_PER_OUTPUT_PIXEL * 160 * 240
+    monkeypatch.setattr(inference, "available_memory", lambda: needed - 1)
+    with pytest.raises(BlindSRError, match=r"a 240x160 output needs about .* GiB of memory"):
+        upscaler.upscale_image(image)
+    assert calls == []
+    monkeypatch.setattr(inference, "available_memory", lambda: needed)
+    assert upscaler.upscale_image(image).width == 240 and calls == [1]
+
+
+def test_outscale_is_bounded_and_a_large_one_probes_cheaply():
+    import resource
+
+    with pytest.raises(BlindSRError, match=r"--outscale must be a number in \(0, 256\]"):
+        Upscaler("bicubic", Settings(outscale=1000))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    upscaler = Upscaler("bicubic", Settings(outscale=256))  # a 32x32 probe would take 800 MB
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert upscaler.scale == 256 and grown_mb < 200

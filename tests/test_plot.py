@@ -50,3 +50,16 @@ def test_plot_cli_and_errors(tmp_path, capsys):
     write_metrics(tmp_path / "empty", [{"step": 1, "event": "x"}])
     with pytest.raises(BlindSRError, match="nothing to plot"):
         plot_run(tmp_path / "empty")
+
+
+def test_plot_takes_the_metrics_file_and_checks_the_output_first(tmp_path, capsys):
+    write_metrics(tmp_path / "run", ROWS)
+    metrics = str(tmp_path / "run" / "metrics.jsonl")
+    assert main(["plot", metrics, "-o", str(tmp_path / "c.svg")]) == 0
+    assert (tmp_path / "c.svg").read_text().lstrip().startswith("<?xml")
+    capsys.readouterr()
+    (tmp_path / "afile").write_text("x")
+    for out, message in [("c.txt", "not an image format"), ("afile/c.png", "cannot create")]:
+        assert main(["plot", metrics, "-o", str(tmp_path / out)]) == 1
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1

@@ -250,6 +250,9 @@ def test_cli_trains_and_reports_bad_options_in_one_line(tmp_path, data_dir, caps
         (["--resume", "name=fresh"], "--resume: no checkpoint in"),
         (["degradation.kind=none", "name=x"], "degradation.kind: is none, but data has HR"),
         (["train.itrations=3"], "did you mean 'iterations'"),
+        (["val.sets=[Set5[:1]]"], "quote items that hold brackets"),
+        (["--output-dir", str(tmp_path / "tiny" / "model.safetensors")],
+         "cannot create run folder"),
     ]:
         capsys.readouterr()
         assert main(["train", str(TINY), data, "--output-dir", str(tmp_path), "-q", *args]) == 1
@@ -268,8 +271,11 @@ def test_init_checkpoint_starts_the_generator(tmp_path, data_dir):
         assert torch.equal(v, src.state_dict()[k])
     bad = tiny(tmp_path, data_dir, f"model.init={json.dumps(str(tmp_path / 'init.safetensors'))}",
                "model.kwargs.num_feat=8")
-    with pytest.raises(BlindSRError, match="model.init: .* does not fit srresnet"):
+    with pytest.raises(BlindSRError, match="model.init: .* does not fit srresnet") as err:
         build_generator(bad)
+    message = str(err.value)
+    assert "of another shape (first: conv_first.weight (4, 3, 3, 3) vs (8, 3, 3, 3))" in message
+    assert "model.grow: true" in message and "\n" not in message
 
 
 def test_init_from_a_run_that_is_not_finished_is_refused(tmp_path, data_dir):

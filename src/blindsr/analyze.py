@@ -593,7 +593,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "(JSON only, no PNGs; every layer's output is kept for one pass, so "
                         "memory grows with the layer count: use --max-images or small images "
                         "for deep networks)")
-    c.add_argument("--out", default="analysis", metavar="DIR",
+    c.add_argument("-o", "--out", default="analysis", metavar="DIR",
                    help="output folder (default: analysis)")
     c.add_argument("--max-images", type=int, default=None, metavar="N")
     c.add_argument("--scale", type=int, default=None, help="default: the models' scale")

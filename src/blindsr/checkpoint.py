@@ -9,6 +9,7 @@ import os
 import pickle
 import re
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from torch import Tensor, nn
 
 from . import archs
 from .errors import BlindSRError
+from .paths import require_file
 
 FORMAT = "blindsr"
 WRAPPER_KEYS = ("params_ema", "params", "state_dict")  # first one present wins
@@ -92,7 +94,9 @@ def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
 
 def _read_torch(path: Path) -> dict[str, Tensor]:
     try:
-        obj: Any = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols before refusing
+            warnings.simplefilter("ignore", UserWarning)
+            obj: Any = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         if "weights only" not in str(e).lower():
             raise
@@ -147,9 +151,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[st
     ``{"state_dict": ...}`` (``params_ema`` preferred); ``module.`` prefixes are stripped.
     Their metadata is empty; so is that of foreign safetensors files without metadata.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise BlindSRError(f"checkpoint not found: {path}")
+    path = require_file(path, "checkpoint")
     try:
         if _is_torch_file(path):
             sd, meta = _read_torch(path), {}

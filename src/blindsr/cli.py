@@ -10,6 +10,7 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 
 from blindsr import __version__
 from blindsr.allocator import keep_freed_memory
@@ -182,6 +183,12 @@ def _discard_stdout() -> None:
         os.close(devnull)
 
 
+def _one_line_warning(message: Warning | str, category: type[Warning], *_: object,
+                      **__: object) -> str:
+    """Warnings as the command's users should see them: one line, without a source line."""
+    return f"blindsr: warning: {message}\n"
+
+
 def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -189,11 +196,20 @@ def _main(argv: list[str] | None) -> int:
         parser.print_help()
         return 2
     keep_freed_memory()  # every command moves large tensors: reuse them (see blindsr.allocator)
+    previous, warnings.formatwarning = warnings.formatwarning, _one_line_warning
     try:
         return args.run(args)
     except BlindSRError as err:
         print(f"blindsr: error: {err}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # handled in main: the reader went away
+        raise
+    except OSError as err:  # the file system refused something the checks did not foresee
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"blindsr: error: {where}{err.strerror or err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("blindsr: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = previous

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import yaml
 
 from blindsr.errors import BlindSRError
+from blindsr.paths import require_file
 from blindsr.schema import bounded, fail, from_plain, join_path, to_plain
 
 # ---------------------------------------------------------------------------------------------
@@ -203,6 +204,13 @@ class ValConfig:
                        "list validation sets (e.g. [Set5]) or set every: 0")
         if self.every and not self.degradations:
             raise fail(join_path(path, "degradations"), "list at least one preset (e.g. [clean])")
+        from blindsr.degrade.presets import resolve
+
+        for i, name in enumerate(self.degradations):
+            try:
+                resolve(name)
+            except BlindSRError as e:
+                raise fail(f"{join_path(path, 'degradations')}[{i}]", str(e)) from None
 
 
 @dataclass
@@ -261,6 +269,10 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
+        if raw.lstrip().startswith(("[", "{")):  # meant as a list or mapping: say what broke it
+            raise BlindSRError(
+                f"override {text!r}: the value is not valid YAML; quote items that hold "
+                f"brackets or colons, e.g. val.sets='[\"Set5[:2]\"]'") from None
         value = raw  # not valid YAML: take the text as is
     return key.strip().split("."), value
 
@@ -290,11 +302,11 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
 
 def read_yaml(path: str | Path) -> dict:
     """A YAML mapping from a file, with one-line errors."""
-    path = Path(path)
-    if not path.is_file():
-        raise BlindSRError(f"config file not found: {path}")
+    path = require_file(path, "config file")
     try:
         data = yaml.safe_load(path.read_text())
+    except UnicodeDecodeError:
+        raise BlindSRError(f"{path}: not a text file (a YAML config was expected)") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from blindsr import __version__
 from blindsr.errors import BlindSRError
+from blindsr.paths import prepare_output
 
 if TYPE_CHECKING:  # torch is imported on use, so that `blindsr --help` stays light
     import torch
@@ -111,6 +112,10 @@ def evaluate(models: Mapping[str, str | Path | nn.Module] | Sequence[str],
     degradations = _check_degradations(degradations or [CLEAN])
     chosen = _check_metrics(metrics)
     border = scale if crop_border is None else crop_border
+    if border < 0:
+        raise BlindSRError(f"--crop-border must be >= 0, got {border}")
+    if save_images is not None:
+        prepare_output(save_images, "--save-images folder", folder=True)
     datasets = list(dict.fromkeys(str(d) for d in datasets))
     specs = [data.resolve_dataset(d, scale) for d in datasets]
     if not specs:
@@ -179,7 +184,10 @@ class _Job:
         sr = sr.mean(dim=1, keepdim=True) if gray else sr
         if self.save is not None:
             path = self.save / self.folders[name] / _safe(label) / deg / f"{stem}.png"
-            io.write_image(path, io.ImageData(sr, None, 8))
+            try:
+                io.write_image(path, io.ImageData(sr, None, 8))
+            except BlindSRError as err:  # the scores still count
+                self.report.fail(f"{label}/{stem} ({deg}): not saved: {err}")
         return sr.to(upscaler.device)
 
 
@@ -462,7 +470,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="pixels shaved off each side before PSNR/SSIM (default: the scale)")
     p.add_argument("--save-images", type=Path, default=None, metavar="DIR",
                    help="write SR outputs to DIR/<model>/<dataset>/<degradation>/<name>.png")
-    p.add_argument("--out", type=Path, default=None,
+    p.add_argument("-o", "--out", type=Path, default=None,
                    help="write results to OUT.json, OUT.csv and OUT.md (default: print only)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: best)")
     p.add_argument("--tile", type=int, default=None,
@@ -491,6 +499,8 @@ def run(args: argparse.Namespace) -> int:
     degradations = _split(args.degrade, CLEAN)
     metrics = _split(args.metrics, "psnr,ssim")
     border = args.scale if args.crop_border is None else args.crop_border
+    if args.out is not None:  # before the work, not after it
+        prepare_output(Path(args.out).with_suffix(".json"), "--out file")
     report = EvalLog(echo=lambda line: tqdm.write(line, file=sys.stderr))
     start = time.perf_counter()
     results = evaluate(models, datasets, degradations, metrics, scale=args.scale,

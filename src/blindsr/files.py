@@ -32,16 +32,43 @@ class Report:
         return line
 
 
+# Extensions that make ``-o`` name a file rather than a folder: those written, and other image
+# formats a user might ask for (refused with a clear error instead of becoming a folder name).
+FILE_EXTENSIONS = (*io.IMAGE_EXTENSIONS, ".gif", ".ppm", ".pgm", ".heic", ".avif", ".jp2", ".jxl")
+SAME_FORMAT = {".jpeg": ".jpg", ".tiff": ".tif"}
+
+
 def output_path(src: Path, output: Path, single: bool, suffix: str = "", ext: str = "auto") -> Path:
     """Where the result of ``src`` goes.
 
     ``output`` itself for a single input when it has an image extension, else
-    ``output/<stem><suffix>.<ext>``; ``ext='auto'`` keeps the input format.
+    ``output/<stem><suffix>.<ext>``; ``ext='auto'`` keeps the input format where it can be
+    written (else PNG).
     """
     if single and output.suffix.lower() in io.IMAGE_EXTENSIONS:
         return output
-    extension = src.suffix.lower() if ext == "auto" else "." + ext.lstrip(".")
+    if ext == "auto":
+        extension = src.suffix.lower() if src.suffix.lower() in io.IMAGE_EXTENSIONS else ".png"
+    else:
+        extension = "." + ext.lstrip(".")
     return output / f"{src.stem}{suffix}{extension}"
+
+
+def check_output(output: Path, single: bool, ext: str = "auto") -> None:
+    """A one-line error now if ``-o`` names an image file that cannot be what the run writes:
+    an unwritable format, a file for several inputs, or a format other than ``--ext``'s."""
+    suffix = output.suffix.lower()
+    if suffix not in FILE_EXTENSIONS or output.is_dir():
+        return
+    if suffix not in io.IMAGE_EXTENSIONS:
+        raise BlindSRError(f"-o {output}: cannot write {suffix} images "
+                           f"(writable: {', '.join(io.IMAGE_EXTENSIONS)})")
+    if not single:
+        raise BlindSRError(f"-o {output} names one file but there are several inputs: "
+                           "give a folder")
+    wanted = "." + ext.lstrip(".")
+    if ext != "auto" and SAME_FORMAT.get(suffix, suffix) != SAME_FORMAT.get(wanted, wanted):
+        raise BlindSRError(f"-o {output} is a {suffix} file but --ext asks for {ext}")
 
 
 def process_files(inputs: list[str], output: str | Path,
@@ -62,19 +89,30 @@ def process_files(inputs: list[str], output: str | Path,
     for line in missing:
         tqdm.write(f"error: {line}", file=sys.stderr)
     output = Path(output)
+    single = len(inputs) == 1 and len(paths) == 1
+    check_output(output, single, ext)
     start = time.perf_counter()
+    written_by: dict[Path, Path] = {}  # output -> the input it was made from
     bar = tqdm(paths, desc="images", unit="img", disable=not progress or len(paths) < 2)
     for src in bar:
-        dst = output_path(src, output, len(inputs) == 1 and len(paths) == 1, suffix, ext)
+        dst = output_path(src, output, single, suffix, ext)
         try:
             if dst.resolve() == src.resolve():
                 raise BlindSRError(f"{src}: output would overwrite the input (use -o or --suffix)")
+            if dst.resolve() in written_by:
+                raise BlindSRError(f"{src}: its output {dst} was written from "
+                                   f"{written_by[dst.resolve()]}; not overwritten (rename one, "
+                                   "or run them into separate folders)")
             image = io.read_image(src, max_pixels=max_pixels)
             total = steps(image) if steps else None
             with tqdm(total=total, desc=src.name, unit="tile", leave=False,
                       disable=not progress or total is None) as inner:
-                result = job(image, inner.update)
+                try:
+                    result = job(image, inner.update)
+                except BlindSRError as err:  # name the file the job failed on
+                    raise BlindSRError(f"{src}: {err}") from None
             report.written.append(io.write_image(dst, result, quality=quality))
+            written_by[dst.resolve()] = src
             report.megapixels += image.height * image.width / 1e6
         except BlindSRError as err:
             report.failures.append(str(err))

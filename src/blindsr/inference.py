@@ -22,12 +22,17 @@ from torch import nn
 from blindsr import io, zoo
 from blindsr.errors import BlindSRError
 from blindsr.files import Report, process_files
+from blindsr.machine import available_memory
 from blindsr.ops.resize import imresize
 from blindsr.tiling import run_tiled, tiles
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 MIN_TILE = 16
 MAX_TILE = 1024
+MAX_OUTSCALE = 256
+# Host memory per output pixel and pass: the float output, its resize, the quantised copy and the
+# encoder's buffer (a bicubic x16 upscale and its conversion to numpy peaked near 40 bytes)
+BYTES_PER_OUTPUT_PIXEL = 64
 
 
 @dataclass
@@ -75,17 +80,17 @@ def free_memory(device: torch.device) -> int:
     """Bytes free on the device (host memory for CPU)."""
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
-    try:
-        with open("/proc/meminfo") as f:
-            info = dict(line.split(":", 1) for line in f)
-        return int(info["MemAvailable"].split()[0]) * 1024
-    except (OSError, KeyError, ValueError):
-        return 4 << 30
+    free = available_memory()
+    return 4 << 30 if free is None else free
 
 
 def bytes_per_pixel(model: nn.Module, dtype: torch.dtype, device: torch.device) -> float:
-    """Peak activation bytes per input pixel, estimated from one forward of a 32x32 probe:
-    the largest output of any leaf module, times 3 (its input, itself and a temporary)."""
+    """Peak activation bytes per input pixel, estimated from one forward of a 32x32 probe
+    (smaller for scales above 8, so that the probe's own output stays small): the largest
+    output of any leaf module, times 3 (its input, itself and a temporary)."""
+    multiple = int(getattr(model, "size_multiple", 1))
+    side = max(1, min(32, 256 // int(getattr(model, "scale", 1))))
+    side = -(-side // multiple) * multiple
     sizes: list[int] = []
     leaves = [m for m in model.modules() if not any(m.children())]
     hooks = [m.register_forward_hook(
@@ -93,11 +98,11 @@ def bytes_per_pixel(model: nn.Module, dtype: torch.dtype, device: torch.device) 
         for m in leaves]
     try:
         with torch.inference_mode():
-            model(torch.zeros(1, 3, 32, 32, device=device, dtype=dtype))
+            model(torch.zeros(1, 3, side, side, device=device, dtype=dtype))
     finally:
         for hook in hooks:
             hook.remove()
-    return 3 * max(sizes, default=3 * 32 * 32) / (32 * 32) * torch.finfo(dtype).bits / 8
+    return 3 * max(sizes, default=3 * side * side) / (side * side) * torch.finfo(dtype).bits / 8
 
 
 def auto_tile(model: nn.Module, device: torch.device, dtype: torch.dtype, batch: int) -> int:
@@ -143,8 +148,10 @@ class Upscaler:
                  settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
         outscale = self.settings.outscale
-        if outscale is not None and not (math.isfinite(outscale) and outscale > 0):
-            raise BlindSRError(f"--outscale must be a positive number, got {outscale}")
+        if outscale is not None and not (math.isfinite(outscale)
+                                         and 0 < outscale <= MAX_OUTSCALE):
+            raise BlindSRError(
+                f"--outscale must be a number in (0, {MAX_OUTSCALE}], got {outscale}")
         self.device = pick_device(self.settings.device)
         self.dtype = pick_dtype(self.settings.dtype, self.device)
         bicubic_scale = math.ceil(self.settings.outscale or 4)
@@ -211,6 +218,19 @@ class Upscaler:
                     raise BlindSRError(message) from None
                 self.tile = max(MIN_TILE, self.tile // 2)
 
+    def check_memory(self, height: int, width: int, passes: int = 1) -> None:
+        """A one-line error, before any work, if upscaling an image of this size would need
+        more host memory than is free (a huge --outscale, for instance)."""
+        outscale = self.settings.outscale or self.scale
+        out_h, out_w = round(height * outscale), round(width * outscale)
+        pixels = max(out_h * out_w, height * width * self.scale**2)
+        need = BYTES_PER_OUTPUT_PIXEL * pixels * passes
+        free = available_memory()
+        if free is not None and need > free:
+            raise BlindSRError(
+                f"a {out_w}x{out_h} output needs about {need / 2**30:.1f} GiB of memory and "
+                f"{free / 2**30:.1f} GiB is free: lower --outscale or upscale a smaller image")
+
     def upscale_image(self, image: io.ImageData,
                       on_tiles: Callable[[int], None] | None = None) -> io.ImageData:
         """Upscale colour premultiplied by alpha, and alpha itself (as a gray image), with the
@@ -220,11 +240,12 @@ class Upscaler:
         model's three channels, except where the input alpha is flat around a pixel (opaque or
         clear areas): there it keeps the input's value exactly. A wholly opaque image upscales
         as its RGB would; a wholly clear one stays clear."""
+        alpha = image.alpha.float() if image.alpha is not None else None
+        mixed = partly_transparent(alpha)
+        self.check_memory(image.height, image.width, passes=2 if mixed else 1)
         color = image.color.float()
         if image.gray:
             color = color.expand(-1, 3, -1, -1)
-        alpha = image.alpha.float() if image.alpha is not None else None
-        mixed = partly_transparent(alpha)
         if alpha is not None:
             color = color * alpha
         color = color.contiguous()

@@ -1,4 +1,5 @@
-"""One-line descriptions of the machine and device a run or benchmark used."""
+"""Facts about the machine: one-line descriptions of it and of the device a run or benchmark
+used, and the memory free for a job."""
 
 from __future__ import annotations
 
@@ -36,4 +37,22 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({n} thread{'s' * (n != 1)})"
 
 
-__all__ = ["device_name", "machine_description"]
+def available_memory() -> int | None:
+    """Bytes of host memory a new allocation can take now (Linux ``MemAvailable``, capped by a
+    cgroup v2 limit when there is one); None where the system does not say."""
+    try:
+        info = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+        free = int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+        if limit != "max":
+            free = min(free, int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    return max(free, 0)
+
+
+__all__ = ["available_memory", "device_name", "machine_description"]

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from blindsr.errors import BlindSRError
+from blindsr.paths import prepare_output
 
 PANELS = (  # (title, key filter, y label, log scale)
     ("training losses", lambda k: k.startswith("train/"), "loss", True),
@@ -59,8 +60,15 @@ def plot_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.backend_bases import FigureCanvasBase
 
     run_dir = Path(run_dir)
+    if run_dir.name == "metrics.jsonl":  # the file itself was given
+        run_dir = run_dir.parent
+    target = Path(out) if out is not None else run_dir / "curves.png"
+    if target.suffix.lower().lstrip(".") not in FigureCanvasBase.get_supported_filetypes():
+        raise BlindSRError(f"-o {target}: not an image format matplotlib writes "
+                           f"(use .png, .pdf or .svg)")
     data = series(read_metrics(run_dir / "metrics.jsonl"))
     panels = [(t, sorted(k for k in data if f(k)), y, log) for t, f, y, log in PANELS]
     panels = [p for p in panels if p[1]]
@@ -81,8 +89,7 @@ def plot_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -
     axes[-1, 0].set_xlabel("iteration")
     fig.suptitle(run_dir.name)
     fig.tight_layout()
-    target = Path(out) if out is not None else run_dir / "curves.png"
-    target.parent.mkdir(parents=True, exist_ok=True)
+    prepare_output(target, "plot file")
     fig.savefig(target, dpi=100)
     plt.close(fig)
     return target
@@ -93,8 +100,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plot", help="draw a run's training curves to PNG",
                        description="Plot losses, learning rates and validation metrics from "
                                    "RUN_DIR/metrics.jsonl.")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a training run folder")
-    p.add_argument("-o", "--output", default=None, help="PNG file (default: RUN_DIR/curves.png)")
+    p.add_argument("run_dir", metavar="RUN_DIR",
+                   help="a training run folder (or its metrics.jsonl)")
+    p.add_argument("-o", "--output", default=None,
+                   help="image file, .png, .pdf or .svg (default: RUN_DIR/curves.png)")
     p.set_defaults(run=_run)
 
 

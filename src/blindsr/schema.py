@@ -158,6 +158,15 @@ def _check_bounds(f: dataclasses.Field, value: Any, path: str) -> None:
             raise fail(path, f"must be {_BOUND_TEXT[kind]} {bound}, got {value!r}")
 
 
+def _check_default(f: dataclasses.Field, path: str) -> None:
+    """Run the ``check`` of a section left out of the config (its default must pass too)."""
+    if f.default_factory is dataclasses.MISSING:
+        return
+    check = getattr(f.default_factory(), "check", None)
+    if callable(check):
+        check(path)
+
+
 def _dataclass(cls: type, value: Any, path: str) -> Any:
     if isinstance(value, cls):
         return value
@@ -177,6 +186,7 @@ def _dataclass(cls: type, value: Any, path: str) -> Any:
         if name not in value:
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise fail(sub, "missing (required)")
+            _check_default(f, sub)
             continue
         kwargs[name] = from_plain(hints[name], value[name], sub)
         _check_bounds(f, kwargs[name], sub)

@@ -43,6 +43,7 @@ from blindsr.config import (
 from blindsr.errors import BlindSRError
 from blindsr.machine import device_name, machine_description
 from blindsr.optim import Scheduler, ema_decay, ema_update, make_optimizer
+from blindsr.paths import prepare_output
 from blindsr.train_logs import Meter, MetricsLog, flatten, sample_grid
 
 # torch is imported inside functions, so that `blindsr --help` stays fast.
@@ -179,13 +180,29 @@ def build_generator(cfg: Config, with_init: bool = True) -> nn.Module:
                 sd = grow_state_dict(sd, model)
             except BlindSRError as e:
                 raise fail("model.init", f"{m.init}: {e}") from None
-        try:
-            model.load_state_dict(sd, strict=True)
-        except RuntimeError as e:
-            first = str(e).strip().splitlines()[0][:200]
-            raise fail("model.init", f"{m.init} does not fit {m.arch}({m.kwargs}): {first}") \
-                from None
+        problem = state_dict_mismatch(model, sd)
+        if problem:
+            hint = "" if m.grow else "; model.grow: true starts a larger model from a smaller one"
+            raise fail("model.init", f"{m.init} does not fit {m.arch}({m.kwargs}): {problem}{hint}")
+        model.load_state_dict(sd, strict=True)
     return model
+
+
+def state_dict_mismatch(model: nn.Module, sd: dict[str, torch.Tensor]) -> str:
+    """Why ``sd`` cannot be loaded into ``model`` strictly, in a few words ('' if it can)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    extra = [k for k in sd if k not in own]
+    shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(v.shape)}"
+              for k, v in own.items() if k in sd and sd[k].shape != v.shape]
+    parts = []
+    if shapes:
+        parts.append(f"{len(shapes)} tensor(s) of another shape (first: {shapes[0]})")
+    if missing:
+        parts.append(f"{len(missing)} missing (first: {missing[0]})")
+    if extra:
+        parts.append(f"{len(extra)} unexpected (first: {extra[0]})")
+    return ", ".join(parts)
 
 
 def resolve_optim(cfg: Config, strategy: Strategy) -> dict[str, OptimConfig]:
@@ -639,7 +656,7 @@ def _start(run: _Run, resume: bool) -> None:
 def _open_logs(run: _Run, resumed: bool, progress: bool) -> None:
     main = run.info.is_main
     if main:
-        run.run_dir.mkdir(parents=True, exist_ok=True)
+        prepare_output(run.run_dir, "run folder", folder=True)
         old = run.run_dir / "config.yaml"
         if resumed and old.is_file():
             _note_changes(run, old)

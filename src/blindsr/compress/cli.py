@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from blindsr.errors import BlindSRError
+from blindsr.paths import prepare_output
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -75,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
     data = [d for d in args.data.split(",") if d.strip()]
     if not data:
         raise BlindSRError("--data: no dataset given")
+    prepare_output(args.output, "output file")  # before the work, not after it
     log = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     result = compress_file(args.model, args.output, data, settings, duals=args.duals, log=log)
     r = result.report

@@ -1,0 +1,44 @@
+"""User-given paths checked before any work: inputs that must be files, outputs that must be
+creatable. Each check raises a one-line `BlindSRError`, so a long job never fails at its end
+because of a typo in ``-o``."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from blindsr.errors import BlindSRError
+
+
+def require_file(path: str | os.PathLike[str], what: str) -> Path:
+    """``path`` as a Path if it is an existing file; else a one-line error naming ``what``."""
+    path = Path(path)
+    if path.is_dir():
+        raise BlindSRError(f"{what} {path} is a folder, not a file")
+    if not path.is_file():
+        raise BlindSRError(f"{what} not found: {path}")
+    return path
+
+
+def prepare_output(path: str | os.PathLike[str], what: str, folder: bool = False) -> Path:
+    """Make sure ``path`` can be written later: create its folder (``path`` itself with
+    ``folder=True``, else its parent) and try a temporary file in it; a one-line error naming
+    ``what`` if that fails or ``path`` is of the wrong kind (a folder where a file is wanted, or
+    the other way round)."""
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise BlindSRError(f"{what} {path} exists and is not a folder")
+    if not folder and path.is_dir():
+        raise BlindSRError(f"{what} {path} is a folder, not a file")
+    directory = path if folder else path.parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except FileExistsError:  # a file where a parent folder should be
+        raise BlindSRError(f"cannot create {what} {path}: a part of it is a file") from None
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise BlindSRError(f"cannot create {what} {path}: {reason}") from None
+    return path

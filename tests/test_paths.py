@@ -1,0 +1,36 @@
+import pytest
+
+from blindsr.errors import BlindSRError
+from blindsr.paths import prepare_output, require_file
+
+
+def test_require_file_names_a_folder_and_a_missing_file(tmp_path):
+    (tmp_path / "a.txt").write_text("x")
+    assert require_file(tmp_path / "a.txt", "config") == tmp_path / "a.txt"
+    with pytest.raises(BlindSRError, match=r"^config .* is a folder, not a file$"):
+        require_file(tmp_path, "config")
+    with pytest.raises(BlindSRError, match=r"^config not found: .*b.txt$"):
+        require_file(tmp_path / "b.txt", "config")
+
+
+def test_prepare_output_creates_the_folder_and_leaves_no_file(tmp_path):
+    target = tmp_path / "deep" / "er" / "out.safetensors"
+    assert prepare_output(target, "output file") == target
+    assert target.parent.is_dir() and list(target.parent.iterdir()) == []
+    folder = tmp_path / "run"
+    prepare_output(folder, "run folder", folder=True)
+    assert folder.is_dir() and list(folder.iterdir()) == []
+
+
+@pytest.mark.parametrize("relative,folder,message", [
+    ("afile/out.png", False, "a part of it is a file"),
+    ("afile/x/out.png", False, "Not a directory"),
+    ("afile", True, "exists and is not a folder"),
+    ("adir", False, "is a folder, not a file"),
+])
+def test_prepare_output_refuses_in_one_line(tmp_path, relative, folder, message):
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "adir").mkdir()
+    with pytest.raises(BlindSRError, match=message) as err:
+        prepare_output(tmp_path / relative, "output", folder=folder)
+    assert "\n" not in str(err.value)
