@@ -120,6 +120,8 @@ def test_degrade_preset_and_random(tmp_path):
     first = np.asarray(Image.open(tmp_path / "rnd" / "hr.png"))
     assert main(["degrade", str(src), "-o", str(tmp_path / "rnd2"), "--random", "--seed", "3"]) == 0
     assert np.array_equal(first, np.asarray(Image.open(tmp_path / "rnd2" / "hr.png")))
+    assert main(["degrade", str(src), "-o", str(tmp_path / "lr.jpg")]) == 0  # a file for one
+    assert Image.open(tmp_path / "lr.jpg").format == "JPEG"
 
 
 def test_degrade_random_config_file(tmp_path, capsys):
@@ -234,6 +236,14 @@ def test_closed_stdout_pipe_exits_quietly(tmp_path):
     assert err == ""
 
 
+def test_upscale_refuses_an_ext_other_than_the_named_files(tmp_path, capsys):
+    src = write_png(tmp_path / "a.png")
+    assert main(["upscale", str(src), "-o", str(tmp_path / "b.jpg"), "--ext", "png",
+                 "--model", "bicubic", "-q"]) == 1
+    assert "is a .jpg file but --ext asks for png" in capsys.readouterr().err
+    assert not (tmp_path / "b.jpg").exists()
+
+
 def test_upscale_refuses_a_file_name_for_several_inputs_before_any_work(tmp_path, capsys):
     a, b = write_png(tmp_path / "a.png"), write_png(tmp_path / "b.png")
     assert main(["upscale", str(a), str(b), "-o", str(tmp_path / "two.png"), "--model",
@@ -260,3 +270,12 @@ def test_file_system_errors_and_warnings_are_one_line(monkeypatch, capsys):
     assert shown == ["blindsr: warning: a thing to know\n"]
     assert warnings.formatwarning is original  # restored for whoever called main
     assert capsys.readouterr().err == "blindsr: error: /root/x: Permission denied\n"
+    assert cli._one_line_warning("old API", FutureWarning) == (
+        "blindsr: warning (FutureWarning): old API\n")
+
+    def library_bug(args):
+        raise OSError("cannot write mode RGBA as JPEG")  # no errno: a bug, not the system
+
+    monkeypatch.setattr(cli, "_run_models", library_bug)
+    with pytest.raises(OSError, match="RGBA"):
+        main(["models"])

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from blindsr.errors import BlindSRError
-from blindsr.files import check_output, output_path, process_files
+from blindsr.files import check_ext, check_output, output_path, process_files
 
 
 def test_output_path_names_a_file_only_for_a_single_input():
@@ -17,23 +17,42 @@ def test_output_path_names_a_file_only_for_a_single_input():
     assert output_path(Path("in/a.gif"), out, single=False) == out / "a.png"
 
 
-@pytest.mark.parametrize("output,single,ext,message", [
-    ("out.gif", True, "auto", "cannot write .gif images"),
-    ("two.png", False, "auto", "names one file but there are several inputs"),
-    ("out.jpg", True, "png", "is a .jpg file but --ext asks for png"),
+@pytest.mark.parametrize("output,single,message", [
+    ("out.gif", True, "cannot write .gif images"),
+    ("two.png", False, "names one file but there are several inputs"),
 ])
-def test_check_output_refuses_a_file_name_that_cannot_be_honoured(output, single, ext,
-                                                                  message):
+def test_check_output_refuses_a_file_name_that_cannot_be_honoured(output, single, message):
     with pytest.raises(BlindSRError, match=message):
-        check_output(Path(output), single, ext)
+        check_output(Path(output), single)
 
 
-@pytest.mark.parametrize("output,single,ext", [
-    ("out.jpeg", True, "jpg"), ("out.tiff", True, "tif"), ("results", False, "png"),
-    ("run.v2", False, "auto"),
-])
-def test_check_output_accepts_folders_and_matching_files(output, single, ext):
-    check_output(Path(output), single, ext)
+def test_check_output_and_ext_accept_folders_and_matching_files(tmp_path):
+    for output, ext in [("out.jpeg", "jpg"), ("out.tiff", "tif"), ("results", "png"),
+                        ("run.v2", "auto"), ("out.jpg", "auto")]:
+        check_output(Path(output), single=True)
+        check_ext(Path(output), ext)
+    (tmp_path / "shots.png").mkdir()  # a folder may have a file-like name
+    check_output(tmp_path / "shots.png", single=False)
+    check_ext(tmp_path / "shots.png", "jpg")
+    assert output_path(Path("a.png"), tmp_path / "shots.png", single=True) == (
+        tmp_path / "shots.png" / "a.png")
+    with pytest.raises(BlindSRError, match="is a .jpg file but --ext asks for png"):
+        check_ext(Path("out.jpg"), "png")
+
+
+def test_an_output_that_is_another_input_is_never_written(tmp_path):
+    rng = np.random.default_rng(0)
+    for name in ("a.jpg", "a.png", "b.png", "b_x.png"):
+        Image.fromarray((rng.random((8, 8, 3)) * 255).astype(np.uint8)).save(tmp_path / name)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    report = process_files([str(tmp_path)], tmp_path, lambda image, advance: image, ext="png",
+                           suffix="", progress=False)
+    assert report.written == [] and len(report.failures) == 4
+    report = process_files([str(tmp_path)], tmp_path, lambda image, advance: image, ext="png",
+                           suffix="_x", progress=False)
+    assert {p.name for p in report.written} == {"a_x.png", "b_x_x.png"}
+    assert any("overwrite the input" in f and "b_x.png" in f for f in report.failures)
+    assert all(before[name] == (tmp_path / name).read_bytes() for name in before)
 
 
 def test_two_inputs_with_one_output_name_write_one_and_report_the_other(tmp_path):
@@ -63,3 +82,11 @@ def test_a_failing_job_is_reported_with_its_file_and_the_rest_go_on(tmp_path):
     report = process_files([str(tmp_path)], tmp_path / "out", job, progress=False)
     assert [p.name for p in report.written] == ["b.png"]
     assert report.failures == [f"{tmp_path / 'a.png'}: too large"]
+    calls.clear()
+
+    def named_job(image, advance):  # a message that names its file is not prefixed again
+        raise BlindSRError(f"{image.path}: too small")
+
+    report = process_files([str(tmp_path / "a.png")], tmp_path / "out", named_job,
+                           progress=False)
+    assert report.failures == [f"{tmp_path / 'a.png'}: too small"]

@@ -178,12 +178,21 @@ def test_an_output_too_large_for_memory_is_refused_before_any_work(monkeypatch):
     assert upscaler.upscale_image(image).width == 240 and calls == [1]
 
 
-def test_outscale_is_bounded_and_a_large_one_probes_cheaply():
-    import resource
+def test_outscale_is_bounded_and_a_large_scale_is_probed_small(monkeypatch):
+    from blindsr.inference import bytes_per_pixel
 
     with pytest.raises(BlindSRError, match=r"--outscale must be a number in \(0, 256\]"):
         Upscaler("bicubic", Settings(outscale=1000))
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    upscaler = Upscaler("bicubic", Settings(outscale=256))  # a 32x32 probe would take 800 MB
-    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
-    assert upscaler.scale == 256 and grown_mb < 200
+    probes = {}
+
+    def record(scale):
+        def hook(module, args, out):
+            probes[scale] = args[0].shape[-1]
+        return hook
+
+    for outscale in (4, 256):
+        upscaler = Upscaler("bicubic", Settings(outscale=outscale))
+        upscaler.model.register_forward_hook(record(outscale))
+        per_pixel = bytes_per_pixel(upscaler.model, torch.float32, torch.device("cpu"))
+        assert per_pixel == pytest.approx(3 * 3 * outscale**2 * 4)  # 3 x its output, fp32
+    assert probes == {4: 32, 256: 1}  # a 32x32 probe at x256 would make 800 MB

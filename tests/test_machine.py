@@ -19,11 +19,18 @@ def test_device_name_gives_the_cpu_thread_count():
     assert device_name(torch.device("meta")) == "meta"
 
 
-def test_available_memory_is_a_plausible_byte_count():
-    free = available_memory()
-    if free is None:  # a system without /proc/meminfo
-        return
-    assert 0 < free < 1 << 50
-    big = torch.empty(64 << 20, dtype=torch.uint8).fill_(1)  # 64 MiB, touched
-    assert available_memory() < free + (48 << 20)  # it does not grow by the allocation
-    del big
+def test_available_memory_reads_meminfo_and_a_cgroup_limit(tmp_path):
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       24000000 kB\nMemAvailable:    2000000 kB\n")
+    cgroup = tmp_path / "cgroup"
+    cgroup.mkdir()
+    assert available_memory(meminfo, cgroup) == 2_000_000 * 1024  # no cgroup files: meminfo
+    (cgroup / "memory.max").write_text("max\n")
+    assert available_memory(meminfo, cgroup) == 2_000_000 * 1024
+    (cgroup / "memory.max").write_text(f"{1 << 30}\n")
+    (cgroup / "memory.current").write_text(f"{900 << 20}\n")
+    (cgroup / "memory.stat").write_text(f"anon {600 << 20}\ninactive_file {200 << 20}\n")
+    assert available_memory(meminfo, cgroup) == (1 << 30) - (900 << 20) + (200 << 20)
+    assert available_memory(tmp_path / "none", cgroup) is None
+    here = available_memory()
+    assert here is None or 0 < here < 1 << 50

@@ -13,18 +13,20 @@ def test_require_file_names_a_folder_and_a_missing_file(tmp_path):
         require_file(tmp_path / "b.txt", "config")
 
 
-def test_prepare_output_creates_the_folder_and_leaves_no_file(tmp_path):
+def test_prepare_output_probes_the_folder_and_leaves_nothing_behind(tmp_path):
     target = tmp_path / "deep" / "er" / "out.safetensors"
     assert prepare_output(target, "output file") == target
-    assert target.parent.is_dir() and list(target.parent.iterdir()) == []
-    folder = tmp_path / "run"
-    prepare_output(folder, "run folder", folder=True)
-    assert folder.is_dir() and list(folder.iterdir()) == []
+    assert list(tmp_path.iterdir()) == []  # the folders it made to try are gone again
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "old.txt").write_text("kept")
+    prepare_output(tmp_path / "run", "run folder", folder=True)
+    prepare_output(tmp_path / "run" / "new", "run folder", folder=True)
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["old.txt"]
 
 
 @pytest.mark.parametrize("relative,folder,message", [
     ("afile/out.png", False, "a part of it is a file"),
-    ("afile/x/out.png", False, "Not a directory"),
+    ("afile/x/out.png", False, "a part of it is a file"),
     ("afile", True, "exists and is not a folder"),
     ("adir", False, "is a folder, not a file"),
 ])

@@ -52,7 +52,7 @@ def test_plot_cli_and_errors(tmp_path, capsys):
         plot_run(tmp_path / "empty")
 
 
-def test_plot_takes_the_metrics_file_and_checks_the_output_first(tmp_path, capsys):
+def test_plot_takes_the_metrics_file_and_refuses_bad_outputs_in_one_line(tmp_path, capsys):
     write_metrics(tmp_path / "run", ROWS)
     metrics = str(tmp_path / "run" / "metrics.jsonl")
     assert main(["plot", metrics, "-o", str(tmp_path / "c.svg")]) == 0

@@ -11,6 +11,7 @@ import importlib
 import os
 import sys
 import warnings
+from pathlib import Path
 
 from blindsr import __version__
 from blindsr.allocator import keep_freed_memory
@@ -46,6 +47,7 @@ def _add_upscale(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_upscale(args: argparse.Namespace) -> int:
+    from blindsr.files import check_ext
     from blindsr.inference import Settings, upscale_files
 
     if args.tile is not None and args.tile < 16:
@@ -58,6 +60,7 @@ def _run_upscale(args: argparse.Namespace) -> int:
         from blindsr.io import max_pixel_limit
 
         max_pixel_limit(args.max_pixels)  # checked once, before any file
+    check_ext(Path(args.output), args.ext)
     settings = Settings(tile=args.tile, tile_pad=args.tile_pad, batch=args.batch,
                         dtype=args.dtype, device=args.device, outscale=args.outscale,
                         channels_last=not args.no_channels_last)
@@ -185,8 +188,10 @@ def _discard_stdout() -> None:
 
 def _one_line_warning(message: Warning | str, category: type[Warning], *_: object,
                       **__: object) -> str:
-    """Warnings as the command's users should see them: one line, without a source line."""
-    return f"blindsr: warning: {message}\n"
+    """Warnings as the command's users should see them: one line, without a source line (and
+    with the category where it is not a plain UserWarning, e.g. a library's FutureWarning)."""
+    kind = "" if category is UserWarning else f" ({category.__name__})"
+    return f"blindsr: warning{kind}: {message}\n"
 
 
 def _main(argv: list[str] | None) -> int:
@@ -204,7 +209,9 @@ def _main(argv: list[str] | None) -> int:
         return 1
     except BrokenPipeError:  # handled in main: the reader went away
         raise
-    except OSError as err:  # the file system refused something the checks did not foresee
+    except OSError as err:  # the system refused something the checks did not foresee
+        if err.errno is None:  # not a system call's refusal (e.g. a library's): a real bug
+            raise
         where = f"{err.filename}: " if err.filename else ""
         print(f"blindsr: error: {where}{err.strerror or err}", file=sys.stderr)
         return 1

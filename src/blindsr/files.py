@@ -45,7 +45,7 @@ def output_path(src: Path, output: Path, single: bool, suffix: str = "", ext: st
     ``output/<stem><suffix>.<ext>``; ``ext='auto'`` keeps the input format where it can be
     written (else PNG).
     """
-    if single and output.suffix.lower() in io.IMAGE_EXTENSIONS:
+    if single and output.suffix.lower() in io.IMAGE_EXTENSIONS and not output.is_dir():
         return output
     if ext == "auto":
         extension = src.suffix.lower() if src.suffix.lower() in io.IMAGE_EXTENSIONS else ".png"
@@ -54,20 +54,30 @@ def output_path(src: Path, output: Path, single: bool, suffix: str = "", ext: st
     return output / f"{src.stem}{suffix}{extension}"
 
 
-def check_output(output: Path, single: bool, ext: str = "auto") -> None:
+def names_a_file(output: Path) -> bool:
+    """Whether ``-o`` names an image file rather than a folder."""
+    return output.suffix.lower() in FILE_EXTENSIONS and not output.is_dir()
+
+
+def check_output(output: Path, single: bool) -> None:
     """A one-line error now if ``-o`` names an image file that cannot be what the run writes:
-    an unwritable format, a file for several inputs, or a format other than ``--ext``'s."""
-    suffix = output.suffix.lower()
-    if suffix not in FILE_EXTENSIONS or output.is_dir():
+    an unwritable format, or one file for several inputs."""
+    if not names_a_file(output):
         return
+    suffix = output.suffix.lower()
     if suffix not in io.IMAGE_EXTENSIONS:
         raise BlindSRError(f"-o {output}: cannot write {suffix} images "
                            f"(writable: {', '.join(io.IMAGE_EXTENSIONS)})")
     if not single:
         raise BlindSRError(f"-o {output} names one file but there are several inputs: "
                            "give a folder")
-    wanted = "." + ext.lstrip(".")
-    if ext != "auto" and SAME_FORMAT.get(suffix, suffix) != SAME_FORMAT.get(wanted, wanted):
+
+
+def check_ext(output: Path, ext: str) -> None:
+    """A one-line error if ``-o`` names a file of another format than the ``--ext`` asked for."""
+    suffix, wanted = output.suffix.lower(), "." + ext.lstrip(".")
+    if (ext != "auto" and names_a_file(output)
+            and SAME_FORMAT.get(suffix, suffix) != SAME_FORMAT.get(wanted, wanted)):
         raise BlindSRError(f"-o {output} is a {suffix} file but --ext asks for {ext}")
 
 
@@ -90,15 +100,17 @@ def process_files(inputs: list[str], output: str | Path,
         tqdm.write(f"error: {line}", file=sys.stderr)
     output = Path(output)
     single = len(inputs) == 1 and len(paths) == 1
-    check_output(output, single, ext)
+    check_output(output, single)
     start = time.perf_counter()
+    sources = {p.resolve(): p for p in paths}
     written_by: dict[Path, Path] = {}  # output -> the input it was made from
     bar = tqdm(paths, desc="images", unit="img", disable=not progress or len(paths) < 2)
     for src in bar:
         dst = output_path(src, output, single, suffix, ext)
         try:
-            if dst.resolve() == src.resolve():
-                raise BlindSRError(f"{src}: output would overwrite the input (use -o or --suffix)")
+            if dst.resolve() in sources:
+                raise BlindSRError(f"{src}: its output would overwrite the input "
+                                   f"{sources[dst.resolve()]} (use -o or --suffix)")
             if dst.resolve() in written_by:
                 raise BlindSRError(f"{src}: its output {dst} was written from "
                                    f"{written_by[dst.resolve()]}; not overwritten (rename one, "
@@ -110,6 +122,8 @@ def process_files(inputs: list[str], output: str | Path,
                 try:
                     result = job(image, inner.update)
                 except BlindSRError as err:  # name the file the job failed on
+                    if str(src) in str(err):
+                        raise
                     raise BlindSRError(f"{src}: {err}") from None
             report.written.append(io.write_image(dst, result, quality=quality))
             written_by[dst.resolve()] = src

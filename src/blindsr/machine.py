@@ -37,19 +37,22 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({n} thread{'s' * (n != 1)})"
 
 
-def available_memory() -> int | None:
-    """Bytes of host memory a new allocation can take now (Linux ``MemAvailable``, capped by a
-    cgroup v2 limit when there is one); None where the system does not say."""
+def available_memory(meminfo: Path = Path("/proc/meminfo"),
+                     cgroup: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """Bytes of host memory a new allocation can take now: Linux ``MemAvailable``, capped by a
+    cgroup v2 limit when there is one (less what the group uses, not counting the page cache
+    it can drop); None where the system does not say."""
     try:
-        info = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+        info = dict(line.split(":", 1) for line in meminfo.read_text().splitlines())
         free = int(info["MemAvailable"].split()[0]) * 1024
     except (OSError, KeyError, ValueError):
         return None
     try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+        limit = (cgroup / "memory.max").read_text().strip()
         if limit != "max":
-            free = min(free, int(limit) - used)
+            used = int((cgroup / "memory.current").read_text())
+            stat = dict(line.split() for line in (cgroup / "memory.stat").read_text().splitlines())
+            free = min(free, int(limit) - used + int(stat.get("inactive_file", 0)))
     except (OSError, ValueError):
         pass
     return max(free, 0)

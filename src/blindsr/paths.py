@@ -23,22 +23,29 @@ def require_file(path: str | os.PathLike[str], what: str) -> Path:
 
 def prepare_output(path: str | os.PathLike[str], what: str, folder: bool = False) -> Path:
     """Make sure ``path`` can be written later: create its folder (``path`` itself with
-    ``folder=True``, else its parent) and try a temporary file in it; a one-line error naming
-    ``what`` if that fails or ``path`` is of the wrong kind (a folder where a file is wanted, or
-    the other way round)."""
+    ``folder=True``, else its parent), try a temporary file in it, and remove again the folders
+    this made; a one-line error naming ``what`` if that fails or ``path`` is of the wrong kind
+    (a folder where a file is wanted, or the other way round)."""
     path = Path(path)
     if folder and path.exists() and not path.is_dir():
         raise BlindSRError(f"{what} {path} exists and is not a folder")
     if not folder and path.is_dir():
         raise BlindSRError(f"{what} {path} is a folder, not a file")
     directory = path if folder else path.parent
+    missing = [p for p in (directory, *directory.parents) if not p.exists()]
     try:
         directory.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=directory):
             pass
-    except FileExistsError:  # a file where a parent folder should be
+    except (FileExistsError, NotADirectoryError):  # a file where a folder should be
         raise BlindSRError(f"cannot create {what} {path}: a part of it is a file") from None
     except OSError as err:
         reason = err.strerror or type(err).__name__
         raise BlindSRError(f"cannot create {what} {path}: {reason}") from None
+    finally:
+        for made in missing:  # deepest first; the command creates them when it writes
+            try:
+                made.rmdir()
+            except OSError:
+                break
     return path

@@ -70,6 +70,7 @@ def plot_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -
         raise BlindSRError(f"-o {target}: not an image format matplotlib writes "
                            f"(use .png, .pdf or .svg)")
     data = series(read_metrics(run_dir / "metrics.jsonl"))
+    prepare_output(target, "plot file")  # before the drawing
     panels = [(t, sorted(k for k in data if f(k)), y, log) for t, f, y, log in PANELS]
     panels = [p for p in panels if p[1]]
     if not panels:
@@ -89,7 +90,7 @@ def plot_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -
     axes[-1, 0].set_xlabel("iteration")
     fig.suptitle(run_dir.name)
     fig.tight_layout()
-    prepare_output(target, "plot file")
+    target.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(target, dpi=100)
     plt.close(fig)
     return target

@@ -657,6 +657,7 @@ def _open_logs(run: _Run, resumed: bool, progress: bool) -> None:
     main = run.info.is_main
     if main:
         prepare_output(run.run_dir, "run folder", folder=True)
+        run.run_dir.mkdir(parents=True, exist_ok=True)
         old = run.run_dir / "config.yaml"
         if resumed and old.is_file():
             _note_changes(run, old)
