@@ -86,7 +86,7 @@ def test_atomic_write_leaves_only_the_file(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(checkpoint.os, "fsync", broken)  # fails with the temp file half done
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(BlindSRError, match="cannot write .*m.safetensors: disk full"):
         save_model(_small(seed=3), target)
     assert os.listdir(target.parent) == ["m.safetensors"]
     assert target.read_bytes() == before
@@ -110,6 +110,13 @@ def test_save_refuses_bad_input(tmp_path):
         save_model(_small(), tmp_path / "m.pth")
     with pytest.raises(BlindSRError, match="not a registered"):
         save_model(torch.nn.Conv2d(3, 3, 3), tmp_path / "c.safetensors")
+    (tmp_path / "dir.safetensors").mkdir()
+    (tmp_path / "afile").write_text("x")
+    for target, reason in [("dir.safetensors", "it is a folder"),
+                           ("afile/m.safetensors", "a part of its folder is a file")]:
+        with pytest.raises(BlindSRError, match=f"cannot write .*{target}: {reason}"):
+            save_model(_small(), tmp_path / target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "dir.safetensors"]
 
 
 @pytest.mark.parametrize("metadata", [None, {"format": "pt"}])
@@ -219,6 +226,8 @@ def test_a_shipped_name_loads_when_no_such_file_exists(tmp_path, monkeypatch):
         load_model("andnet-x4")
     with pytest.raises(BlindSRError, match="not found"):
         load_model("no-such-model")
+    with pytest.raises(BlindSRError, match=r"bicubic has no checkpoint: use blindsr.zoo.load"):
+        load_model("bicubic")
 
 
 def test_bad_device(tmp_path):

@@ -235,6 +235,17 @@ def test_an_image_that_cannot_be_saved_keeps_its_scores(tmp_path, monkeypatch):
     assert len(report.failures) == 2 and all("not saved" in f for f in report.failures)
 
 
+def test_single_strings_are_names_not_letters_and_bad_counts_raise(tmp_path):
+    folder = str(hr_folder(tmp_path, n=2))
+    listed = evaluate(["bicubic"], [folder], ["clean", "noise"], ["psnr"], device="cpu")
+    assert evaluate("bicubic", folder, "clean,noise", "psnr", device="cpu") == listed
+    for kwargs, message in [({"max_images": -1}, "max_images must be"),
+                            ({"max_images": 0}, "max_images must be"),
+                            ({"seed": "a"}, "seed must be")]:
+        with pytest.raises(BlindSRError, match=message):
+            evaluate("bicubic", folder, "clean", "psnr", device="cpu", **kwargs)
+
+
 def test_models_can_be_a_list_and_bad_arguments_raise(tmp_path):
     folder = str(hr_folder(tmp_path, n=1))
     with pytest.raises(BlindSRError, match="no models"):

@@ -181,7 +181,8 @@ def test_an_output_too_large_for_memory_is_refused_before_any_work(monkeypatch):
 def test_outscale_is_bounded_and_a_large_scale_is_probed_small(monkeypatch):
     from blindsr.inference import bytes_per_pixel
 
-    with pytest.raises(BlindSRError, match=r"--outscale must be a number in \(0, 256\]"):
+    with pytest.raises(BlindSRError,
+                       match=r"outscale \(--outscale\) must be a number in \(0, 256\]"):
         Upscaler("bicubic", Settings(outscale=1000))
     probes = {}
 
@@ -196,3 +197,42 @@ def test_outscale_is_bounded_and_a_large_scale_is_probed_small(monkeypatch):
         per_pixel = bytes_per_pixel(upscaler.model, torch.float32, torch.device("cpu"))
         assert per_pixel == pytest.approx(3 * 3 * outscale**2 * 4)  # 3 x its output, fp32
     assert probes == {4: 32, 256: 1}  # a 32x32 probe at x256 would make 800 MB
+
+
+@pytest.mark.parametrize("settings,message", [
+    (dict(tile_pad=-1), "tile_pad"), (dict(batch=-1), "batch"), (dict(batch=0), "batch"),
+    (dict(batch=2.5), "batch"), (dict(tile=8), "tile"), (dict(tile=32.5), "tile"),
+    (dict(outscale="2"), "outscale"),
+])
+def test_settings_no_run_can_use_are_refused(settings, message):
+    with pytest.raises(BlindSRError, match=f"^{message} \\(--"):
+        Upscaler("bicubic", Settings(**settings))
+
+
+def test_a_model_without_a_scale_attribute_is_measured():
+    image = np.zeros((16, 16, 3), np.uint8)
+    image[:, 8:] = 255
+    out = upscale(image, model=torch.nn.Upsample(scale_factor=2))
+    assert out.shape == (32, 32, 3) and out[:, 17:].min() == 255 and out[:, :15].max() == 0
+
+
+def test_a_model_that_is_not_what_it_says_is_a_clear_error():
+    class Liar(torch.nn.Module):
+        scale = 2
+
+        def forward(self, x):
+            return x
+
+    image = np.zeros((16, 16, 3), np.uint8)
+    with pytest.raises(BlindSRError, match="made a 16x16 output of a 16x16 input, not x2"):
+        upscale(image, model=Liar())
+    with pytest.raises(BlindSRError, match="cannot run on a 1x3x8x8 image: .*4 channels"):
+        upscale(image, model=torch.nn.Conv2d(4, 3, 3, padding=1))
+
+
+def test_float_arrays_come_back_as_floats_not_rounded_to_levels():
+    image = np.random.default_rng(0).random((12, 10, 3)).astype(np.float32)
+    out = upscale(image, model="bicubic")
+    assert out.dtype == np.float32 and out.shape == (48, 40, 3)
+    assert not np.allclose(out * 255, np.round(out * 255), atol=1e-3)
+    assert 0 <= out.min() and out.max() <= 1

@@ -577,21 +577,30 @@ def test_to_numpy_and_to_pil_shapes_and_dtypes():
             assert out.shape == shape and out.dtype == arr.dtype
             np.testing.assert_array_equal(out, arr)
         pil = to_pil(to_image_data(rand_array(c, 16)))
+        if c == 1:  # 16-bit gray keeps its depth (I;16); PIL has no other 16-bit modes
+            assert pil.mode == "I;16" and pil.size == (W, H)
+            np.testing.assert_array_equal(np.asarray(pil), rand_array(c, 16))
+            continue
         assert pil.mode == mode and pil.size == (W, H)
         np.testing.assert_array_equal(np.asarray(pil), np.round(rand_array(c, 16) / 257))
+        floats = to_numpy(to_image_data(rand_array(c, 16)), floating=True)
+        assert floats.dtype == np.float32 and floats.shape == shape
+        np.testing.assert_allclose(floats, rand_array(c, 16) / 65535, atol=1e-6)
 
 
 def test_image_data_validation_and_properties():
     img = ImageData(torch.zeros(1, 3, 4, 6), torch.ones(1, 1, 4, 6), 16)
     assert (img.height, img.width, img.gray) == (4, 6, False)
-    with pytest.raises(ValueError):
-        ImageData(torch.zeros(3, 4, 6), None, 8)
-    with pytest.raises(ValueError):
-        ImageData(torch.zeros(1, 2, 4, 6), None, 8)
-    with pytest.raises(ValueError):
-        ImageData(torch.zeros(1, 1, 4, 6), torch.zeros(1, 1, 4, 5), 8)
-    with pytest.raises(ValueError):
-        ImageData(torch.zeros(1, 1, 4, 6), None, 12)
+    for color, alpha, depth, message in [
+        (torch.zeros(3, 4, 6), None, 8, "color must be a"),
+        (torch.zeros(1, 2, 4, 6), None, 8, "color must be a"),
+        (np.zeros((1, 3, 4, 6)), None, 8, "got ndarray"),
+        (torch.zeros(1, 3, 4, 6, dtype=torch.uint8), None, 8, "got torch.uint8"),
+        (torch.zeros(1, 1, 4, 6), torch.zeros(1, 1, 4, 5), 8, "alpha must be"),
+        (torch.zeros(1, 1, 4, 6), None, 12, "bit_depth must be 8 or 16"),
+    ]:
+        with pytest.raises(BlindSRError, match=message):
+            ImageData(color, alpha, depth)
 
 
 # ------------------------------------------------------------------------------- expand_inputs

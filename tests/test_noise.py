@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from blindsr.errors import BlindSRError
-from blindsr.ops.noise import gaussian_noise, poisson_noise
+from blindsr.ops.noise import as_generator, gaussian_noise, poisson_noise
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -83,3 +83,14 @@ def test_bad_arguments_raise(rand_image):
         poisson_noise(x, 1.0, gray=torch.tensor([True, False, True]))
     with pytest.raises(BlindSRError):
         gaussian_noise(x[0], 1.0)
+
+
+def test_as_generator_takes_seeds_and_generators():
+    assert as_generator(None) is None
+    g = torch.Generator()
+    assert as_generator(g) is g
+    assert torch.equal(torch.rand(3, generator=as_generator(7)),
+                       torch.rand(3, generator=torch.Generator().manual_seed(7)))
+    for bad in (-1, 1.5, "7", False):
+        with pytest.raises(BlindSRError, match="seed must be"):
+            as_generator(bad)

@@ -128,3 +128,20 @@ def test_bad_inputs_raise(rand_image):
         apply(rand_image(1, 3, 3, 3), "clean", 4)
     with pytest.raises(BlindSRError):
         apply(rand_image(1, 2, 8, 8), "clean", 2)
+
+
+def test_a_seed_may_be_any_integer_or_a_generator(rand_image):
+    x = rand_image(1, 3, 16, 16)
+    by_int = apply(x, "b+n+j", 4, seed=3)
+    assert torch.equal(apply(x, "b+n+j", 4, seed=np.int64(3)), by_int)
+    assert torch.equal(apply(x, "b+n+j", 4, seed=torch.Generator().manual_seed(3)), by_int)
+    for seed, message in [(2**70, r"in \[0, 2\*\*64\)"), ("3", "an integer or a torch.Generator"),
+                          (True, "an integer"), (None, "got None")]:
+        with pytest.raises(BlindSRError, match=message):
+            apply(x, "noise", 4, seed=seed)
+
+
+def test_hr_on_another_scale_is_refused_not_clamped(rand_image):
+    x = rand_image(1, 3, 16, 16)
+    with pytest.raises(BlindSRError, match="degrade: values reach"):
+        apply(x * 255, "clean", 4)

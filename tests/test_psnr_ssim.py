@@ -96,7 +96,7 @@ def test_float_inputs_rounded_to_8_bit():
     other = _noisy(img, 1)
     assert psnr(x, _to_tensor(other)).item() == pytest.approx(psnr(img, other).item())
     over = x.clone()
-    over[..., 0, 0] = 1.7  # clamped to 255 before comparison
+    over[..., 0, 0] = 1.3  # an overshoot: clamped to 255 before comparison
     clamped = x.clone()
     clamped[..., 0, 0] = 1.0
     assert psnr(over, x).item() == pytest.approx(psnr(clamped, x).item())
@@ -171,3 +171,15 @@ def test_registry():
     assert get_metric("psnr").fn is psnr
     with pytest.raises(BlindSRError, match="psnr, ssim"):
         get_metric("nope")
+
+
+@pytest.mark.parametrize("scale_it,message", [
+    (lambda t: t * 255, "values reach .*divide 0..255 values by 255"),
+    (lambda t: t * 2 - 1, "values go down to .*map -1..1 values"),
+    (lambda t: t * float("nan"), "NaN or infinite"),
+    (lambda t: t[..., :0, :], "the image is empty"),
+])
+def test_floats_on_another_scale_are_refused_not_clamped(scale_it, message):
+    x = _to_tensor(_u8(0, (12, 12, 3)))
+    with pytest.raises(BlindSRError, match=message):
+        psnr(scale_it(x), scale_it(x))

@@ -272,3 +272,16 @@ def test_first_order_samples_keep_white_noise_at_lr_scale():
 def test_first_order_prob_is_validated():
     with pytest.raises(BlindSRError, match="first_order_prob"):
         SecondOrderConfig.from_dict({"first_order_prob": 1.5})
+
+
+def test_a_seed_and_a_mapping_stand_for_a_generator_and_a_config():
+    hr = torch.rand(2, 3, 32, 32, generator=_gen(1))
+    seeded = second_order(hr, 4, None, 5)
+    assert torch.equal(seeded, second_order(hr, 4, None, _gen(5)))
+    mapping = {"first_order_prob": 1.0}
+    assert torch.equal(second_order(hr, 4, mapping, 2),
+                       second_order(hr, 4, SecondOrderConfig.from_dict(mapping), _gen(2)))
+    with pytest.raises(BlindSRError, match="config must be a SecondOrderConfig or a mapping"):
+        second_order(hr, 4, 3, 0)
+    with pytest.raises(BlindSRError, match="unknown"):
+        first_order(hr, 4, {"stage9": {}}, 0)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -68,19 +69,26 @@ def save_model(model: nn.Module, path: str | os.PathLike, summary: dict | None =
         "scale": str(model.scale),
         "summary": json.dumps(summary or {}, sort_keys=True, default=str),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = to_safetensors_bytes(tensors, metadata=metadata)
     # Write a sibling temp file ourselves (safetensors' save_file makes files mode 0600), then
     # rename it over the target: readers never see a half-written model.
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
+        if path.is_dir():
+            raise IsADirectoryError(21, "it is a folder", str(path))
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(err, (FileExistsError, NotADirectoryError)):
+            raise BlindSRError(f"cannot write {path}: a part of its folder is a file") from None
+        if isinstance(err, OSError):
+            raise BlindSRError(f"cannot write {path}: {err.strerror or err}") from None
         raise
     return path
 
@@ -188,6 +196,9 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> n
         shipped = shipped_models()
         if str(path) in shipped:
             path = Path(shipped[str(path)].weights)
+        elif str(path) == "bicubic":
+            raise BlindSRError("bicubic has no checkpoint: use blindsr.zoo.load('bicubic', "
+                               "scale=4) for it as a model")
     sd, meta = read_checkpoint(path)
     arch, kwargs = _kwargs_from_meta(path, meta)
     try:

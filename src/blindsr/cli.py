@@ -50,10 +50,6 @@ def _run_upscale(args: argparse.Namespace) -> int:
     from blindsr.files import check_ext
     from blindsr.inference import Settings, upscale_files
 
-    if args.tile is not None and args.tile < 16:
-        raise BlindSRError("--tile must be at least 16")
-    if args.batch < 1 or args.tile_pad < 0:
-        raise BlindSRError("--batch must be >= 1 and --tile-pad >= 0")
     if not 1 <= args.quality <= 100:
         raise BlindSRError(f"--quality must be in 1..100, got {args.quality}")
     if args.max_pixels is not None:

@@ -75,10 +75,12 @@ class EvalLog:
     echo: Callable[[str], None] | None = None
 
     def note(self, line: str) -> None:
+        """Record (and show) something worth knowing that is not a failure."""
         self.notes.append(line)
         (self.echo or log.warning)(line)
 
     def fail(self, line: str) -> None:
+        """Record (and show) a skipped image or metric: the run exits non-zero."""
         self.failures.append(line)
         (self.echo or log.warning)(line)
 
@@ -105,6 +107,15 @@ def evaluate(models: Mapping[str, str | Path | nn.Module] | Sequence[str],
     from blindsr import data
 
     report = report if report is not None else EvalLog()
+    if isinstance(models, str):  # one name, not its letters
+        models = [models]
+    datasets, degradations, metrics = (  # "Set5,Set14" as on the command line
+        _split([x], "") if isinstance(x, str) else x for x in (datasets, degradations, metrics))
+    if max_images is not None and (isinstance(max_images, bool) or not isinstance(max_images, int)
+                                   or max_images < 1):
+        raise BlindSRError(f"max_images must be a whole number >= 1, got {max_images!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise BlindSRError(f"seed must be a whole number >= 0, got {seed!r}")
     if not isinstance(models, Mapping):
         models = {str(m): m for m in models}
     if not models:

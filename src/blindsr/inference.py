@@ -48,6 +48,26 @@ class Settings:
     channels_last: bool = True
 
 
+def check_settings(settings: Settings) -> None:
+    """One-line errors for settings no run can use (each names its command-line option)."""
+    def whole(value: Any, low: int) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+    if settings.tile is not None and not whole(settings.tile, MIN_TILE):
+        raise BlindSRError(f"tile (--tile) must be a whole number >= {MIN_TILE} or None, "
+                           f"got {settings.tile!r}")
+    if not whole(settings.tile_pad, 0):
+        raise BlindSRError(f"tile_pad (--tile-pad) must be a whole number >= 0, "
+                           f"got {settings.tile_pad!r}")
+    if not whole(settings.batch, 1):
+        raise BlindSRError(f"batch (--batch) must be a whole number >= 1, got {settings.batch!r}")
+    outscale = settings.outscale
+    if outscale is not None and not (isinstance(outscale, (int, float))
+                                     and math.isfinite(outscale) and 0 < outscale <= MAX_OUTSCALE):
+        raise BlindSRError(f"outscale (--outscale) must be a number in (0, {MAX_OUTSCALE}], "
+                           f"got {outscale!r}")
+
+
 def pick_device(name: str | None) -> torch.device:
     """The requested device, checked; by default CUDA, then MPS, then CPU."""
     if name is None:
@@ -105,6 +125,27 @@ def bytes_per_pixel(model: nn.Module, dtype: torch.dtype, device: torch.device) 
     return 3 * max(sizes, default=3 * side * side) / (side * side) * torch.finfo(dtype).bits / 8
 
 
+def model_scale(model: nn.Module, device: torch.device, dtype: torch.dtype,
+                multiple: int = 1) -> int:
+    """The model's upscaling factor: its ``scale`` attribute, else measured on a small probe
+    (a one-line error if the output is no whole multiple of the input)."""
+    declared = getattr(model, "scale", None)
+    if declared is not None:
+        return int(declared)
+    side = 8 * multiple
+    try:
+        with torch.inference_mode():
+            y = model(torch.zeros(1, 3, side, side, device=device, dtype=dtype))
+    except RuntimeError as err:
+        raise BlindSRError(f"the model cannot run on a 1x3x{side}x{side} image: "
+                           f"{str(err).strip().splitlines()[0]}") from err
+    if not torch.is_tensor(y) or y.ndim != 4 or y.shape[-1] % side or y.shape[-2] != y.shape[-1]:
+        shape = tuple(y.shape) if torch.is_tensor(y) else type(y).__name__
+        raise BlindSRError(f"the model made {shape} of a 1x3x{side}x{side} image: not an "
+                           "upscaled image (give it a `scale` attribute if it has one)")
+    return y.shape[-1] // side
+
+
 def auto_tile(model: nn.Module, device: torch.device, dtype: torch.dtype, batch: int) -> int:
     """The largest tile (multiple of 16) whose batch fits in half of the free memory."""
     budget = free_memory(device) / 2 / max(batch, 1)
@@ -147,11 +188,7 @@ class Upscaler:
     def __init__(self, model: str | Path | nn.Module | None = None,
                  settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
-        outscale = self.settings.outscale
-        if outscale is not None and not (math.isfinite(outscale)
-                                         and 0 < outscale <= MAX_OUTSCALE):
-            raise BlindSRError(
-                f"--outscale must be a number in (0, {MAX_OUTSCALE}], got {outscale}")
+        check_settings(self.settings)
         self.device = pick_device(self.settings.device)
         self.dtype = pick_dtype(self.settings.dtype, self.device)
         bicubic_scale = math.ceil(self.settings.outscale or 4)
@@ -160,8 +197,8 @@ class Upscaler:
         self.channels_last = self.settings.channels_last and self.device.type != "mps"
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.scale = int(getattr(self.model, "scale", 1))
         self.multiple = int(getattr(self.model, "size_multiple", 1))
+        self.scale = model_scale(self.model, self.device, self.dtype, self.multiple)
         self.tile = self.settings.tile or auto_tile(
             self.model, self.device, self.dtype, self.settings.batch)
 
@@ -179,6 +216,10 @@ class Upscaler:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             y = self.model(x) if code is None else self.model(x, code)
+            expected = (x.shape[-2] * self.scale, x.shape[-1] * self.scale)
+            if tuple(y.shape[-2:]) != expected:
+                raise BlindSRError(f"the model made a {y.shape[-2]}x{y.shape[-1]} output of a "
+                                   f"{x.shape[-2]}x{x.shape[-1]} input, not x{self.scale}")
             y = y[:, :, : h * self.scale, : w * self.scale].float()
             return (y.clamp_(0, 1) if clamp else y).cpu()
 
@@ -209,8 +250,10 @@ class Upscaler:
                                  min(self.settings.tile_pad, self.tile), self.settings.batch,
                                  on_tiles)
             except (torch.OutOfMemoryError, RuntimeError) as err:
-                if not is_out_of_memory(err):
-                    raise
+                if not is_out_of_memory(err):  # e.g. a model made for 4 input channels
+                    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+                    raise BlindSRError(f"the model cannot run on this image "
+                                       f"({tuple(x.shape)}): {first}") from err
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
                 if self.tile <= MIN_TILE:
@@ -285,11 +328,9 @@ def upscale(image: Any, model: str | Path | nn.Module | None = None, **settings:
     data = io.to_image_data(image)
     result = Upscaler(model, Settings(**settings)).upscale_image(data)
     if isinstance(image, np.ndarray):
-        array = io.to_numpy(result)
-        if np.issubdtype(image.dtype, np.floating):
-            scale = 65535.0 if array.dtype == np.uint16 else 255.0
-            return (array / scale).astype(image.dtype)
-        return array.astype(image.dtype)
+        if np.issubdtype(image.dtype, np.floating):  # floats in, floats out, not rounded
+            return io.to_numpy(result, floating=True).astype(image.dtype)
+        return io.to_numpy(result).astype(image.dtype)
     if type(image).__module__.startswith("PIL."):
         return io.to_pil(result)
     return result

@@ -75,25 +75,34 @@ class ImageData:
 
     def __post_init__(self) -> None:
         c = self.color
-        if c.ndim != 4 or c.shape[0] != 1 or c.shape[1] not in (1, 3):
-            raise ValueError(f"color must be (1, 1 or 3, H, W), got {tuple(c.shape)}")
+        if not isinstance(c, torch.Tensor) or c.ndim != 4 or c.shape[0] != 1 or c.shape[1] not in (
+                1, 3):
+            shape = tuple(c.shape) if isinstance(c, torch.Tensor) else type(c).__name__
+            raise BlindSRError(f"ImageData: color must be a (1, 1 or 3, H, W) tensor, got {shape}")
+        for name, t in (("color", c), ("alpha", self.alpha)):
+            if t is not None and not t.is_floating_point():
+                raise BlindSRError(f"ImageData: {name} must be floats in [0, 1], got {t.dtype} "
+                                   "(divide 8-bit values by 255)")
         if self.alpha is not None and tuple(self.alpha.shape) != (1, 1, *c.shape[-2:]):
-            raise ValueError(f"alpha must be (1, 1, H, W), got {tuple(self.alpha.shape)}")
+            raise BlindSRError(f"ImageData: alpha must be (1, 1, H, W), got "
+                               f"{tuple(self.alpha.shape)}")
         if self.bit_depth not in (8, 16):
-            raise ValueError(f"bit_depth must be 8 or 16, got {self.bit_depth}")
+            raise BlindSRError(f"ImageData: bit_depth must be 8 or 16, got {self.bit_depth}")
+
+    @property
+    def height(self) -> int:
+        """Rows of pixels."""
+        return int(self.color.shape[-2])
+
+    @property
+    def width(self) -> int:
+        """Columns of pixels."""
+        return int(self.color.shape[-1])
 
     @property
     def gray(self) -> bool:
         """True when the image has a single colour channel."""
         return self.color.shape[1] == 1
-
-    @property
-    def height(self) -> int:
-        return int(self.color.shape[-2])
-
-    @property
-    def width(self) -> int:
-        return int(self.color.shape[-1])
 
 
 # ----------------------------------------------------------------------------------------- reading
@@ -539,15 +548,31 @@ def _from_numpy(a: np.ndarray) -> ImageData:
     return ImageData(x, None, depth)
 
 
-def to_numpy(image: ImageData) -> np.ndarray:
-    """HxWxC (HxW: gray, no alpha) uint8 or uint16 per ``bit_depth``; alpha as the last channel."""
-    a = _quantize(image.color, image.alpha, image.bit_depth)
+def to_numpy(image: ImageData, floating: bool = False) -> np.ndarray:
+    """HxWxC (HxW: gray, no alpha) uint8 or uint16 per ``bit_depth``, or float32 in [0, 1]
+    without rounding to levels with ``floating``; alpha as the last channel."""
+    _check_image_data(image, "to_numpy")
+    if floating:
+        x = image.color if image.alpha is None else torch.cat([image.color, image.alpha], dim=1)
+        a = x[0].detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+    else:
+        a = _quantize(image.color, image.alpha, image.bit_depth)
     return a[..., 0] if a.shape[-1] == 1 else a
 
 
 def to_pil(image: ImageData) -> Image.Image:
-    """An 8-bit PIL image: L, LA, RGB or RGBA."""
+    """A PIL image: L, LA, RGB or RGBA at 8 bits, or I;16 for a 16-bit gray one without alpha
+    (PIL has no other 16-bit modes)."""
+    _check_image_data(image, "to_pil")
+    if image.bit_depth == 16 and image.gray and image.alpha is None:
+        return Image.fromarray(_quantize(image.color, None, 16)[..., 0])  # uint16: I;16
     return _pil_from_array(_quantize(image.color, image.alpha, 8))
+
+
+def _check_image_data(image: Any, who: str) -> None:
+    if not isinstance(image, ImageData):
+        raise BlindSRError(f"{who} takes a blindsr.io.ImageData (see to_image_data), got "
+                           f"{type(image).__name__}")
 
 
 # ---------------------------------------------------------------------------------------- inputs

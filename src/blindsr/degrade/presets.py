@@ -28,10 +28,11 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from blindsr.checks import check_unit_range
 from blindsr.errors import BlindSRError
 from blindsr.ops.jpeg import jpeg as _jpeg
 from blindsr.ops.kernels import filter2d, gaussian_kernel
-from blindsr.ops.noise import gaussian_noise
+from blindsr.ops.noise import as_generator, gaussian_noise
 from blindsr.ops.resize import imresize
 
 _EATS = {
@@ -142,6 +143,7 @@ def check_hr(img: Tensor, scale: int, who: str = "degrade") -> None:
         raise BlindSRError(f"{who} expects a float N,C,H,W image tensor, got {shape}")
     if img.shape[1] not in (1, 3):
         raise BlindSRError(f"{who} expects 1 or 3 channels, got {img.shape[1]}")
+    check_unit_range(img, who)
     if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
         raise BlindSRError(f"scale must be a positive integer, got {scale!r}")
     if min(img.shape[-2:]) < scale:
@@ -150,21 +152,18 @@ def check_hr(img: Tensor, scale: int, who: str = "degrade") -> None:
         )
 
 
-def _check_input(img: Tensor, scale: int, seed: int) -> None:
-    check_hr(img, scale)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise BlindSRError(f"seed must be an integer, got {seed!r}")
-
-
-def apply(img: Tensor, preset: str, scale: int, seed: int = 0) -> Tensor:
+def apply(img: Tensor, preset: str, scale: int, seed: int | torch.Generator = 0) -> Tensor:
     """Degrade HR ``img`` (N, C, H, W in [0, 1]) with a named preset into LR on the 8-bit grid.
 
     The HR is cropped to a multiple of ``scale``; the LR is ``H // scale x W // scale``.
-    ``seed`` fixes the noise of the noisy presets (the others ignore it).
+    ``seed`` (an integer or a CPU ``torch.Generator``) fixes the noise of the noisy presets (the
+    others ignore it).
     """
     fn = resolve(preset)
-    _check_input(img, scale, seed)
+    check_hr(img, scale)
+    generator = as_generator(seed)
+    if generator is None:
+        raise BlindSRError("seed must be an integer or a torch.Generator, got None")
     h, w = img.shape[-2:]
     hr = img[..., : h - h % scale, : w - w % scale]
-    generator = torch.Generator().manual_seed(seed)
     return fn(hr, scale, generator)

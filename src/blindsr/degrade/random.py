@@ -43,7 +43,7 @@ from blindsr.ops.kernels import (
     restrict_support,
     sinc_kernel,
 )
-from blindsr.ops.noise import check_generator, gaussian_noise, poisson_noise
+from blindsr.ops.noise import as_generator, gaussian_noise, poisson_noise
 
 KERNEL_TYPES = (
     "iso",
@@ -441,13 +441,22 @@ def _first(hr: Tensor, cfg: SecondOrderConfig, scale: int, g: torch.Generator | 
     return _random_jpeg(x, cfg.stage1.jpeg_quality, g)
 
 
-def _checked(hr: Tensor, scale: int, config: SecondOrderConfig | None,
-             generator: torch.Generator | None, who: str) -> SecondOrderConfig:
+def _checked(hr: Tensor, scale: int, config: SecondOrderConfig | Mapping[str, Any] | None,
+             generator: torch.Generator | int | None, who: str,
+             ) -> tuple[SecondOrderConfig, torch.Generator | None]:
+    """The checked config (a mapping is read as :meth:`SecondOrderConfig.from_dict` reads it)
+    and the generator (a seed makes one)."""
     check_hr(hr, scale, who)
-    check_generator(generator)
-    cfg = config if config is not None else SecondOrderConfig()
+    g = as_generator(generator)
+    if config is None or isinstance(config, Mapping):
+        cfg = SecondOrderConfig.from_dict(config)
+    elif isinstance(config, SecondOrderConfig):
+        cfg = config
+    else:
+        raise BlindSRError(f"{who}: config must be a SecondOrderConfig or a mapping, got "
+                           f"{type(config).__name__}")
     cfg.validate()
-    return cfg
+    return cfg, g
 
 
 def _to_8bit(x: Tensor) -> Tensor:
@@ -457,30 +466,30 @@ def _to_8bit(x: Tensor) -> Tensor:
 def first_order(
     hr: Tensor,
     scale: int,
-    config: SecondOrderConfig | None = None,
-    generator: torch.Generator | None = None,
+    config: SecondOrderConfig | Mapping[str, Any] | None = None,
+    generator: torch.Generator | int | None = None,
 ) -> Tensor:
     """The classical first-order model with the pipeline's stage-1 ranges: blur, a resize straight
     to ``(H // scale, W // scale)`` (one of ``final.modes``, one for the batch), noise, JPEG; the
     LR is clamped and rounded to 8-bit levels, as :func:`second_order`'s."""
-    cfg = _checked(hr, scale, config, generator, "first_order")
-    return _to_8bit(_first(hr, cfg, scale, generator))
+    cfg, g = _checked(hr, scale, config, generator, "first_order")
+    return _to_8bit(_first(hr, cfg, scale, g))
 
 
 def second_order(
     hr: Tensor,
     scale: int,
-    config: SecondOrderConfig | None = None,
-    generator: torch.Generator | None = None,
+    config: SecondOrderConfig | Mapping[str, Any] | None = None,
+    generator: torch.Generator | int | None = None,
 ) -> Tensor:
     """Degrade HR ``(N, C, H, W)`` in [0, 1] into LR ``(N, C, H // scale, W // scale)``.
 
     Real-ESRGAN's second-order pipeline (see the module docstring), with a ``first_order_prob``
     share of the samples made by :func:`first_order` instead; the LR is clamped to [0, 1] and
-    rounded to 8-bit levels. ``generator`` must be a CPU generator.
+    rounded to 8-bit levels. ``config``: the pipeline's settings (or a mapping of overrides);
+    ``generator``: a CPU generator or a seed (None: the global random state).
     """
-    cfg = _checked(hr, scale, config, generator, "second_order")
-    g = generator
+    cfg, g = _checked(hr, scale, config, generator, "second_order")
     if cfg.first_order_prob == 0:  # no draw: the pure pipeline's random stream is unchanged
         return _to_8bit(_second(hr, cfg, scale, g))
     first = _chance(cfg.first_order_prob, hr.shape[0], g)

@@ -28,6 +28,7 @@ from blindsr.metrics.backbones import (
     load_features,
     weights_key,
 )
+from blindsr.metrics.psnr_ssim import ImageLike
 
 _TAPS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3")
 _CHANNELS = (3, 64, 128, 256, 512, 512)
@@ -105,8 +106,8 @@ def dists_model(
 
 
 def dists(
-    x,
-    y,
+    x: ImageLike,
+    y: ImageLike,
     crop_border: int = 0,
     weights: str | os.PathLike[str] | None = None,
     vgg_weights: str | os.PathLike[str] | None = None,

@@ -23,6 +23,7 @@ from blindsr.metrics.backbones import (
     weights_key,
     weights_state,
 )
+from blindsr.metrics.psnr_ssim import ImageLike
 
 _SHIFT = (-0.030, -0.088, -0.188)
 _SCALE = (0.458, 0.448, 0.450)
@@ -84,8 +85,8 @@ def lpips_model(
 
 
 def lpips(
-    x,
-    y,
+    x: ImageLike,
+    y: ImageLike,
     net: str = "alex",
     crop_border: int = 0,
     weights: str | os.PathLike[str] | None = None,

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from blindsr.assets import load_asset
 from blindsr.errors import BlindSRError
-from blindsr.metrics.psnr_ssim import _levels
+from blindsr.metrics.psnr_ssim import ImageLike, _levels
 from blindsr.ops.resize import imresize
 
 BLOCK = 96
@@ -181,7 +181,7 @@ def _pristine(device: torch.device) -> tuple[Tensor, Tensor]:
     return params["mu"].to(device), params["cov"].to(device)
 
 
-def niqe(img, crop_border: int = 0, convert_to: str = "gray") -> Tensor:
+def niqe(img: ImageLike, crop_border: int = 0, convert_to: str = "gray") -> Tensor:
     """NIQE of each image: float64 values, one per image (lower is better).
 
     ``img``: uint8 HxW(xC) numpy array or NCHW/CHW tensor (float in [0, 1] or uint8); float

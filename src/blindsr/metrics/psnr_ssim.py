@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from blindsr.checks import check_unit_range
 from blindsr.errors import BlindSRError
 
 _Y_WEIGHTS = (65.481, 128.553, 24.966)  # MATLAB rgb2ycbcr, for RGB in [0, 1]
@@ -38,6 +39,7 @@ def _levels(img: ImageLike, name: str) -> Tensor:
             return t.to(torch.float64)
         if not t.is_floating_point():
             raise BlindSRError(f"{name}: tensors must be float in [0, 1] or uint8, got {t.dtype}")
+        check_unit_range(t, name)
         return (t.detach().to(torch.float64).clamp(0, 1) * 255).round()
     raise BlindSRError(f"{name}: expected a numpy array or torch tensor, got {type(img).__name__}")
 

@@ -7,6 +7,8 @@ CPU and GPU. "Gray" noise is a single noise map shared by all channels.
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import Tensor
 
@@ -23,6 +25,19 @@ def check_generator(generator: torch.Generator | None) -> None:
             f"pass a CPU torch.Generator (got one on {generator.device}); draws are made on the "
             "CPU and moved to the image's device so results match across devices"
         )
+
+
+def as_generator(seed: int | torch.Generator | None) -> torch.Generator | None:
+    """A CPU generator from a seed (any integer type in [0, 2**64)) or a generator itself
+    (checked to be on the CPU); None stays None (the global random state)."""
+    if seed is None or isinstance(seed, torch.Generator):
+        check_generator(seed)
+        return seed
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise BlindSRError(f"seed must be an integer or a torch.Generator, got {seed!r}")
+    if not 0 <= int(seed) < 1 << 64:
+        raise BlindSRError(f"seed must be in [0, 2**64), got {seed}")
+    return torch.Generator().manual_seed(int(seed))
 
 
 def _check_image(x: Tensor, name: str) -> None:

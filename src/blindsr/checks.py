@@ -1,0 +1,31 @@
+"""Checks of user-given image tensors: one-line errors for the usual mistakes, values on another
+scale than blindsr's [0, 1] (0..255, -1..1) and NaN, which would otherwise give a silently
+wrong result after clamping."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from blindsr.errors import BlindSRError
+
+# Past these bounds a value is no network's overshoot of [0, 1] but a sign of another scale.
+LOWEST, HIGHEST = -0.5, 1.5
+
+
+def check_unit_range(img: Tensor, who: str) -> None:
+    """A one-line error unless the float tensor ``img`` is a non-empty image on the [0, 1] scale
+    (an overshoot to [-0.5, 1.5], as unclamped networks make, is accepted)."""
+    if img.numel() == 0:
+        raise BlindSRError(f"{who}: the image is empty ({tuple(img.shape)})")
+    low, high = (float(v) for v in torch.aminmax(img.detach()))
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise BlindSRError(f"{who}: the image holds NaN or infinite values")
+    if high > HIGHEST:
+        raise BlindSRError(f"{who}: values reach {high:.4g}, but images are floats in [0, 1] "
+                           "(divide 0..255 values by 255)")
+    if low < LOWEST:
+        raise BlindSRError(f"{who}: values go down to {low:.4g}, but images are floats in [0, 1] "
+                           "(map -1..1 values with (x + 1) / 2)")
