@@ -201,7 +201,7 @@ def test_bad_image_is_reported_and_the_rest_evaluated(tmp_path, capsys):
     (["--metrics", "psnr,fancy"], "fancy"),
     (["--degrade", "clean,smudge"], "smudge"),
     (["--scale", "2"], "x4"),
-    (["--crop-border", "-3"], "--crop-border must be >= 0"),
+    (["--crop-border", "-3"], "crop_border (--crop-border) must be >= 0"),
     (["--out", "{tmp}/afile/table"], "cannot create --out file"),
     (["--save-images", "{tmp}/afile"], "--save-images folder"),
 ])

@@ -124,7 +124,7 @@ def evaluate(models: Mapping[str, str | Path | nn.Module] | Sequence[str],
     chosen = _check_metrics(metrics)
     border = scale if crop_border is None else crop_border
     if border < 0:
-        raise BlindSRError(f"--crop-border must be >= 0, got {border}")
+        raise BlindSRError(f"crop_border (--crop-border) must be >= 0, got {border}")
     if save_images is not None:
         prepare_output(save_images, "--save-images folder", folder=True)
     datasets = list(dict.fromkeys(str(d) for d in datasets))
