@@ -320,7 +320,7 @@ def test_compress_uses_dual_models_of_a_training_run(setup, capsys):
 
 
 @pytest.mark.parametrize("case, message", [
-    ("x2", "do not fit x4"),
+    ("x2", "do not fit x4 (missing: blocks.1."),
     ("no_dual", "has no dual weights"),
     ("empty", "holds no training checkpoint"),
 ])

@@ -350,6 +350,8 @@ def test_mixed_lr_only_data_trains_checkpoints_and_resumes(tmp_path):
     assert all(torch.equal(v, reference["dual"][k]) for k, v in s.duals.state_dict().items())
     with pytest.raises(BlindSRError, match="dual_init: .* holds no training checkpoint"):
         make(dual_init=str(tmp_path))
+    with pytest.raises(BlindSRError, match=r"dual weights do not fit \(wrong shape: .* vs "):
+        make(dual_init=str(result.run_dir), dual_feat=8)  # the run's duals have 4 features
 
 
 def test_drn_configs_parse(shared, generated_data, monkeypatch):

@@ -274,7 +274,7 @@ def test_init_checkpoint_starts_the_generator(tmp_path, data_dir):
     with pytest.raises(BlindSRError, match="model.init: .* does not fit srresnet") as err:
         build_generator(bad)
     message = str(err.value)
-    assert "of another shape (first: conv_first.weight (4, 3, 3, 3) vs (8, 3, 3, 3))" in message
+    assert "wrong shape: conv_first.weight (4, 3, 3, 3) vs (8, 3, 3, 3)" in message
     assert "model.grow: true" in message and "\n" not in message
 
 

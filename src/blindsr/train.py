@@ -180,29 +180,12 @@ def build_generator(cfg: Config, with_init: bool = True) -> nn.Module:
                 sd = grow_state_dict(sd, model)
             except BlindSRError as e:
                 raise fail("model.init", f"{m.init}: {e}") from None
-        problem = state_dict_mismatch(model, sd)
+        problem = archs.state_dict_mismatch(model, sd)
         if problem:
             hint = "" if m.grow else "; model.grow: true starts a larger model from a smaller one"
             raise fail("model.init", f"{m.init} does not fit {m.arch}({m.kwargs}): {problem}{hint}")
         model.load_state_dict(sd, strict=True)
     return model
-
-
-def state_dict_mismatch(model: nn.Module, sd: dict[str, torch.Tensor]) -> str:
-    """Why ``sd`` cannot be loaded into ``model`` strictly, in a few words ('' if it can)."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in sd]
-    extra = [k for k in sd if k not in own]
-    shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(v.shape)}"
-              for k, v in own.items() if k in sd and sd[k].shape != v.shape]
-    parts = []
-    if shapes:
-        parts.append(f"{len(shapes)} tensor(s) of another shape (first: {shapes[0]})")
-    if missing:
-        parts.append(f"{len(missing)} missing (first: {missing[0]})")
-    if extra:
-        parts.append(f"{len(extra)} unexpected (first: {extra[0]})")
-    return ", ".join(parts)
 
 
 def resolve_optim(cfg: Config, strategy: Strategy) -> dict[str, OptimConfig]:

@@ -25,7 +25,8 @@ ALIASES: dict[str, tuple[str, dict[int, dict[str, Any]]]] = {
     name: (drn.NAME, presets) for name, presets in drn.PRESETS.items()
 }
 
-__all__ = ["ARCHS", "ArchSpec", "arch_names", "build", "detect_arch", "from_state_dict"]
+__all__ = ["ARCHS", "ArchSpec", "arch_names", "build", "detect_arch", "from_state_dict",
+           "state_dict_mismatch"]
 
 
 def arch_names() -> list[str]:
@@ -70,19 +71,27 @@ def detect_arch(sd: StateDict) -> str:
     )
 
 
-def _check_match(model: nn.Module, sd: StateDict, what: str) -> None:
-    """One-line BlindSRError when keys or shapes of ``sd`` differ from ``model``'s."""
+def state_dict_mismatch(model: nn.Module, sd: StateDict) -> str:
+    """Why ``sd`` cannot be loaded strictly into ``model``, in one line ('' when it can):
+    missing and unexpected keys and shape mismatches, the first three of each."""
     own = model.state_dict()
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
-    wrong = [k for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
+    wrong = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}"
+             for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
     problems = []
     for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
         if keys:
             more = f" (+{len(keys) - 3} more)" if len(keys) > 3 else ""
             problems.append(f"{label}: {', '.join(keys[:3])}{more}")
-    if problems:
-        raise BlindSRError(f"weights do not fit {what}: {'; '.join(problems)}")
+    return "; ".join(problems)
+
+
+def _check_match(model: nn.Module, sd: StateDict, what: str) -> None:
+    """One-line BlindSRError when keys or shapes of ``sd`` differ from ``model``'s."""
+    problem = state_dict_mismatch(model, sd)
+    if problem:
+        raise BlindSRError(f"weights do not fit {what}: {problem}")
 
 
 def from_state_dict(

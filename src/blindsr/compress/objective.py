@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from blindsr.archs import state_dict_mismatch
 from blindsr.errors import BlindSRError
 
 Batches = Iterator[tuple[Tensor, Tensor]]  # (LR, HR) pairs on the working device
@@ -70,12 +71,10 @@ def load_duals(path: str | Path, scale: int) -> nn.Module:
     if first is None:
         raise BlindSRError(f"--duals {path}: not the weights of per-stage dual models")
     duals = make_duals(scale, int(first.shape[0]))
-    try:
-        duals.load_state_dict(weights, strict=True)
-    except RuntimeError as e:
-        line = str(e).strip().splitlines()[0][:150]
-        raise BlindSRError(f"--duals {path}: the dual weights do not fit x{scale} ({line})") \
-            from None
+    problem = state_dict_mismatch(duals, weights)
+    if problem:
+        raise BlindSRError(f"--duals {path}: the dual weights do not fit x{scale} ({problem})")
+    duals.load_state_dict(weights, strict=True)
     return duals
 
 

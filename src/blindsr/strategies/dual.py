@@ -58,6 +58,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from blindsr.archs import state_dict_mismatch
 from blindsr.errors import BlindSRError
 from blindsr.ops.resize import imresize
 from blindsr.schema import bounded, fail
@@ -274,12 +275,11 @@ class Dual(Strategy):
         self.seen, self.unpaired, self.checked = 0, 0, False
 
     def _load_duals(self, path: str) -> None:
-        try:
-            self.duals.load_state_dict(load_dual_weights(path), strict=True)
-        except RuntimeError as e:
-            first = str(e).strip().splitlines()[0][:150]
-            raise fail("strategy.params.dual_init", f"dual weights do not fit ({first})") \
-                from None
+        weights = load_dual_weights(path)
+        problem = state_dict_mismatch(self.duals, weights)
+        if problem:
+            raise fail("strategy.params.dual_init", f"dual weights do not fit ({problem})")
+        self.duals.load_state_dict(weights, strict=True)
 
     def networks(self) -> dict[str, nn.Module]:
         return {"dual": self.duals} if self.duals is not None else {}
