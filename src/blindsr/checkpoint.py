@@ -8,7 +8,6 @@ import hashlib
 import json
 import os
 import pickle
-import re
 import uuid
 import warnings
 from pathlib import Path
@@ -20,7 +19,7 @@ from safetensors.torch import save as to_safetensors_bytes
 from torch import Tensor, nn
 
 from . import archs
-from .errors import BlindSRError
+from .errors import BlindSRError, first_line
 from .paths import require_file
 
 FORMAT = "blindsr"
@@ -73,9 +72,9 @@ def save_model(model: nn.Module, path: str | os.PathLike, summary: dict | None =
     # Write a sibling temp file ourselves (safetensors' save_file makes files mode 0600), then
     # rename it over the target: readers never see a half-written model.
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    if path.is_dir():
+        raise BlindSRError(f"cannot write {path}: it is a folder")
     try:
-        if path.is_dir():
-            raise IsADirectoryError(21, "it is a folder", str(path))
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             f.write(data)
@@ -133,12 +132,6 @@ def _strip_prefixes(sd: dict[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-def _first_line(e: Exception) -> str:
-    """First line of an exception's message, without terminal colour codes, at most 200 chars."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()
-    return text.splitlines()[0][:200] if text else type(e).__name__
-
-
 def _is_torch_file(path: Path) -> bool:
     """torch.save output (zip or legacy pickle) rather than safetensors, by magic bytes.
 
@@ -168,7 +161,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[st
     except BlindSRError:
         raise
     except Exception as e:  # corrupt files raise many kinds of errors
-        raise BlindSRError(f"{path}: unreadable checkpoint ({_first_line(e)})") from None
+        raise BlindSRError(f"{path}: unreadable checkpoint ({first_line(e)})") from None
     return _strip_prefixes(sd), meta
 
 
@@ -208,4 +201,4 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> n
     try:
         return model.to(device).eval()
     except (RuntimeError, AssertionError, ValueError) as e:
-        raise BlindSRError(f"cannot move model to device {device!r}: {_first_line(e)}") from None
+        raise BlindSRError(f"cannot move model to device {device!r}: {first_line(e)}") from None

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from blindsr import io, zoo
-from blindsr.errors import BlindSRError
+from blindsr.errors import BlindSRError, first_line
 from blindsr.files import Report, process_files
 from blindsr.machine import available_memory
 from blindsr.ops.resize import imresize
@@ -138,7 +138,7 @@ def model_scale(model: nn.Module, device: torch.device, dtype: torch.dtype,
             y = model(torch.zeros(1, 3, side, side, device=device, dtype=dtype))
     except RuntimeError as err:
         raise BlindSRError(f"the model cannot run on a 1x3x{side}x{side} image: "
-                           f"{str(err).strip().splitlines()[0]}") from err
+                           f"{first_line(err)}") from err
     if not torch.is_tensor(y) or y.ndim != 4 or y.shape[-1] % side or y.shape[-2] != y.shape[-1]:
         shape = tuple(y.shape) if torch.is_tensor(y) else type(y).__name__
         raise BlindSRError(f"the model made {shape} of a 1x3x{side}x{side} image: not an "
@@ -251,9 +251,8 @@ class Upscaler:
                                  on_tiles)
             except (torch.OutOfMemoryError, RuntimeError) as err:
                 if not is_out_of_memory(err):  # e.g. a model made for 4 input channels
-                    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
                     raise BlindSRError(f"the model cannot run on this image "
-                                       f"({tuple(x.shape)}): {first}") from err
+                                       f"({tuple(x.shape)}): {first_line(err)}") from err
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
                 if self.tile <= MIN_TILE:

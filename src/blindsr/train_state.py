@@ -29,7 +29,7 @@ from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 from torch import Tensor
 
-from blindsr.errors import BlindSRError
+from blindsr.errors import BlindSRError, first_line
 
 CHECKPOINTS = "checkpoints"
 WEIGHTS = "weights.safetensors"
@@ -178,9 +178,8 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, dict[str, Tensor
             flat = {k: f.get_tensor(k) for k in f.keys()}
         state = torch.load(path / STATE, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, pickle.UnpicklingError, ValueError, EOFError) as e:
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise BlindSRError(f"checkpoint {path} is unreadable ({first}); delete it to resume "
-                           "from the one before") from None
+        raise BlindSRError(f"checkpoint {path} is unreadable ({first_line(e)}); delete it to "
+                           "resume from the one before") from None
     version = state.get("format_version") if isinstance(state, dict) else None
     if version != FORMAT_VERSION:
         raise BlindSRError(f"checkpoint {path}: not a blindsr training state of format "
