@@ -25,8 +25,8 @@ def _add_upscale(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", default="results",
                    help="output folder, or a file name for a single input (default: results)")
     p.add_argument("--model", default=None,
-                   help="shipped model name, 'bicubic', or a checkpoint path (default: the shipped "
-                        "default model)")
+                   help="shipped model name, 'bicubic', or a checkpoint path; end it with '+' for "
+                        "x8 self-ensemble, e.g. blindsr-x4+ (default: the shipped default model)")
     p.add_argument("--outscale", type=float, default=None,
                    help="final scale factor (default: the model's own)")
     p.add_argument("--tile", type=int, default=None,

@@ -466,8 +466,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Evaluate models on benchmark sets under degradation presets; prints Markdown "
                     "tables (EATS Table 1 layout) and writes JSON/CSV with --out.")
     p.add_argument("--model", action="append", metavar="M",
-                   help="shipped model name, 'bicubic' or checkpoint path; repeat to compare "
-                        "(default: the shipped default model)")
+                   help="shipped model name, 'bicubic' or checkpoint path, with '+' at the end "
+                        "for x8 self-ensemble (blindsr-x4+); repeat to compare (default: the "
+                        "shipped default model)")
     p.add_argument("--data", action="append", metavar="SETS",
                    help="comma-separated shared set names (Set5, Set14, RealSRSet, ...) or "
                         "folders (HR-only, HR/+LR/ pairs, or lr:FOLDER) (default: Set5,Set14)")

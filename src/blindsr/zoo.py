@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from blindsr.ensemble import SUFFIX, SelfEnsemble, split_name
 from blindsr.errors import BlindSRError
 from blindsr.ops.resize import imresize
 
@@ -66,13 +67,18 @@ def load(model: str | Path | nn.Module | None = None, scale: int = 4,
          device: str | torch.device = "cpu") -> nn.Module:
     """Resolve a model given by name, path or module into a fresh nn.Module in eval mode.
 
-    ``scale`` only matters for ``bicubic``, which can upscale by any integer factor.
+    A name ending in ``+`` (``blindsr-x4+``, ``run/model.safetensors+``) is that model under
+    x8 self-ensemble (:class:`blindsr.ensemble.SelfEnsemble`). ``scale`` only matters for
+    ``bicubic``, which can upscale by any integer factor.
     """
     from blindsr.checkpoint import load_model
 
     if isinstance(model, nn.Module):
         return copy.deepcopy(model).eval().to(device)  # the caller's module is never changed
     name = str(model) if model is not None else default_model_name()
+    base, ensembled = split_name(name)
+    if ensembled and name not in shipped_models() and not Path(name).expanduser().exists():
+        return SelfEnsemble(load(base, scale, device)).eval()
     if name == "bicubic":
         return Bicubic(scale).to(device)
     shipped = shipped_models()
@@ -81,5 +87,6 @@ def load(model: str | Path | nn.Module | None = None, scale: int = 4,
     path = Path(name).expanduser()
     if not path.exists():
         known = ", ".join(["bicubic", *shipped])
-        raise BlindSRError(f"{name}: no such model file or shipped model (shipped: {known})")
+        raise BlindSRError(f"{name}: no such model file or shipped model (shipped: {known}; "
+                           f"append {SUFFIX} for x8 self-ensemble)")
     return load_model(path, device=device)
