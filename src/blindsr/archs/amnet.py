@@ -193,8 +193,9 @@ class AMNet(nn.Module):
 
     def clamp_code(self, code: Tensor) -> Tensor:
         """``code`` clamped into ``code_box`` per dimension (unchanged while it is NaN)."""
-        box = self.code_box.to(code.dtype)
-        return torch.fmin(torch.fmax(code, box[0]), box[1])
+        low, high = self.code_box.to(code.dtype)  # where, not fmax/fmin: ONNX has these
+        code = torch.where(low.isnan(), code, torch.maximum(code, low))
+        return torch.where(high.isnan(), code, torch.minimum(code, high))
 
     def _code(self, lr: Tensor, code: Tensor | None) -> Tensor:
         n = lr.shape[0]

@@ -1,0 +1,214 @@
+"""ONNX export of any model (``blindsr export``), checked against PyTorch before it is kept.
+
+The graph takes a float32 NCHW RGB batch in [0, 1] of any batch size, height and width (a
+multiple of the model's ``size_multiple``, when it has one) and returns the SR batch at the
+model's scale, not clamped: callers clamp, as `blindsr.inference` does. The file's metadata
+says so, with the architecture, its arguments and the scale, so a runtime needs nothing else.
+Kernel-conditioned models (AMNet) predict their code from the input they are given: run them on
+whole images, or give every tile the same code in PyTorch (`Upscaler` does).
+
+The export goes through ``torch.onnx.export(dynamo=True)``, which needs the ``onnx`` and
+``onnxscript`` packages (``pip install 'blindsr[export]'``). When ``onnxruntime`` is installed
+the new file is run on two batches of other sizes and compared with the PyTorch model; a file
+that disagrees is not written (the export goes to ``NAME.partial`` and is renamed when it passes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import io as _io
+import json
+import logging
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from blindsr import __version__
+from blindsr.errors import BlindSRError, first_line
+from blindsr.paths import prepare_output
+
+if TYPE_CHECKING:  # torch is imported on use, so that `blindsr --help` stays light
+    from torch import nn
+
+DEFAULT_OPSET = 18
+TOLERANCE = 1e-3  # largest |onnxruntime - PyTorch| accepted, on [0, 1] images
+INPUT, OUTPUT = "lr", "sr"
+
+
+@dataclass
+class ExportReport:
+    """What `export_onnx` wrote and how well the file matched the model."""
+
+    path: Path
+    opset: int
+    seconds: float
+    max_error: float | None = None  # None: not checked (no onnxruntime, or check=False)
+    checked: list[tuple[int, ...]] = field(default_factory=list)  # input shapes compared
+
+    def summary(self) -> str:
+        """One line for the command line."""
+        size = self.path.stat().st_size / 2**20
+        line = f"wrote {self.path} ({size:.1f} MiB, opset {self.opset}, {self.seconds:.0f} s)"
+        if self.max_error is None:
+            return line + "; not checked (install onnxruntime to compare it with PyTorch)"
+        shapes = " and ".join("x".join(map(str, s)) for s in self.checked)
+        return line + f"; onnxruntime matches PyTorch within {self.max_error:.1e} on {shapes}"
+
+
+def _require(*modules: str) -> None:
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise BlindSRError(f"ONNX export needs {' and '.join(missing)}: "
+                           "pip install 'blindsr[export]'")
+
+
+def _load(model: str | Path | nn.Module | None) -> nn.Module:
+    from torch import nn
+
+    from blindsr import zoo
+    from blindsr.ensemble import split_name
+
+    if not isinstance(model, nn.Module):
+        name = str(model) if model is not None else zoo.default_model_name()
+        if name == "bicubic":
+            raise BlindSRError("bicubic is not exported: use your runtime's own resize")
+        if split_name(name)[1] and not Path(name).expanduser().exists():
+            raise BlindSRError(f"{name}: self-ensemble is not exported; export "
+                               f"{split_name(name)[0]} and average its flips in your runtime")
+    return zoo.load(model).float()
+
+
+def _shape(multiple: int, height: int, width: int, batch: int = 1) -> tuple[int, ...]:
+    return (batch, 3, -(-height // multiple) * multiple, -(-width // multiple) * multiple)
+
+
+def export_onnx(model: str | Path | nn.Module | None, path: str | Path,
+                opset: int = DEFAULT_OPSET, check: bool = True) -> ExportReport:
+    """Write ``model`` (a name as in `blindsr.zoo.load`, a checkpoint path or a module) to an
+    ONNX file at ``path`` with dynamic batch, height and width; compare it with PyTorch when
+    ``check`` and onnxruntime is installed."""
+    import torch
+
+    _require("onnx", "onnxscript")
+    path = Path(path)
+    if path.suffix.lower() != ".onnx":
+        raise BlindSRError(f"{path}: the output must end in .onnx")
+    if isinstance(opset, bool) or not isinstance(opset, int) or not 18 <= opset <= 23:
+        raise BlindSRError(f"opset (--opset) must be a whole number in 18..23, got {opset!r}")
+    net = _load(model)
+    prepare_output(path, "-o file")
+    multiple = int(getattr(net, "size_multiple", 1))
+    example = torch.rand(_shape(multiple, 32, 48))
+    batch, height, width = (torch.export.Dim(n) for n in ("batch", "height", "width"))
+    if multiple > 1:
+        height, width = multiple * height, multiple * width
+    start = time.perf_counter()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")  # renamed to `path` once it has passed
+    try:
+        try:
+            with _quiet():
+                torch.onnx.export(net, (example,), str(partial), dynamo=True,
+                                  opset_version=opset, input_names=[INPUT], output_names=[OUTPUT],
+                                  external_data=False,
+                                  dynamic_shapes=({0: batch, 2: height, 3: width},))
+        except Exception as err:  # the exporter raises many kinds; all mean "this model cannot"
+            raise BlindSRError(f"cannot export {type(net).__name__} to ONNX: "
+                               f"{first_line(err)}") from err
+        _write_metadata(partial, net, multiple)
+        report = ExportReport(path, opset, time.perf_counter() - start)
+        if check and importlib.util.find_spec("onnxruntime") is not None:
+            report.checked = [_shape(multiple, 40, 24, batch=2), _shape(multiple, 17, 29)]
+            report.max_error = _compare(partial, net, report.checked)
+            if not report.max_error <= TOLERANCE:
+                raise BlindSRError(f"the exported graph differs from the model by "
+                                   f"{report.max_error:.3g} (> {TOLERANCE}); nothing written")
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return report
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The exporter's progress prints, warnings and log lines, hidden."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(_io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _write_metadata(path: Path, net: nn.Module, multiple: int) -> None:
+    import onnx
+
+    graph = onnx.load(str(path))
+    meta = {
+        "blindsr_version": __version__,
+        "arch": str(getattr(net, "arch_name", type(net).__name__)),
+        "arch_kwargs": json.dumps(getattr(net, "arch_kwargs", {}), sort_keys=True),
+        "scale": str(int(getattr(net, "scale", 1))),
+        "size_multiple": str(multiple),
+        "input": f"{INPUT}: float32 N x 3 x H x W, RGB in [0, 1]",
+        "output": f"{OUTPUT}: float32 N x 3 x (H * scale) x (W * scale), not clamped",
+    }
+    del graph.metadata_props[:]
+    for key, value in meta.items():
+        graph.metadata_props.add(key=key, value=value)
+    graph.doc_string = "blindsr super-resolution model; see metadata_props"
+    onnx.save(graph, str(path))
+
+
+def _compare(path: Path, net: nn.Module, shapes: list[tuple[int, ...]]) -> float:
+    """Largest |onnxruntime - PyTorch| over random inputs of ``shapes``."""
+    import onnxruntime
+    import torch
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    generator = torch.Generator().manual_seed(0)
+    worst = 0.0
+    for shape in shapes:
+        x = torch.rand(shape, generator=generator)
+        with torch.inference_mode():
+            expected = net(x)
+        got = torch.from_numpy(session.run([OUTPUT], {INPUT: x.numpy()})[0])
+        if got.shape != expected.shape:
+            return float("inf")
+        worst = max(worst, float((got - expected).abs().max()))
+    return worst
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``blindsr export``."""
+    p = sub.add_parser(
+        "export", help="write a model as an ONNX file (checked against PyTorch)",
+        description="Export a model to ONNX with dynamic batch, height and width; with "
+                    "onnxruntime installed, the file is compared with the PyTorch model first.")
+    p.add_argument("--model", default=None,
+                   help="shipped model name or checkpoint path (default: the shipped default "
+                        "model)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="the .onnx file to write")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+                   help=f"ONNX opset, 18..23 (default: {DEFAULT_OPSET})")
+    p.add_argument("--no-check", action="store_true",
+                   help="skip the onnxruntime comparison")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """``blindsr export``."""
+    report = export_onnx(args.model, args.output, opset=args.opset, check=not args.no_check)
+    print(report.summary(), file=sys.stderr)
+    return 0
+
+
+__all__ = ["DEFAULT_OPSET", "ExportReport", "add_parser", "export_onnx", "run"]
