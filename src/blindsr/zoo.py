@@ -11,6 +11,7 @@ from torch import nn
 
 from blindsr.ensemble import SUFFIX, SelfEnsemble, split_name
 from blindsr.errors import BlindSRError
+from blindsr.onnx_model import OnnxModel, is_onnx
 from blindsr.ops.resize import imresize
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -67,6 +68,7 @@ def load(model: str | Path | nn.Module | None = None, scale: int = 4,
          device: str | torch.device = "cpu") -> nn.Module:
     """Resolve a model given by name, path or module into a fresh nn.Module in eval mode.
 
+    An ``.onnx`` file runs through ONNX Runtime (:class:`blindsr.onnx_model.OnnxModel`).
     A name ending in ``+`` (``blindsr-x4+``, ``run/model.safetensors+``) is that model under
     x8 self-ensemble (:class:`blindsr.ensemble.SelfEnsemble`). ``scale`` only matters for
     ``bicubic``, which can upscale by any integer factor.
@@ -89,4 +91,6 @@ def load(model: str | Path | nn.Module | None = None, scale: int = 4,
         known = ", ".join(["bicubic", *shipped])
         raise BlindSRError(f"{name}: no such model file or shipped model (shipped: {known}; "
                            f"append {SUFFIX} for x8 self-ensemble)")
+    if is_onnx(path):
+        return OnnxModel(path).eval()
     return load_model(path, device=device)

@@ -1,0 +1,92 @@
+import importlib.util
+
+import pytest
+import torch
+
+from blindsr import archs, zoo
+from blindsr.checkpoint import save_model
+from blindsr.cli import main
+from blindsr.errors import BlindSRError
+from blindsr.evaluate import evaluate
+from blindsr.export import export_onnx
+from blindsr.inference import Settings, Upscaler
+from blindsr.onnx_model import OnnxModel
+from tests.conftest import smooth_images
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A tiny x2 SRResNet as a checkpoint and as the ONNX file `blindsr export` makes of it."""
+    folder = tmp_path_factory.mktemp("onnx")
+    torch.manual_seed(0)
+    checkpoint = save_model(archs.build("srresnet", scale=2, num_feat=8, num_block=1),
+                            folder / "net.safetensors")
+    return checkpoint, export_onnx(str(checkpoint), folder / "net.onnx").path
+
+
+def resize_graph(path, channels: int = 3, metadata: bool = False):
+    """A foreign ONNX file: nearest x2 upsampling of an N x channels x H x W float input."""
+    scales = helper.make_tensor("scales", TensorProto.FLOAT, [4], [1, 1, 2, 2])
+    node = helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="nearest")
+    graph = helper.make_graph(
+        [node], "up", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                     ["n", channels, "h", "w"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [scales])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    if metadata:
+        model.metadata_props.add(key="scale", value="2")
+    onnx.save(model, str(path))
+    return path
+
+
+def test_an_exported_file_runs_like_its_checkpoint(exported):
+    checkpoint, path = exported
+    model, twin = zoo.load(str(path)), zoo.load(str(checkpoint))
+    assert isinstance(model, OnnxModel) and model.scale == 2
+    x = torch.rand(2, 3, 11, 14)
+    with torch.inference_mode():
+        assert torch.allclose(model(x), twin(x), atol=1e-5)
+        half = model(x.bfloat16())
+    assert half.dtype == torch.bfloat16 and half.shape == (2, 3, 22, 28)
+
+
+def test_upscale_and_eval_score_the_file_as_the_checkpoint(exported, tmp_path):
+    checkpoint, path = exported
+    folder = smooth_images(tmp_path / "hr", n=2, size=(24, 20))
+    results = evaluate([str(checkpoint), str(path), f"{path}+"], [str(folder)],
+                       ["clean", "noise"], ["psnr"], scale=2)
+    value = {(r.model, r.degradation): r.value for r in results}
+    for deg in ("clean", "noise"):
+        assert value[(str(path), deg)] == pytest.approx(value[(str(checkpoint), deg)], abs=1e-3)
+    assert main(["upscale", str(folder / "img0.png"), "-o", str(tmp_path / "out.png"),
+                 "--model", str(path), "-q"]) == 0
+    assert (tmp_path / "out.png").is_file()
+
+
+def test_a_foreign_file_without_metadata_has_its_scale_measured(tmp_path):
+    model = zoo.load(str(resize_graph(tmp_path / "up.onnx")))
+    assert not hasattr(model, "scale")
+    upscaler = Upscaler(model, Settings(tile=16, tile_pad=4))
+    assert upscaler.scale == 2
+    x = torch.rand(1, 3, 20, 30)
+    out = upscaler.upscale_tensor(x)
+    assert torch.allclose(out, x.repeat_interleave(2, -2).repeat_interleave(2, -1), atol=1e-6)
+    assert zoo.load(str(resize_graph(tmp_path / "meta.onnx", metadata=True))).scale == 2
+
+
+def test_bad_files_fail_in_one_line(tmp_path, monkeypatch):
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a protobuf")
+    with pytest.raises(BlindSRError, match="not a usable ONNX model"):
+        zoo.load(str(junk))
+    with pytest.raises(BlindSRError, match="takes one float N x 3 x H x W input"):
+        zoo.load(str(resize_graph(tmp_path / "gray.onnx", channels=1)))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    with pytest.raises(BlindSRError, match=r"need onnxruntime: pip install 'blindsr\[export\]'"):
+        zoo.load(str(resize_graph(tmp_path / "up.onnx")))
