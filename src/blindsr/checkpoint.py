@@ -184,7 +184,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> n
     such file exists), in eval mode on ``device``; no config needed."""
     path = Path(path)
     if not path.exists():
-        from blindsr.zoo import shipped_models
+        from blindsr.shipped import shipped_models
 
         shipped = shipped_models()
         if str(path) in shipped:

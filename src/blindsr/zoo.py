@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from blindsr.checkpoint import load_model
 from blindsr.ensemble import SUFFIX, SelfEnsemble, split_name
 from blindsr.errors import BlindSRError
 from blindsr.onnx_model import OnnxModel, is_onnx
 from blindsr.ops.resize import imresize
-
-WEIGHTS_DIR = Path(__file__).parent / "weights"
-DEFAULT_MODEL = "blindsr-x4"
+from blindsr.shipped import (
+    DEFAULT_MODEL,
+    WEIGHTS_DIR,
+    ShippedModel,
+    default_model_name,
+    shipped_models,
+)
 
 
 class Bicubic(nn.Module):
@@ -33,37 +37,6 @@ class Bicubic(nn.Module):
         return imresize(x, self.scale)
 
 
-@dataclass(frozen=True)
-class ShippedModel:
-    """A checkpoint inside the package, with its model card."""
-
-    name: str
-    weights: Path
-    card: Path
-
-    def card_text(self) -> str:
-        return self.card.read_text() if self.card.is_file() else "(no model card)"
-
-    def summary(self) -> str:
-        """The first line of the card after its title, for listings."""
-        lines = [ln.strip() for ln in self.card_text().splitlines() if ln.strip()]
-        body = [ln for ln in lines if not ln.startswith("#")]
-        return body[0] if body else ""
-
-
-def shipped_models() -> dict[str, ShippedModel]:
-    """Checkpoints shipped in ``blindsr/weights`` (``NAME.safetensors`` + ``NAME.md``)."""
-    return {
-        p.stem: ShippedModel(p.stem, p, p.with_suffix(".md"))
-        for p in sorted(WEIGHTS_DIR.glob("*.safetensors"))
-    }
-
-
-def default_model_name() -> str:
-    """The shipped default model, or ``bicubic`` while none is shipped."""
-    return DEFAULT_MODEL if DEFAULT_MODEL in shipped_models() else "bicubic"
-
-
 def load(model: str | Path | nn.Module | None = None, scale: int = 4,
          device: str | torch.device = "cpu") -> nn.Module:
     """Resolve a model given by name, path or module into a fresh nn.Module in eval mode.
@@ -73,8 +46,6 @@ def load(model: str | Path | nn.Module | None = None, scale: int = 4,
     x8 self-ensemble (:class:`blindsr.ensemble.SelfEnsemble`). ``scale`` only matters for
     ``bicubic``, which can upscale by any integer factor.
     """
-    from blindsr.checkpoint import load_model
-
     if isinstance(model, nn.Module):
         return copy.deepcopy(model).eval().to(device)  # the caller's module is never changed
     name = str(model) if model is not None else default_model_name()
@@ -94,3 +65,7 @@ def load(model: str | Path | nn.Module | None = None, scale: int = 4,
     if is_onnx(path):
         return OnnxModel(path).eval()
     return load_model(path, device=device)
+
+
+__all__ = ["DEFAULT_MODEL", "WEIGHTS_DIR", "Bicubic", "ShippedModel", "default_model_name", "load",
+           "shipped_models"]
