@@ -234,3 +234,12 @@ def test_bad_device(tmp_path):
     path = save_model(_small(), tmp_path / "m.safetensors")
     with pytest.raises(BlindSRError, match="device"):
         load_model(path, device="nonsense")
+
+
+def test_onnx_files_and_plus_names_are_pointed_elsewhere(tmp_path):
+    onnx_file = tmp_path / "net.onnx"
+    onnx_file.write_bytes(b"\x08\x07")
+    with pytest.raises(BlindSRError, match="an ONNX file, not a checkpoint"):
+        load_model(onnx_file)
+    with pytest.raises(BlindSRError, match=r"self-ensemble \('\+'\) is for upscale and eval"):
+        load_model(tmp_path / "net.safetensors+")

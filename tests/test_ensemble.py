@@ -71,6 +71,9 @@ def test_names_with_a_plus_load_the_ensemble(tmp_path):
     assert isinstance(model, SelfEnsemble) and model.scale == 4
     with pytest.raises(BlindSRError, match="no-such-model"):
         zoo.load("no-such-model+")
+    for pointless in ("blindsr-x4++", "bicubic+"):  # 64 passes, or 8 of a symmetric resize
+        with pytest.raises(BlindSRError, match="one '\\+' after a model that is not bicubic"):
+            zoo.load(pointless)
     odd = tmp_path / "odd+"  # a real file whose name ends in '+' is that file
     save_model(lopsided(), tmp_path / "odd.safetensors").rename(odd)
     assert not isinstance(zoo.load(str(odd)), SelfEnsemble)

@@ -7,6 +7,7 @@ import torch
 from blindsr import archs, export
 from blindsr.checkpoint import save_model
 from blindsr.cli import main
+from blindsr.ensemble import SelfEnsemble
 from blindsr.errors import BlindSRError
 from blindsr.export import export_onnx
 from tests.conftest import make_code_matter
@@ -78,13 +79,29 @@ class DataDependent(torch.nn.Module):
         return x if float(x.mean()) > 0.5 else 1 - x
 
 
-def test_refusals_are_one_line_and_leave_no_file(tmp_path, monkeypatch):
-    target = tmp_path / "m.onnx"
-    for model, message in [("bicubic", "not exported"), ("blindsr-x4+", "self-ensemble"),
+class Doubler(torch.nn.Module):
+    """Nearest x2 without a ``scale`` attribute: the export measures it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.interpolate(x, scale_factor=2.0, mode="nearest")
+
+
+def test_the_scale_is_measured_when_the_model_does_not_say(tmp_path):
+    report = export_onnx(Doubler(), tmp_path / "d.onnx", check=False)
+    assert metadata(report.path)["scale"] == "2"
+    assert report.max_error is None and "not checked (--no-check)" in report.summary()
+
+
+def test_refusals_are_one_line_and_leave_nothing_behind(tmp_path, monkeypatch):
+    target = tmp_path / "new" / "sub" / "m.onnx"
+    onnx_file = export_onnx(Blocky(), tmp_path / "b.onnx").path
+    for model, message in [("bicubic", "not exported"), ("bicubic+", "bicubic is not exported"),
+                           ("blindsr-x4+", "self-ensemble is not exported"),
+                           (SelfEnsemble(Blocky()), "is a self-ensemble"),
+                           (str(onnx_file), "is an ONNX file already"),
                            (DataDependent(), "cannot export DataDependent")]:
         with pytest.raises(BlindSRError, match=message):
             export_onnx(model, target)
-        assert not target.exists()
     with pytest.raises(BlindSRError, match="must end in .onnx"):
         export_onnx("blindsr-x4", tmp_path / "m.pt")
     with pytest.raises(BlindSRError, match="opset"):
@@ -92,7 +109,16 @@ def test_refusals_are_one_line_and_leave_no_file(tmp_path, monkeypatch):
     monkeypatch.setattr(export, "_compare", lambda *_: 0.5)  # a graph that computes otherwise
     with pytest.raises(BlindSRError, match="differs from the model by 0.5"):
         export_onnx(Blocky(), target)
-    assert not target.exists()
+    monkeypatch.undo()
+
+    def broken_session(*_, **__):
+        raise RuntimeError("INVALID_ARGUMENT: bad graph\nmore lines")
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", broken_session)
+    with pytest.raises(BlindSRError, match="cannot run the exported graph: INVALID_ARGUMENT"):
+        export_onnx(Blocky(), target)
+    assert [p.name for p in tmp_path.iterdir()] == ["b.onnx"]  # no folder, file or .partial
+    monkeypatch.undo()
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "onnxscript" else real(name, *a))
@@ -100,11 +126,25 @@ def test_refusals_are_one_line_and_leave_no_file(tmp_path, monkeypatch):
         export_onnx("blindsr-x4", target)
 
 
+def test_a_graph_with_a_fixed_size_is_refused(tmp_path):
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["lr"], ["sr"])], "fixed",
+        [helper.make_tensor_value_info("lr", TensorProto.FLOAT, [1, 3, "h", 64])],
+        [helper.make_tensor_value_info("sr", TensorProto.FLOAT, None)])
+    path = tmp_path / "fixed.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    with pytest.raises(BlindSRError, match="fixed the batch at 1, width at 64"):
+        export._write_metadata(path, Blocky(), 2, 1)
+
+
 def test_without_onnxruntime_the_file_is_written_unchecked(tmp_path, monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "onnxruntime" else real(name, *a))
     report = export_onnx(Blocky(), tmp_path / "b.onnx")
-    assert report.max_error is None and "not checked" in report.summary()
+    assert report.max_error is None and "install onnxruntime" in report.summary()
+    monkeypatch.undo()
     x = torch.rand(1, 3, 8, 12)
     assert np.array_equal(run_onnx(report.path, x).numpy(), Blocky()(x).numpy())

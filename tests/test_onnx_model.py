@@ -9,7 +9,7 @@ from blindsr.cli import main
 from blindsr.errors import BlindSRError
 from blindsr.evaluate import evaluate
 from blindsr.export import export_onnx
-from blindsr.inference import Settings, Upscaler
+from blindsr.inference import Settings, Upscaler, bytes_per_pixel
 from blindsr.onnx_model import OnnxModel
 from tests.conftest import smooth_images
 
@@ -28,13 +28,13 @@ def exported(tmp_path_factory):
     return checkpoint, export_onnx(str(checkpoint), folder / "net.onnx").path
 
 
-def resize_graph(path, channels: int = 3, metadata: bool = False):
-    """A foreign ONNX file: nearest x2 upsampling of an N x channels x H x W float input."""
+def resize_graph(path, channels: int = 3, metadata: bool = False, batch: int | str = "n"):
+    """A foreign ONNX file: nearest x2 upsampling of a batch x channels x H x W float input."""
     scales = helper.make_tensor("scales", TensorProto.FLOAT, [4], [1, 1, 2, 2])
     node = helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="nearest")
     graph = helper.make_graph(
         [node], "up", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
-                                                     ["n", channels, "h", "w"])],
+                                                     [batch, channels, "h", "w"])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [scales])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     if metadata:
@@ -62,6 +62,9 @@ def test_upscale_and_eval_score_the_file_as_the_checkpoint(exported, tmp_path):
     value = {(r.model, r.degradation): r.value for r in results}
     for deg in ("clean", "noise"):
         assert value[(str(path), deg)] == pytest.approx(value[(str(checkpoint), deg)], abs=1e-3)
+    for deg in ("clean", "noise"):  # the + of the file is the + of the checkpoint
+        assert value[(f"{path}+", deg)] != value[(str(path), deg)]
+        assert value[(f"{path}+", deg)] == pytest.approx(value[(str(checkpoint), deg)], abs=1.0)
     assert main(["upscale", str(folder / "img0.png"), "-o", str(tmp_path / "out.png"),
                  "--model", str(path), "-q"]) == 0
     assert (tmp_path / "out.png").is_file()
@@ -90,3 +93,40 @@ def test_bad_files_fail_in_one_line(tmp_path, monkeypatch):
                         lambda name, *a: None if name == "onnxruntime" else real(name, *a))
     with pytest.raises(BlindSRError, match=r"need onnxruntime: pip install 'blindsr\[export\]'"):
         zoo.load(str(resize_graph(tmp_path / "up.onnx")))
+
+
+def test_a_graph_with_a_fixed_batch_of_one_takes_any_batch(tmp_path):
+    model = zoo.load(str(resize_graph(tmp_path / "one.onnx", batch=1)))
+    assert model.fixed_batch == 1
+    x = torch.rand(3, 3, 5, 6)
+    expected = x.repeat_interleave(2, -2).repeat_interleave(2, -1)
+    assert torch.equal(model(x), expected)
+    assert torch.allclose(zoo.load(f"{model.path}+")(x), expected, atol=1e-6)
+
+
+def test_the_tile_is_sized_from_the_widest_conv(exported):
+    checkpoint, path = exported
+    model, twin = zoo.load(str(path)), zoo.load(str(checkpoint))
+    assert model.activation_width == 32  # the x2 upsampler's conv: 8 features x 4
+    cpu = torch.device("cpu")
+    assert bytes_per_pixel(model, torch.float32, cpu) >= bytes_per_pixel(twin, torch.float32, cpu)
+
+
+def test_onnxruntime_running_out_of_memory_halves_the_tile(exported):
+    class Exhausted:
+        def run(self, *_):
+            raise Exception("Failed to allocate memory for requested buffer of size 1048576")
+
+    upscaler = Upscaler(str(exported[1]), Settings(tile=64))
+    upscaler.model.session = Exhausted()
+    with pytest.raises(BlindSRError, match="out of memory on cpu even with 16-pixel tiles"):
+        upscaler.upscale_tensor(torch.rand(1, 3, 40, 40))
+    assert upscaler.tile == 16
+
+
+def test_commands_that_need_gradients_refuse_onnx_files(exported, tmp_path, capsys):
+    hr = smooth_images(tmp_path / "hr", n=1, size=(40, 40)) / "img0.png"
+    assert main(["degrade", str(hr), "-o", str(tmp_path / "g"), "--preset", "and", "--scale",
+                 "2", "--model", str(exported[1])]) == 1
+    err = capsys.readouterr().err
+    assert "the AND attack needs the restorer's gradients" in err and "Traceback" not in err

@@ -152,7 +152,14 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[st
     ``{"state_dict": ...}`` (``params_ema`` preferred); ``module.`` prefixes are stripped.
     Their metadata is empty; so is that of foreign safetensors files without metadata.
     """
+    path = Path(path)
+    if not path.exists() and path.name.endswith("+"):
+        raise BlindSRError(f"{path}: self-ensemble ('+') is for upscale and eval; this needs "
+                           "the checkpoint itself")
     path = require_file(path, "checkpoint")
+    if path.suffix.lower() == ".onnx":
+        raise BlindSRError(f"{path}: an ONNX file, not a checkpoint (ONNX files run in upscale "
+                           "and eval; this needs the .safetensors it was exported from)")
     try:
         if _is_torch_file(path):
             sd, meta = _read_torch(path), {}

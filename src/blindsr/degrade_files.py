@@ -95,8 +95,12 @@ def load_and_params(path: str | Path | None) -> dict:
 
 def _restorer(model: str | None, scale: int) -> torch.nn.Module:
     from blindsr import zoo
+    from blindsr.onnx_model import OnnxModel
 
     restorer = zoo.load(model or "bicubic", scale=scale)
+    if any(isinstance(m, OnnxModel) for m in restorer.modules()):
+        raise BlindSRError(f"--model {model}: the AND attack needs the restorer's gradients; "
+                           "give its PyTorch checkpoint, not an ONNX file")
     if int(getattr(restorer, "scale", scale)) != scale:
         raise BlindSRError(f"--model {model} upscales x{restorer.scale}, not x{scale} (--scale)")
     return restorer

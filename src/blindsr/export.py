@@ -21,7 +21,9 @@ import importlib.util
 import io as _io
 import json
 import logging
+import shutil
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -47,15 +49,16 @@ class ExportReport:
     path: Path
     opset: int
     seconds: float
-    max_error: float | None = None  # None: not checked (no onnxruntime, or check=False)
+    max_error: float | None = None  # None: not checked (see `unchecked`)
     checked: list[tuple[int, ...]] = field(default_factory=list)  # input shapes compared
+    unchecked: str = ""  # why there was no comparison
 
     def summary(self) -> str:
         """One line for the command line."""
         size = self.path.stat().st_size / 2**20
         line = f"wrote {self.path} ({size:.1f} MiB, opset {self.opset}, {self.seconds:.0f} s)"
         if self.max_error is None:
-            return line + "; not checked (install onnxruntime to compare it with PyTorch)"
+            return f"{line}; not checked ({self.unchecked})"
         shapes = " and ".join("x".join(map(str, s)) for s in self.checked)
         return line + f"; onnxruntime matches PyTorch within {self.max_error:.1e} on {shapes}"
 
@@ -68,19 +71,29 @@ def _require(*modules: str) -> None:
 
 
 def _load(model: str | Path | nn.Module | None) -> nn.Module:
+    """The model to export, refusing what has no graph of its own to export."""
     from torch import nn
 
     from blindsr import zoo
-    from blindsr.ensemble import split_name
+    from blindsr.ensemble import SelfEnsemble, split_name
+    from blindsr.onnx_model import OnnxModel, is_onnx
 
     if not isinstance(model, nn.Module):
         name = str(model) if model is not None else zoo.default_model_name()
-        if name == "bicubic":
+        base, ensembled = split_name(name)
+        if base == "bicubic":
             raise BlindSRError("bicubic is not exported: use your runtime's own resize")
-        if split_name(name)[1] and not Path(name).expanduser().exists():
-            raise BlindSRError(f"{name}: self-ensemble is not exported; export "
-                               f"{split_name(name)[0]} and average its flips in your runtime")
-    return zoo.load(model).float()
+        if ensembled and not Path(name).expanduser().exists():
+            raise BlindSRError(f"{name}: self-ensemble is not exported; export {base} and "
+                               "average its flips and transposes in your runtime")
+        if is_onnx(name):
+            raise BlindSRError(f"{name} is an ONNX file already")
+    net = zoo.load(model).float()
+    kinds = {type(m) for m in net.modules()}
+    if SelfEnsemble in kinds or OnnxModel in kinds:
+        what = "a self-ensemble" if SelfEnsemble in kinds else "an ONNX model"
+        raise BlindSRError(f"the model is {what}: export the network it wraps")
+    return net
 
 
 def _shape(multiple: int, height: int, width: int, batch: int = 1) -> tuple[int, ...]:
@@ -91,8 +104,11 @@ def export_onnx(model: str | Path | nn.Module | None, path: str | Path,
                 opset: int = DEFAULT_OPSET, check: bool = True) -> ExportReport:
     """Write ``model`` (a name as in `blindsr.zoo.load`, a checkpoint path or a module) to an
     ONNX file at ``path`` with dynamic batch, height and width; compare it with PyTorch when
-    ``check`` and onnxruntime is installed."""
+    ``check`` and onnxruntime is installed. Nothing is written (no file, no folder) unless
+    the export succeeds and passes."""
     import torch
+
+    from blindsr.inference import model_scale
 
     _require("onnx", "onnxscript")
     path = Path(path)
@@ -103,60 +119,82 @@ def export_onnx(model: str | Path | nn.Module | None, path: str | Path,
     net = _load(model)
     prepare_output(path, "-o file")
     multiple = int(getattr(net, "size_multiple", 1))
+    scale = model_scale(net, torch.device("cpu"), torch.float32, multiple)
     example = torch.rand(_shape(multiple, 32, 48))
     batch, height, width = (torch.export.Dim(n) for n in ("batch", "height", "width"))
     if multiple > 1:
         height, width = multiple * height, multiple * width
     start = time.perf_counter()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")  # renamed to `path` once it has passed
-    try:
+    with tempfile.TemporaryDirectory() as folder:
+        draft = Path(folder) / path.name
         try:
             with _quiet():
-                torch.onnx.export(net, (example,), str(partial), dynamo=True,
+                torch.onnx.export(net, (example,), str(draft), dynamo=True,
                                   opset_version=opset, input_names=[INPUT], output_names=[OUTPUT],
                                   external_data=False,
                                   dynamic_shapes=({0: batch, 2: height, 3: width},))
         except Exception as err:  # the exporter raises many kinds; all mean "this model cannot"
             raise BlindSRError(f"cannot export {type(net).__name__} to ONNX: "
-                               f"{first_line(err)}") from err
-        _write_metadata(partial, net, multiple)
+                               f"{_root_cause(err)}") from err
+        _write_metadata(draft, net, scale, multiple)
         report = ExportReport(path, opset, time.perf_counter() - start)
-        if check and importlib.util.find_spec("onnxruntime") is not None:
+        if not check:
+            report.unchecked = "--no-check"
+        elif importlib.util.find_spec("onnxruntime") is None:
+            report.unchecked = "install onnxruntime to compare it with PyTorch"
+        else:
             report.checked = [_shape(multiple, 40, 24, batch=2), _shape(multiple, 17, 29)]
-            report.max_error = _compare(partial, net, report.checked)
+            report.max_error = _compare(draft, net, report.checked)
             if not report.max_error <= TOLERANCE:
                 raise BlindSRError(f"the exported graph differs from the model by "
                                    f"{report.max_error:.3g} (> {TOLERANCE}); nothing written")
-        partial.replace(path)
-    finally:
-        partial.unlink(missing_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        try:  # a copy beside the target, then a rename: `path` is whole or untouched
+            shutil.copyfile(draft, partial)
+            partial.replace(path)
+        finally:
+            partial.unlink(missing_ok=True)
     return report
 
 
 @contextlib.contextmanager
 def _quiet():
-    """The exporter's progress prints, warnings and log lines, hidden."""
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    """The exporter's progress prints, warnings, log lines and graph dumps, hidden."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(_io.StringIO()):
+        with warnings.catch_warnings(), contextlib.redirect_stdout(_io.StringIO()), \
+                contextlib.redirect_stderr(_io.StringIO()):
             warnings.simplefilter("ignore")
             yield
     finally:
-        logger.setLevel(level)
+        logging.disable(previous)
 
 
-def _write_metadata(path: Path, net: nn.Module, multiple: int) -> None:
+def _root_cause(err: BaseException) -> str:
+    """The first line of the innermost cause: the exporter wraps the reason in advice."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    return first_line(err)
+
+
+def _write_metadata(path: Path, net: nn.Module, scale: int, multiple: int) -> None:
     import onnx
 
     graph = onnx.load(str(path))
+    dims = graph.graph.input[0].type.tensor_type.shape.dim
+    fixed = [f"{name} at {dims[i].dim_value}" for i, name in ((0, "batch"), (2, "height"),
+                                                              (3, "width"))
+             if dims[i].HasField("dim_value")]
+    if fixed:
+        raise BlindSRError(f"the exporter fixed the {', '.join(fixed)} (the model's forward "
+                           "depends on it); nothing written")
     meta = {
         "blindsr_version": __version__,
         "arch": str(getattr(net, "arch_name", type(net).__name__)),
         "arch_kwargs": json.dumps(getattr(net, "arch_kwargs", {}), sort_keys=True),
-        "scale": str(int(getattr(net, "scale", 1))),
+        "scale": str(scale),
         "size_multiple": str(multiple),
         "input": f"{INPUT}: float32 N x 3 x H x W, RGB in [0, 1]",
         "output": f"{OUTPUT}: float32 N x 3 x (H * scale) x (W * scale), not clamped",
@@ -173,14 +211,20 @@ def _compare(path: Path, net: nn.Module, shapes: list[tuple[int, ...]]) -> float
     import onnxruntime
     import torch
 
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     generator = torch.Generator().manual_seed(0)
     worst = 0.0
-    for shape in shapes:
-        x = torch.rand(shape, generator=generator)
+    try:
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        runs = []
+        for shape in shapes:
+            x = torch.rand(shape, generator=generator)
+            runs.append((x, torch.from_numpy(session.run([OUTPUT], {INPUT: x.numpy()})[0])))
+    except Exception as err:  # onnxruntime's own kinds
+        raise BlindSRError(f"onnxruntime cannot run the exported graph: {first_line(err)}; "
+                           "nothing written") from None
+    for x, got in runs:
         with torch.inference_mode():
             expected = net(x)
-        got = torch.from_numpy(session.run([OUTPUT], {INPUT: x.numpy()})[0])
         if got.shape != expected.shape:
             return float("inf")
         worst = max(worst, float((got - expected).abs().max()))

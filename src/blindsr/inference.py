@@ -107,15 +107,22 @@ def free_memory(device: torch.device) -> int:
 def bytes_per_pixel(model: nn.Module, dtype: torch.dtype, device: torch.device) -> float:
     """Peak activation bytes per input pixel, estimated from one forward of a 32x32 probe
     (smaller for scales above 8, so that the probe's own output stays small): the largest
-    output of any leaf module, times 3 (its input, itself and a temporary)."""
+    output of any leaf module, times 3 (its input, itself and a temporary). A leaf that hides
+    its insides (an ONNX model) counts as ``activation_width`` channels at its output's size."""
     multiple = int(getattr(model, "size_multiple", 1))
     side = max(1, min(32, 256 // int(getattr(model, "scale", 1))))
     side = -(-side // multiple) * multiple
     sizes: list[int] = []
     leaves = [m for m in model.modules() if not any(m.children())]
-    hooks = [m.register_forward_hook(
-        lambda _m, _i, out: sizes.append(out.numel()) if torch.is_tensor(out) else None)
-        for m in leaves]
+
+    def record(module: nn.Module, _: Any, out: Any) -> None:
+        if torch.is_tensor(out) and out.ndim == 4:
+            width = max(out.shape[1], int(getattr(module, "activation_width", 0)))
+            sizes.append(out.numel() // out.shape[1] * width)
+        elif torch.is_tensor(out):
+            sizes.append(out.numel())
+
+    hooks = [m.register_forward_hook(record) for m in leaves]
     try:
         with torch.inference_mode():
             model(torch.zeros(1, 3, side, side, device=device, dtype=dtype))
@@ -158,8 +165,9 @@ def is_out_of_memory(err: BaseException) -> bool:
     if isinstance(err, torch.OutOfMemoryError):
         return True
     text = str(err).lower()
-    return isinstance(err, RuntimeError) and (
-        "out of memory" in text or "can't allocate memory" in text)
+    return isinstance(err, RuntimeError) and any(sign in text for sign in (
+        "out of memory", "can't allocate memory", "failed to allocate memory", "bad_alloc",
+        "bad allocation"))  # the last three: ONNX Runtime
 
 
 FLAT_ALPHA_RADIUS = 3  # input pixels: output alpha where the input's is flat this far around

@@ -62,23 +62,51 @@ class OnnxModel(nn.Module):
                                f"graph takes {found}")
         self.input_name = inputs[0].name
         self.input_dtype = _FLOAT_TYPES[inputs[0].type]
+        batch = shape[0]
+        self.fixed_batch = batch if isinstance(batch, int) and batch > 0 else None
         meta = self.session.get_modelmeta().custom_metadata_map
         if meta.get("scale", "").isdigit():
             self.scale = int(meta["scale"])
         if meta.get("size_multiple", "").isdigit():
             self.size_multiple = int(meta["size_multiple"])
+        self.activation_width = _widest_conv(self.path)
 
     def __deepcopy__(self, memo: dict) -> OnnxModel:
         return self  # nothing in it can change (no parameters; the session is read-only)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        feed = x.detach().to("cpu", self.input_dtype).contiguous().numpy()
+        """SR of ``x``, run in chunks of the graph's batch size when that is fixed."""
+        feed = x.detach().to("cpu", self.input_dtype).contiguous()
+        step = self.fixed_batch or feed.shape[0]
+        if feed.shape[0] % step:
+            raise RuntimeError(f"{self.path.name} takes batches of exactly {step} images, "
+                               f"not {feed.shape[0]}")
+        outs = [self._run(feed[i:i + step].numpy()) for i in range(0, feed.shape[0], step)]
+        return torch.cat(outs).to(x.device, x.dtype)
+
+    def _run(self, batch: np.ndarray) -> torch.Tensor:
         try:
-            out = self.session.run(None, {self.input_name: feed})[0]
-        except Exception as err:  # e.g. a size the graph was not exported for
-            raise BlindSRError(f"{self.path.name}: onnxruntime failed on a "
-                               f"{'x'.join(map(str, x.shape))} input: {first_line(err)}") from None
-        return torch.from_numpy(np.ascontiguousarray(out)).to(x.device, x.dtype)
+            out = self.session.run(None, {self.input_name: batch})[0]
+        except Exception as err:  # RuntimeError for the caller: out of memory halves the tile
+            size = "x".join(map(str, batch.shape))
+            raise RuntimeError(f"{self.path.name}: onnxruntime failed on a {size} input: "
+                               f"{first_line(err)}") from None
+        return torch.from_numpy(np.ascontiguousarray(out))
+
+
+def _widest_conv(path: Path) -> int:
+    """The most output channels of any Conv in the graph (64 when none is found): what the
+    automatic tile size assumes the model holds at output resolution, since an ONNX session,
+    unlike a PyTorch module, shows no intermediate sizes (`blindsr.inference.bytes_per_pixel`)."""
+    if importlib.util.find_spec("onnx") is None:
+        return 64
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    weights = {t.name: list(t.dims) for t in graph.initializer}
+    widths = [weights[node.input[1]][0] for node in graph.node
+              if node.op_type == "Conv" and len(node.input) > 1 and node.input[1] in weights]
+    return max(widths, default=64)
 
 
 __all__ = ["OnnxModel", "is_onnx"]

@@ -37,6 +37,11 @@ class Bicubic(nn.Module):
         return imresize(x, self.scale)
 
 
+def _names_a_model(name: str) -> bool:
+    """Whether ``name`` is a shipped model or an existing path as it stands."""
+    return name in shipped_models() or Path(name).expanduser().exists()
+
+
 def load(model: str | Path | nn.Module | None = None, scale: int = 4,
          device: str | torch.device = "cpu") -> nn.Module:
     """Resolve a model given by name, path or module into a fresh nn.Module in eval mode.
@@ -50,7 +55,10 @@ def load(model: str | Path | nn.Module | None = None, scale: int = 4,
         return copy.deepcopy(model).eval().to(device)  # the caller's module is never changed
     name = str(model) if model is not None else default_model_name()
     base, ensembled = split_name(name)
-    if ensembled and name not in shipped_models() and not Path(name).expanduser().exists():
+    if ensembled and not _names_a_model(name):
+        if base == "bicubic" or split_name(base)[1] and not _names_a_model(base):
+            raise BlindSRError(f"{name}: one '+' after a model that is not bicubic (bicubic "
+                               "is symmetric: its eight passes are one image)")
         return SelfEnsemble(load(base, scale, device)).eval()
     if name == "bicubic":
         return Bicubic(scale).to(device)
