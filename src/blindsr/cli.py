@@ -131,7 +131,8 @@ def _run_models(args: argparse.Namespace) -> int:
 # Commands whose arguments live beside their implementation: each module defines
 # `add_parser(subparsers)`, which registers the command and sets `run=` to a function of the args.
 COMMAND_MODULES = ("blindsr.evaluate", "blindsr.assets", "blindsr.train", "blindsr.plot",
-                   "blindsr.analyze", "blindsr.compress.cli", "blindsr.export")
+                   "blindsr.analyze", "blindsr.compress.cli", "blindsr.export",
+                   "blindsr.interpolate")
 
 
 def build_parser() -> argparse.ArgumentParser:
