@@ -63,3 +63,15 @@ def test_plot_takes_the_metrics_file_and_refuses_bad_outputs_in_one_line(tmp_pat
         assert main(["plot", metrics, "-o", str(tmp_path / out)]) == 1
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_metrics_file_of_any_name_is_plotted_beside_itself(tmp_path, capsys):
+    write_metrics(tmp_path / "run", ROWS)
+    copy = tmp_path / "saved" / "run1.jsonl"
+    copy.parent.mkdir()
+    copy.write_text((tmp_path / "run" / "metrics.jsonl").read_text())
+    assert main(["plot", str(copy)]) == 0
+    assert (tmp_path / "saved" / "curves.png").is_file()
+    (tmp_path / "picture.png").write_bytes(b"\x89PNG")
+    assert main(["plot", str(tmp_path / "picture.png")]) == 1
+    assert "not a run folder or a metrics file" in capsys.readouterr().err

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from . import archs
 from .errors import BlindSRError, first_line
 from .paths import require_file
+from .train_state import GENERATOR, GENERATOR_EMA, WEIGHTS_FORMAT
 
 FORMAT = "blindsr"
 WRAPPER_KEYS = ("params_ema", "params", "state_dict")  # first one present wins
@@ -151,6 +152,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[st
     state dict, optionally wrapped as ``{"params_ema": ...}``, ``{"params": ...}`` or
     ``{"state_dict": ...}`` (``params_ema`` preferred); ``module.`` prefixes are stripped.
     Their metadata is empty; so is that of foreign safetensors files without metadata.
+    A training checkpoint's ``weights.safetensors`` gives its generator (the EMA when kept).
     """
     path = Path(path)
     if not path.exists() and path.name.endswith("+"):
@@ -169,7 +171,19 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[st
         raise
     except Exception as e:  # corrupt files raise many kinds of errors
         raise BlindSRError(f"{path}: unreadable checkpoint ({first_line(e)})") from None
+    if meta.get("format") == WEIGHTS_FORMAT:
+        sd, meta = _generator_of_training_checkpoint(sd, path), {}
     return _strip_prefixes(sd), meta
+
+
+def _generator_of_training_checkpoint(sd: dict[str, Tensor], path: Path) -> dict[str, Tensor]:
+    """The generator of a training checkpoint's weights file: its EMA when the run kept one
+    (as the run's model.safetensors), else the raw weights."""
+    for prefix in (f"{GENERATOR_EMA}.", f"{GENERATOR}."):
+        picked = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+        if picked:
+            return picked
+    raise BlindSRError(f"{path}: a training checkpoint without generator weights")
 
 
 def _kwargs_from_meta(path: Path, meta: dict[str, str]) -> tuple[str | None, dict | None]:

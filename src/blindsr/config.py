@@ -335,9 +335,12 @@ def check_paths(cfg: Config) -> None:
             raise fail(f"data.train[{i}].path", str(e)) from None
     for i, name in enumerate(cfg.val.sets if cfg.val.every else []):
         try:
-            resolve_dataset(name, cfg.model.scale)
+            spec = resolve_dataset(name, cfg.model.scale)
         except BlindSRError as e:
             raise fail(f"val.sets[{i}]", str(e)) from None
+        if spec.kind == "lr":
+            raise fail(f"val.sets[{i}]", f"{name} has LR images only; validation scores "
+                                         "PSNR/SSIM against HR images")
     if cfg.model.init is not None and not Path(cfg.model.init).is_file():
         from blindsr.train_state import latest_checkpoint
 

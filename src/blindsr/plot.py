@@ -55,26 +55,30 @@ def series(rows: list[dict]) -> dict[str, tuple[list[float], list[float]]]:
 
 
 def plot_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
-    """Draw the curves of ``run_dir/metrics.jsonl`` into a PNG (default ``run_dir/curves.png``)."""
+    """Draw the curves of ``run_dir/metrics.jsonl`` (or of a ``.jsonl`` file given directly)
+    into a PNG (default ``curves.png`` beside the metrics file)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.backend_bases import FigureCanvasBase
 
-    run_dir = Path(run_dir)
-    if run_dir.name == "metrics.jsonl":  # the file itself was given
-        run_dir = run_dir.parent
+    given = Path(run_dir)
+    # a run folder, or a metrics file itself (under any name: a copy, another run's log)
+    metrics = given if given.is_file() or given.suffix == ".jsonl" else given / "metrics.jsonl"
+    if metrics.suffix != ".jsonl":
+        raise BlindSRError(f"{given}: not a run folder or a metrics file (.jsonl)")
+    run_dir = metrics.parent
     target = Path(out) if out is not None else run_dir / "curves.png"
     if target.suffix.lower().lstrip(".") not in FigureCanvasBase.get_supported_filetypes():
         raise BlindSRError(f"-o {target}: not an image format matplotlib writes "
                            f"(use .png, .pdf or .svg)")
-    data = series(read_metrics(run_dir / "metrics.jsonl"))
+    data = series(read_metrics(metrics))
     prepare_output(target, "plot file")  # before the drawing
     panels = [(t, sorted(k for k in data if f(k)), y, log) for t, f, y, log in PANELS]
     panels = [p for p in panels if p[1]]
     if not panels:
-        raise BlindSRError(f"{run_dir / 'metrics.jsonl'} has nothing to plot yet")
+        raise BlindSRError(f"{metrics} has nothing to plot yet")
     fig, axes = plt.subplots(len(panels), 1, figsize=(8, 3 * len(panels)), squeeze=False,
                              sharex=True)
     for ax, (title, keys, ylabel, log) in zip(axes[:, 0], panels, strict=True):
@@ -102,7 +106,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Plot losses, learning rates and validation metrics from "
                                    "RUN_DIR/metrics.jsonl.")
     p.add_argument("run_dir", metavar="RUN_DIR",
-                   help="a training run folder (or its metrics.jsonl)")
+                   help="a training run folder (or a metrics .jsonl file)")
     p.add_argument("-o", "--output", default=None,
                    help="image file, .png, .pdf or .svg (default: RUN_DIR/curves.png)")
     p.set_defaults(run=_run)

@@ -11,7 +11,8 @@ happen on their schedules (files only from rank 0).
 Run folder ``output_dir/name/``: ``config.yaml`` (resolved), ``metrics.jsonl``, ``tb/``
 (TensorBoard), ``checkpoints/step_XXXXXXX/`` (see :mod:`blindsr.train_state`),
 ``model.safetensors`` (EMA weights if EMA is on, else raw; for inference) and
-``best.safetensors`` (best mean validation PSNR).
+``best.safetensors`` (best mean validation PSNR). A first Ctrl-C checkpoints after the current
+iteration and stops; a finished run asked to train again changes nothing.
 
 Multi-process: ``torchrun --nproc_per_node=N -m blindsr train CONFIG``; the effective batch is
 ``train.batch x N``.
@@ -22,10 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,7 +58,7 @@ if TYPE_CHECKING:
     from blindsr import distributed
     from blindsr.strategies import Strategy, Update
 
-EMA_KEY = "generator_ema"
+EMA_KEY = "generator_ema"  # = train_state.GENERATOR_EMA (that module imports torch)
 _POOL_SALT, _DEGRADE_SALT = 1, 2
 
 # ---------------------------------------------------------------------------------------------
@@ -136,6 +140,7 @@ class _Run:
     writer: Any = None
     metrics: MetricsLog | None = None
     bar: Any = None
+    stop_requested: bool = False  # set by a first Ctrl-C: checkpoint and stop
 
     @property
     def generator(self) -> nn.Module:
@@ -312,6 +317,7 @@ def _weights(run: _Run) -> dict[str, dict[str, Tensor]]:
 
 
 def _restore(run: _Run, path: Path) -> None:
+    from blindsr import archs
     from blindsr.train_state import load_checkpoint, set_rng_state
 
     weights, state = load_checkpoint(path)
@@ -321,11 +327,12 @@ def _restore(run: _Run, path: Path) -> None:
         sd = weights.get(name, weights["generator"] if name == EMA_KEY else None)
         if sd is None:
             raise BlindSRError(f"checkpoint {path} has no weights for network {name!r}")
-        try:
-            net.load_state_dict(sd, strict=True)
-        except RuntimeError as e:
-            raise BlindSRError(f"checkpoint {path}: {name} weights do not fit the configured "
-                               f"network ({str(e).strip().splitlines()[0][:150]})") from None
+        mismatch = archs.state_dict_mismatch(net, sd)
+        if mismatch:
+            raise BlindSRError(f"checkpoint {path}: the {name} weights do not fit the "
+                               f"configured network ({mismatch}); this run folder holds "
+                               "another model: set another name= for a new run")
+        net.load_state_dict(sd, strict=True)
     for name, opt in run.optimizers.items():
         if name in state["optimizers"]:
             opt.load_state_dict(state["optimizers"][name])
@@ -641,10 +648,12 @@ def _open_logs(run: _Run, resumed: bool, progress: bool) -> None:
     if main:
         prepare_output(run.run_dir, "run folder", folder=True)
         run.run_dir.mkdir(parents=True, exist_ok=True)
-        old = run.run_dir / "config.yaml"
-        if resumed and old.is_file():
-            _note_changes(run, old)
-        save_config(run.cfg, old)
+        if resumed:
+            _note_changes(run)
+        elif (run.run_dir / "metrics.jsonl").is_file():
+            _say(run, f"note: {run.run_dir} has no checkpoint to resume from: starting at "
+                      "step 0 (its metrics.jsonl is started again)")
+        save_config(run.cfg, run.run_dir / "config.yaml")
     run.metrics = MetricsLog(run.run_dir / "metrics.jsonl", main, run.step if resumed else None)
     if main and run.cfg.logging.tensorboard:
         try:
@@ -661,17 +670,44 @@ def _open_logs(run: _Run, resumed: bool, progress: bool) -> None:
                    mininterval=1.0, file=sys.stderr)
 
 
-def _note_changes(run: _Run, old_path: Path) -> None:
+def _changed_keys(run: _Run) -> list[str]:
+    """Config keys whose values differ from the run folder's ``config.yaml``."""
     import yaml
 
     try:
-        old = flatten(yaml.safe_load(old_path.read_text()) or {})
-    except yaml.YAMLError:
-        return
+        old = flatten(yaml.safe_load((run.run_dir / "config.yaml").read_text()) or {})
+    except (OSError, yaml.YAMLError):
+        return []
     new = flatten(yaml.safe_load(dump_config(run.cfg)))
-    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
+def _note_changes(run: _Run) -> None:
+    changed = _changed_keys(run)
     if changed:
         _say(run, f"note: config changed since the last run: {', '.join(changed[:8])}")
+
+
+def _leave_finished_run(run: _Run) -> None:
+    """A finished run asked to train: its config and model stay as they are (only a model
+    file that a kill kept the last run from writing is written)."""
+    from blindsr.checkpoint import read_checkpoint
+
+    cfg, main = run.cfg, run.info.is_main
+    ignored = _changed_keys(run) if main else []
+    note = f"; not applied: {', '.join(ignored[:8])}" if ignored else ""
+    _say(run, f"{cfg.name}: already trained for {run.step} iterations "
+              f"(train.iterations={cfg.train.iterations}), nothing to do{note} (raise "
+              "train.iterations to train on, or set another name= for a new run)", main)
+    try:
+        summary = json.loads(read_checkpoint(run.run_dir / "model.safetensors")[1]["summary"])
+        stale = summary.get("iterations") != run.step
+    except (BlindSRError, KeyError, ValueError, AttributeError):
+        stale = True
+    if stale and main:
+        from blindsr.checkpoint import save_model
+
+        save_model(run.eval_model, run.run_dir / "model.safetensors", _summary(run))
 
 
 def _loader(run: _Run) -> Iterator[dict[str, Tensor]]:
@@ -701,10 +737,16 @@ def _loop(run: _Run, loader: Iterator[dict[str, Tensor]]) -> None:
     state = {"log_step": run.step, "log_time": time.perf_counter(), "postfix": 0.0}
     started = time.perf_counter()
     base_wall = run.wall_time
-    while run.step < cfg.train.iterations:
+    while run.step < cfg.train.iterations and not run.stop_requested:
         for sched in run.schedulers.values():
             sched.set(run.step)
-        batch = prepare_batch(run, next(loader))
+        try:
+            raw = next(loader)
+        except Exception:
+            if run.stop_requested:  # loader workers die of the same Ctrl-C
+                break
+            raise
+        batch = prepare_batch(run, raw)
         ok, logs = run_iteration(run, batch, meter)
         if run.ema is not None:
             ema_update(run.ema, run.generator, ema_decay(cfg.train.ema, run.step))
@@ -716,6 +758,33 @@ def _loop(run: _Run, loader: Iterator[dict[str, Tensor]]) -> None:
             _postfix(run, logs)
             state["postfix"] = time.perf_counter()
         _after_iteration(run, batch, meter, state)
+
+
+@contextmanager
+def _stop_gently_on_interrupt(run: _Run) -> Iterator[None]:
+    """In a single process, a first Ctrl-C (SIGINT) lets the current iteration finish, then the
+    loop stops and the run is checkpointed; a second one stops at once. Several processes keep
+    Python's default (they could not agree on the step to stop at without a collective)."""
+    if run.info.world > 1 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    owner = os.getpid()
+
+    def on_interrupt(signum: int, frame: Any) -> None:
+        if os.getpid() != owner:  # a forked data-loader worker: the main process stops it
+            return
+        if run.stop_requested:
+            raise KeyboardInterrupt
+        run.stop_requested = True
+        _say(run, "interrupted: saving a checkpoint after this iteration "
+                  "(Ctrl-C again to stop at once)")
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _handle_bad(run: _Run, ok: bool) -> None:
@@ -746,19 +815,23 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> TrainResu
         run = _build(cfg, info, device)
         _make_pool(run)
         _start(run, resume)
-        resumed = run.step > 0
-        loader = _loader(run)
-        _open_logs(run, resumed, progress)
         if run.step >= cfg.train.iterations:
-            _say(run, f"{cfg.name}: already trained for {run.step} iterations "
-                      f"(train.iterations={cfg.train.iterations})", info.is_main)
-        _loop(run, loader)
-        _checkpoint(run)
-        distributed.barrier()
-        run.bar.close()
-        run.bar = None
-        _say(run, f"{cfg.name}: done, {run.step} iterations in {run.wall_time:.0f} s; "
-                  f"model: {run.run_dir / 'model.safetensors'}", info.is_main)
+            _leave_finished_run(run)
+        else:
+            loader = _loader(run)
+            _open_logs(run, run.step > 0, progress)
+            with _stop_gently_on_interrupt(run):
+                _loop(run, loader)
+                _checkpoint(run)
+            distributed.barrier()
+            run.bar.close()
+            run.bar = None
+            if run.stop_requested and run.step < cfg.train.iterations:
+                _say(run, f"{cfg.name}: stopped at step {run.step} of {cfg.train.iterations}, "
+                          "checkpoint saved; run the same command again to continue")
+                raise KeyboardInterrupt
+            _say(run, f"{cfg.name}: done, {run.step} iterations in {run.wall_time:.0f} s; "
+                      f"model: {run.run_dir / 'model.safetensors'}", info.is_main)
         return TrainResult(run.run_dir, run.step, run.generator, run.ema, run.strategy,
                            dict(run.networks), run.best_psnr)
     finally:

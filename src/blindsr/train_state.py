@@ -33,6 +33,8 @@ from blindsr.errors import BlindSRError, first_line
 
 CHECKPOINTS = "checkpoints"
 WEIGHTS = "weights.safetensors"
+WEIGHTS_FORMAT = "blindsr-train-state"  # the format metadata of WEIGHTS files
+GENERATOR, GENERATOR_EMA = "generator", "generator_ema"  # their inference networks' prefixes
 STATE = "state.pt"
 FORMAT_VERSION = 1
 _NAME = re.compile(r"step_(\d{7,})")
@@ -147,7 +149,7 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int,
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    meta = {"format": "blindsr-train-state", "version": str(FORMAT_VERSION), "step": str(step)}
+    meta = {"format": WEIGHTS_FORMAT, "version": str(FORMAT_VERSION), "step": str(step)}
     _write(tmp / WEIGHTS, safetensors_bytes(flatten_weights(weights), metadata=meta))
     with open(tmp / STATE, "wb") as f:
         torch.save({**state, "format_version": FORMAT_VERSION, "step": step}, f)
