@@ -436,50 +436,6 @@ def test_the_command_exits_130_after_a_gentle_stop(tmp_path, data_dir, monkeypat
     assert "stopped at step 2 of 4" in err and "Traceback" not in err
 
 
-def test_a_finished_run_is_left_as_it_is(tmp_path, data_dir, capsys):
-    cfg = tiny(tmp_path, data_dir)
-    train(cfg, progress=False)
-    run = tmp_path / "runs" / "tiny"
-    config, model = (run / "config.yaml").read_text(), (run / "model.safetensors").read_bytes()
-    capsys.readouterr()
-    other = tiny(tmp_path, data_dir, "train.iterations=3", "optim.generator.lr=1e-3")
-    assert train(other, progress=False).step == 4
-    err = capsys.readouterr().err
-    assert "already trained for 4 iterations" in err
-    assert "not applied: optim.generator.lr, train.iterations" in err
-    assert (run / "config.yaml").read_text() == config
-    assert (run / "model.safetensors").read_bytes() == model
-    (run / "model.safetensors").unlink()  # as if killed between the last checkpoint and it
-    train(cfg, progress=False)
-    assert load_model(run / "model.safetensors") is not None
-
-
-def test_a_run_folder_of_another_model_says_what_differs(tmp_path, data_dir):
-    train(tiny(tmp_path, data_dir), progress=False)
-    other = tiny(tmp_path, data_dir, "model.kwargs.num_feat=8", "train.iterations=6")
-    with pytest.raises(BlindSRError) as err:
-        train(other, progress=False)
-    message = str(err.value)
-    assert "wrong shape: conv_first.weight" in message and "set another name=" in message
-    assert "\n" not in message
-
-
 def test_validation_needs_hr_images(tmp_path, data_dir):
     with pytest.raises(BlindSRError, match=r"val.sets\[0\]: RealSRSet has LR images only"):
         tiny(tmp_path, data_dir, "val.every=2", "val.sets=[RealSRSet]")
-
-
-def test_a_training_checkpoint_loads_as_its_generator(tmp_path, data_dir):
-    from blindsr import train as train_module
-    from blindsr.train_state import GENERATOR_EMA
-
-    assert train_module.EMA_KEY == GENERATOR_EMA
-    result = train(tiny(tmp_path, data_dir), progress=False)
-    weights_file = tmp_path / "runs/tiny/checkpoints/step_0000004/weights.safetensors"
-    model = load_model(weights_file)
-    for k, v in result.ema.state_dict().items():
-        assert torch.equal(model.state_dict()[k], v), k
-    no_ema = train(tiny(tmp_path, data_dir, "name=raw", "train.ema=0"), progress=False)
-    raw = load_model(tmp_path / "runs/raw/checkpoints/step_0000004/weights.safetensors")
-    for k, v in no_ema.generator.state_dict().items():
-        assert torch.equal(raw.state_dict()[k], v), k

@@ -30,25 +30,23 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from blindsr import __version__
 from blindsr.config import (
     Config,
     OptimConfig,
-    dump_config,
     fail,
     from_plain,
     load_config,
     save_config,
 )
 from blindsr.errors import BlindSRError
-from blindsr.machine import device_name, machine_description
 from blindsr.optim import Scheduler, ema_decay, ema_update, make_optimizer
 from blindsr.paths import prepare_output
-from blindsr.train_logs import Meter, MetricsLog, flatten, sample_grid
+from blindsr.train_logs import Meter, MetricsLog, sample_grid
+from blindsr.train_resume import leave_finished_run, note_changes, save, start, summary
+from blindsr.train_run import EMA_KEY, Run, TrainResult, say
 
 # torch is imported inside functions, so that `blindsr --help` stays fast.
 if TYPE_CHECKING:
@@ -58,7 +56,6 @@ if TYPE_CHECKING:
     from blindsr import distributed
     from blindsr.strategies import Strategy, Update
 
-EMA_KEY = "generator_ema"  # = train_state.GENERATOR_EMA (that module imports torch)
 _POOL_SALT, _DEGRADE_SALT = 1, 2
 
 # ---------------------------------------------------------------------------------------------
@@ -101,63 +98,7 @@ def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# The run
-
-
-@dataclass
-class TrainResult:
-    """What :func:`train` leaves behind (for tests and scripts)."""
-
-    run_dir: Path
-    step: int
-    generator: nn.Module
-    ema: nn.Module | None
-    strategy: Strategy
-    networks: dict[str, nn.Module] = field(default_factory=dict)
-    best_psnr: float | None = None
-
-
-@dataclass
-class _Run:
-    cfg: Config
-    info: distributed.DistInfo
-    device: torch.device
-    run_dir: Path
-    strategy: Strategy
-    networks: dict[str, nn.Module]
-    optimizers: dict[str, torch.optim.Optimizer]
-    schedulers: dict[str, Scheduler]
-    ema: nn.Module | None
-    scaler: Any
-    autocast: Any
-    second_order: Any = None
-    pool: Any = None
-    pool_gen: torch.Generator | None = None
-    step: int = 0
-    wall_time: float = 0.0
-    bad_steps: int = 0
-    best_psnr: float | None = None
-    writer: Any = None
-    metrics: MetricsLog | None = None
-    bar: Any = None
-    stop_requested: bool = False  # set by a first Ctrl-C: checkpoint and stop
-
-    @property
-    def generator(self) -> nn.Module:
-        return self.networks["generator"]
-
-    @property
-    def eval_model(self) -> nn.Module:
-        return self.ema if self.ema is not None else self.generator
-
-
-def _say(run: _Run | None, message: str, main: bool = True) -> None:
-    if not main:
-        return
-    if run is not None and run.bar is not None:
-        run.bar.write(message, file=sys.stderr)
-    else:
-        print(message, file=sys.stderr, flush=True)
+# Building the run (its state: blindsr.train_run; saving and resuming it: blindsr.train_resume)
 
 
 def build_generator(cfg: Config, with_init: bool = True) -> nn.Module:
@@ -221,7 +162,7 @@ def _check_init_finished(init: Path) -> None:
                    "finish it first, or copy the weights out of its folder to start from them")
 
 
-def _build(cfg: Config, info: distributed.DistInfo, device: torch.device) -> _Run:
+def _build(cfg: Config, info: distributed.DistInfo, device: torch.device) -> Run:
     import torch
 
     from blindsr.strategies import get_strategy
@@ -254,20 +195,11 @@ def _build(cfg: Config, info: distributed.DistInfo, device: torch.device) -> _Ru
     dtype = amp_dtype(cfg.train.amp, device)
     autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else nullcontext
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
-    return _Run(cfg, info, device, cfg.run_dir, strategy, nets, optimizers, schedulers, None,
+    return Run(cfg, info, device, cfg.run_dir, strategy, nets, optimizers, schedulers, None,
                 scaler, autocast)
 
 
-def _make_ema(run: _Run) -> None:
-    import copy
-
-    if run.cfg.train.ema > 0:
-        run.ema = copy.deepcopy(run.generator).eval()
-        for p in run.ema.parameters():
-            p.requires_grad_(False)
-
-
-def _make_pool(run: _Run) -> None:
+def _make_pool(run: Run) -> None:
     import torch
 
     from blindsr.data import PairPool
@@ -283,122 +215,10 @@ def _make_pool(run: _Run) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Checkpoints
-
-
-def _state(run: _Run) -> dict[str, Any]:
-    from blindsr.train_state import rng_state
-
-    pool: dict[str, Any] = {}
-    if run.pool is not None:
-        ps = run.pool.state_dict()
-        pool = {"filled": int(ps["filled"]), "generator": run.pool_gen.get_state(),
-                "pool": {k: v.cpu() for k, v in ps["pool"].items()}}
-    return {
-        "optimizers": {n: o.state_dict() for n, o in run.optimizers.items()},
-        "schedulers": {n: s.state_dict() for n, s in run.schedulers.items()},
-        "scaler": run.scaler.state_dict() if run.scaler is not None else {},
-        "strategy": run.strategy.state_dict(),
-        "rng": rng_state(),
-        "data": {"step": run.step, "world": run.info.world, "batch": run.cfg.train.batch,
-                 "seed": run.cfg.train.seed},
-        "pool": pool,
-        "wall_time": run.wall_time,
-        "bad_steps": run.bad_steps,
-        "best_psnr": run.best_psnr,
-    }
-
-
-def _weights(run: _Run) -> dict[str, dict[str, Tensor]]:
-    out = {n: net.state_dict() for n, net in run.networks.items()}
-    if run.ema is not None:
-        out[EMA_KEY] = run.ema.state_dict()
-    return out
-
-
-def _restore(run: _Run, path: Path) -> None:
-    from blindsr import archs
-    from blindsr.train_state import load_checkpoint, set_rng_state
-
-    weights, state = load_checkpoint(path)
-    for name, net in [*run.networks.items(), (EMA_KEY, run.ema)]:
-        if net is None:
-            continue
-        sd = weights.get(name, weights["generator"] if name == EMA_KEY else None)
-        if sd is None:
-            raise BlindSRError(f"checkpoint {path} has no weights for network {name!r}")
-        mismatch = archs.state_dict_mismatch(net, sd)
-        if mismatch:
-            raise BlindSRError(f"checkpoint {path}: the {name} weights do not fit the "
-                               f"configured network ({mismatch}); this run folder holds "
-                               "another model: set another name= for a new run")
-        net.load_state_dict(sd, strict=True)
-    for name, opt in run.optimizers.items():
-        if name in state["optimizers"]:
-            opt.load_state_dict(state["optimizers"][name])
-        if name in state["schedulers"]:
-            run.schedulers[name].load_state_dict(state["schedulers"][name])
-    if run.scaler is not None and state["scaler"]:
-        run.scaler.load_state_dict(state["scaler"])
-    run.strategy.load_state_dict(state["strategy"])
-    set_rng_state(state["rng"])
-    if run.pool is not None and state["pool"]:
-        run.pool_gen.set_state(state["pool"]["generator"])
-        run.pool.load_state_dict({"filled": state["pool"]["filled"], "pool": {
-            k: v.to(run.device) for k, v in state["pool"]["pool"].items()}})
-    data = state["data"]
-    if data["world"] != run.info.world or data["batch"] != run.cfg.train.batch:
-        _say(run, f"note: the checkpoint was made with {data['world']} process(es) x batch "
-                  f"{data['batch']}; the data order differs from an uninterrupted run",
-             run.info.is_main)
-    run.step = int(state["step"])
-    run.wall_time = float(state["wall_time"])
-    run.bad_steps = int(state["bad_steps"])
-    run.best_psnr = state["best_psnr"]
-
-
-def _summary(run: _Run) -> dict[str, Any]:
-    import torch
-
-    cfg = run.cfg
-    return {
-        "config": cfg.name,
-        "strategy": cfg.strategy.name,
-        "iterations": run.step,
-        "wall_time_s": round(run.wall_time, 1),
-        "machine": machine_description(),
-        "device": device_name(run.device),
-        "processes": run.info.world,
-        "batch": cfg.train.batch,
-        "effective_batch": cfg.train.batch * run.info.world,
-        "patch": cfg.train.patch,
-        "data": [s.path for s in cfg.data.train],
-        "degradation": cfg.degradation.kind if cfg.degradation.kind != "preset"
-        else cfg.degradation.preset,
-        "ema": cfg.train.ema,
-        "seed": cfg.train.seed,
-        "init": cfg.model.init,
-        "blindsr": __version__,
-        "torch": torch.__version__,
-    }
-
-
-def _checkpoint(run: _Run) -> None:
-    if not run.info.is_main:
-        return
-    from blindsr.checkpoint import save_model
-    from blindsr.train_state import save_checkpoint
-
-    save_checkpoint(run.run_dir, run.step, _weights(run), _state(run),
-                    run.cfg.train.keep_checkpoints)
-    save_model(run.eval_model, run.run_dir / "model.safetensors", _summary(run))
-
-
-# ---------------------------------------------------------------------------------------------
 # Batches
 
 
-def _degrade(run: _Run, hr: Tensor) -> Tensor:
+def _degrade(run: Run, hr: Tensor) -> Tensor:
     import torch
 
     from blindsr import degrade
@@ -419,7 +239,7 @@ def _degrade(run: _Run, hr: Tensor) -> Tensor:
         return degrade.apply(hr, d.preset, scale, seed=seed)
 
 
-def prepare_batch(run: _Run, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+def prepare_batch(run: Run, batch: dict[str, Tensor]) -> dict[str, Tensor]:
     """Move a loader batch to the device, sharpen HR (USM), synthesise LR where it is missing,
     then pool and set the memory format."""
     import torch
@@ -453,11 +273,11 @@ def prepare_batch(run: _Run, batch: dict[str, Tensor]) -> dict[str, Tensor]:
 # One iteration
 
 
-def _params(run: _Run, names: tuple[str, ...]) -> list[nn.Parameter]:
+def _params(run: Run, names: tuple[str, ...]) -> list[nn.Parameter]:
     return [p for n in names for g in run.optimizers[n].param_groups for p in g["params"]]
 
 
-def apply_update(run: _Run, update: Update, meter: Meter) -> bool:
+def apply_update(run: Run, update: Update, meter: Meter) -> bool:
     """Backward, average, clip and step one update; False when it was skipped (NaN/Inf)."""
     import torch
 
@@ -501,7 +321,7 @@ def apply_update(run: _Run, update: Update, meter: Meter) -> bool:
     return True
 
 
-def run_iteration(run: _Run, batch: dict[str, Tensor], meter: Meter) -> tuple[bool, dict]:
+def run_iteration(run: Run, batch: dict[str, Tensor], meter: Meter) -> tuple[bool, dict]:
     """All updates of one iteration; returns (every update applied, this iteration's logs)."""
     from blindsr.strategies import Update
 
@@ -526,7 +346,7 @@ def run_iteration(run: _Run, batch: dict[str, Tensor], meter: Meter) -> tuple[bo
 # Logging and validation
 
 
-def _log_row(run: _Run, meter: Meter, it_s: float) -> None:
+def _log_row(run: Run, meter: Meter, it_s: float) -> None:
     row: dict[str, Any] = {"step": run.step, "time": round(run.wall_time, 3),
                            "it_s": round(it_s, 4)}
     for k, v in meter.means().items():
@@ -540,7 +360,7 @@ def _log_row(run: _Run, meter: Meter, it_s: float) -> None:
                 run.writer.add_scalar(k, v, run.step)
 
 
-def _postfix(run: _Run, logs: dict[str, Any]) -> None:
+def _postfix(run: Run, logs: dict[str, Any]) -> None:
     if run.bar is None or run.bar.disable:
         return
     shown = {k: f"{float(v):.4g}" for k, v in list(logs.items())[:4]}
@@ -548,7 +368,7 @@ def _postfix(run: _Run, logs: dict[str, Any]) -> None:
     run.bar.set_postfix(shown, refresh=False)
 
 
-def _shown_batch(run: _Run, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+def _shown_batch(run: Run, batch: dict[str, Tensor]) -> dict[str, Tensor]:
     """The batch for the image samples: the strategy's own (LR, HR) when it degrades itself
     (the loader's LR is then a placeholder)."""
     import torch
@@ -561,7 +381,7 @@ def _shown_batch(run: _Run, batch: dict[str, Tensor]) -> dict[str, Tensor]:
                                                      device=lr.device)}
 
 
-def validate(run: _Run) -> dict[str, float]:
+def validate(run: Run) -> dict[str, float]:
     """Evaluate the EMA (or raw) generator on the validation sets; log; keep best.safetensors."""
     from blindsr.checkpoint import save_model
     from blindsr.evaluate import evaluate
@@ -583,12 +403,12 @@ def validate(run: _Run) -> dict[str, float]:
         for k, value in row.items():
             run.writer.add_scalar(k, value, run.step)
     text = ", ".join(f"{k[4:]} {value:.4f}" for k, value in row.items())
-    _say(run, f"step {run.step}: {text}")
+    say(run, f"step {run.step}: {text}")
     mean = row.get("val/mean_psnr")
     if mean is not None and (run.best_psnr is None or mean > run.best_psnr):
         run.best_psnr = mean
         save_model(model, run.run_dir / "best.safetensors",
-                   {**_summary(run), "val_mean_psnr": mean, "val_sets": list(v.sets)})
+                   {**summary(run), "val_mean_psnr": mean, "val_sets": list(v.sets)})
     return row
 
 
@@ -596,7 +416,7 @@ def _every(step: int, n: int) -> bool:
     return n > 0 and step % n == 0
 
 
-def _after_iteration(run: _Run, batch: dict[str, Tensor], meter: Meter, state: dict) -> None:
+def _after_iteration(run: Run, batch: dict[str, Tensor], meter: Meter, state: dict) -> None:
     cfg, main = run.cfg, run.info.is_main
     if main and (_every(run.step, cfg.logging.every) or run.step == cfg.train.iterations):
         now = time.perf_counter()
@@ -610,7 +430,7 @@ def _after_iteration(run: _Run, batch: dict[str, Tensor], meter: Meter, state: d
     if main and cfg.val.every and _every(run.step, cfg.val.every):
         validate(run)
     if _every(run.step, cfg.train.checkpoint_every):
-        _checkpoint(run)
+        save(run)
     state["log_time"] += time.perf_counter() - paused
 
 
@@ -618,41 +438,16 @@ def _after_iteration(run: _Run, batch: dict[str, Tensor], meter: Meter, state: d
 # Entry points
 
 
-def _start(run: _Run, resume: bool) -> None:
-    """Resume from the newest checkpoint (always when one exists), or start fresh."""
-    from blindsr import distributed
-    from blindsr.train_state import latest_checkpoint, remove_partial
-
-    main = run.info.is_main
-    if main:
-        remove_partial(run.run_dir)
-    distributed.barrier()
-    ckpt = latest_checkpoint(run.run_dir)
-    if resume and ckpt is None:
-        raise BlindSRError(f"--resume: no checkpoint in {run.run_dir / 'checkpoints'}")
-    step = int(ckpt.name.split("_")[1]) if ckpt is not None else -1
-    if not distributed.all_equal(step, run.device):
-        raise BlindSRError("processes see different checkpoints: the run folder must be on a "
-                           "file system shared by all of them")
-    if ckpt is None:
-        distributed.broadcast_modules(run.networks.values())
-        _make_ema(run)
-        return
-    _make_ema(run)
-    _restore(run, ckpt)
-    _say(run, f"resuming {run.cfg.name} from step {run.step} ({ckpt})", main)
-
-
-def _open_logs(run: _Run, resumed: bool, progress: bool) -> None:
+def _open_logs(run: Run, resumed: bool, progress: bool) -> None:
     main = run.info.is_main
     if main:
         prepare_output(run.run_dir, "run folder", folder=True)
         run.run_dir.mkdir(parents=True, exist_ok=True)
         if resumed:
-            _note_changes(run)
+            note_changes(run)
         elif (run.run_dir / "metrics.jsonl").is_file():
-            _say(run, f"note: {run.run_dir} has no checkpoint to resume from: starting at "
-                      "step 0 (its metrics.jsonl is started again)")
+            say(run, f"note: {run.run_dir} has no checkpoint to resume from: starting at "
+                     "step 0 (its metrics.jsonl is started again)")
         save_config(run.cfg, run.run_dir / "config.yaml")
     run.metrics = MetricsLog(run.run_dir / "metrics.jsonl", main, run.step if resumed else None)
     if main and run.cfg.logging.tensorboard:
@@ -670,47 +465,7 @@ def _open_logs(run: _Run, resumed: bool, progress: bool) -> None:
                    mininterval=1.0, file=sys.stderr)
 
 
-def _changed_keys(run: _Run) -> list[str]:
-    """Config keys whose values differ from the run folder's ``config.yaml``."""
-    import yaml
-
-    try:
-        old = flatten(yaml.safe_load((run.run_dir / "config.yaml").read_text()) or {})
-    except (OSError, yaml.YAMLError):
-        return []
-    new = flatten(yaml.safe_load(dump_config(run.cfg)))
-    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-
-
-def _note_changes(run: _Run) -> None:
-    changed = _changed_keys(run)
-    if changed:
-        _say(run, f"note: config changed since the last run: {', '.join(changed[:8])}")
-
-
-def _leave_finished_run(run: _Run) -> None:
-    """A finished run asked to train: its config and model stay as they are (only a model
-    file that a kill kept the last run from writing is written)."""
-    from blindsr.checkpoint import read_checkpoint
-
-    cfg, main = run.cfg, run.info.is_main
-    ignored = _changed_keys(run) if main else []
-    note = f"; not applied: {', '.join(ignored[:8])}" if ignored else ""
-    _say(run, f"{cfg.name}: already trained for {run.step} iterations "
-              f"(train.iterations={cfg.train.iterations}), nothing to do{note} (raise "
-              "train.iterations to train on, or set another name= for a new run)", main)
-    try:
-        summary = json.loads(read_checkpoint(run.run_dir / "model.safetensors")[1]["summary"])
-        stale = summary.get("iterations") != run.step
-    except (BlindSRError, KeyError, ValueError, AttributeError):
-        stale = True
-    if stale and main:
-        from blindsr.checkpoint import save_model
-
-        save_model(run.eval_model, run.run_dir / "model.safetensors", _summary(run))
-
-
-def _loader(run: _Run) -> Iterator[dict[str, Tensor]]:
+def _loader(run: Run) -> Iterator[dict[str, Tensor]]:
     from blindsr.data import TrainSet, make_loader, resolve_dataset
 
     cfg = run.cfg
@@ -731,7 +486,7 @@ def _loader(run: _Run) -> Iterator[dict[str, Tensor]]:
                        pin_memory=run.device.type == "cuda")
 
 
-def _loop(run: _Run, loader: Iterator[dict[str, Tensor]]) -> None:
+def _loop(run: Run, loader: Iterator[dict[str, Tensor]]) -> None:
     cfg = run.cfg
     meter = Meter()
     state = {"log_step": run.step, "log_time": time.perf_counter(), "postfix": 0.0}
@@ -761,7 +516,7 @@ def _loop(run: _Run, loader: Iterator[dict[str, Tensor]]) -> None:
 
 
 @contextmanager
-def _stop_gently_on_interrupt(run: _Run) -> Iterator[None]:
+def _stop_gently_on_interrupt(run: Run) -> Iterator[None]:
     """In a single process, a first Ctrl-C (SIGINT) lets the current iteration finish, then the
     loop stops and the run is checkpointed; a second one stops at once. Several processes keep
     Python's default (they could not agree on the step to stop at without a collective)."""
@@ -777,8 +532,8 @@ def _stop_gently_on_interrupt(run: _Run) -> Iterator[None]:
         if run.stop_requested:
             raise KeyboardInterrupt
         run.stop_requested = True
-        _say(run, "interrupted: saving a checkpoint after this iteration "
-                  "(Ctrl-C again to stop at once)")
+        say(run, "interrupted: saving a checkpoint after this iteration "
+                 "(Ctrl-C again to stop at once)")
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
@@ -787,15 +542,15 @@ def _stop_gently_on_interrupt(run: _Run) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _handle_bad(run: _Run, ok: bool) -> None:
+def _handle_bad(run: Run, ok: bool) -> None:
     if ok:
         run.bad_steps = 0
         return
     run.bad_steps += 1
     run.metrics.write({"step": run.step, "event": "nonfinite_skipped",
                        "consecutive": run.bad_steps})
-    _say(run, f"step {run.step}: NaN/Inf loss or gradients, update skipped "
-              f"({run.bad_steps} in a row)", run.info.is_main)
+    say(run, f"step {run.step}: NaN/Inf loss or gradients, update skipped "
+             f"({run.bad_steps} in a row)", run.info.is_main)
     if run.bad_steps >= run.cfg.train.max_bad_steps:
         raise BlindSRError(f"stopped at step {run.step}: {run.bad_steps} consecutive iterations "
                            "with NaN/Inf losses or gradients (try a lower optim lr, "
@@ -814,24 +569,24 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> TrainResu
     try:
         run = _build(cfg, info, device)
         _make_pool(run)
-        _start(run, resume)
+        start(run, resume)
         if run.step >= cfg.train.iterations:
-            _leave_finished_run(run)
+            leave_finished_run(run)
         else:
             loader = _loader(run)
             _open_logs(run, run.step > 0, progress)
             with _stop_gently_on_interrupt(run):
                 _loop(run, loader)
-                _checkpoint(run)
+                save(run)
             distributed.barrier()
             run.bar.close()
             run.bar = None
             if run.stop_requested and run.step < cfg.train.iterations:
-                _say(run, f"{cfg.name}: stopped at step {run.step} of {cfg.train.iterations}, "
-                          "checkpoint saved; run the same command again to continue")
+                say(run, f"{cfg.name}: stopped at step {run.step} of {cfg.train.iterations}, "
+                         "checkpoint saved; run the same command again to continue")
                 raise KeyboardInterrupt
-            _say(run, f"{cfg.name}: done, {run.step} iterations in {run.wall_time:.0f} s; "
-                      f"model: {run.run_dir / 'model.safetensors'}", info.is_main)
+            say(run, f"{cfg.name}: done, {run.step} iterations in {run.wall_time:.0f} s; "
+                     f"model: {run.run_dir / 'model.safetensors'}", info.is_main)
         return TrainResult(run.run_dir, run.step, run.generator, run.ema, run.strategy,
                            dict(run.networks), run.best_psnr)
     finally:

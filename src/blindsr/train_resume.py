@@ -1,0 +1,205 @@
+"""Saving and restoring a training run: its checkpoints (weights of every network and the EMA,
+optimiser / scheduler / GradScaler / strategy / RNG / data state; files in
+:mod:`blindsr.train_state`), the inference model file beside them, resuming from the newest
+checkpoint, and a finished run left as it is when asked to train again."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from blindsr import __version__
+from blindsr.config import dump_config
+from blindsr.errors import BlindSRError
+from blindsr.machine import device_name, machine_description
+from blindsr.train_logs import flatten
+from blindsr.train_run import EMA_KEY, Run, say
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+
+def _state(run: Run) -> dict[str, Any]:
+    from blindsr.train_state import rng_state
+
+    pool: dict[str, Any] = {}
+    if run.pool is not None:
+        ps = run.pool.state_dict()
+        pool = {"filled": int(ps["filled"]), "generator": run.pool_gen.get_state(),
+                "pool": {k: v.cpu() for k, v in ps["pool"].items()}}
+    return {
+        "optimizers": {n: o.state_dict() for n, o in run.optimizers.items()},
+        "schedulers": {n: s.state_dict() for n, s in run.schedulers.items()},
+        "scaler": run.scaler.state_dict() if run.scaler is not None else {},
+        "strategy": run.strategy.state_dict(),
+        "rng": rng_state(),
+        "data": {"step": run.step, "world": run.info.world, "batch": run.cfg.train.batch,
+                 "seed": run.cfg.train.seed},
+        "pool": pool,
+        "wall_time": run.wall_time,
+        "bad_steps": run.bad_steps,
+        "best_psnr": run.best_psnr,
+    }
+
+
+def _weights(run: Run) -> dict[str, dict[str, Tensor]]:
+    out = {n: net.state_dict() for n, net in run.networks.items()}
+    if run.ema is not None:
+        out[EMA_KEY] = run.ema.state_dict()
+    return out
+
+
+def _restore(run: Run, path: Path) -> None:
+    from blindsr import archs
+    from blindsr.train_state import load_checkpoint, set_rng_state
+
+    weights, state = load_checkpoint(path)
+    for name, net in [*run.networks.items(), (EMA_KEY, run.ema)]:
+        if net is None:
+            continue
+        sd = weights.get(name, weights["generator"] if name == EMA_KEY else None)
+        if sd is None:
+            raise BlindSRError(f"checkpoint {path} has no weights for network {name!r}")
+        mismatch = archs.state_dict_mismatch(net, sd)
+        if mismatch:
+            raise BlindSRError(f"checkpoint {path}: the {name} weights do not fit the "
+                               f"configured network ({mismatch}); this run folder holds "
+                               "another model: set another name= for a new run")
+        net.load_state_dict(sd, strict=True)
+    for name, opt in run.optimizers.items():
+        if name in state["optimizers"]:
+            opt.load_state_dict(state["optimizers"][name])
+        if name in state["schedulers"]:
+            run.schedulers[name].load_state_dict(state["schedulers"][name])
+    if run.scaler is not None and state["scaler"]:
+        run.scaler.load_state_dict(state["scaler"])
+    run.strategy.load_state_dict(state["strategy"])
+    set_rng_state(state["rng"])
+    if run.pool is not None and state["pool"]:
+        run.pool_gen.set_state(state["pool"]["generator"])
+        run.pool.load_state_dict({"filled": state["pool"]["filled"], "pool": {
+            k: v.to(run.device) for k, v in state["pool"]["pool"].items()}})
+    data = state["data"]
+    if data["world"] != run.info.world or data["batch"] != run.cfg.train.batch:
+        say(run, f"note: the checkpoint was made with {data['world']} process(es) x batch "
+                 f"{data['batch']}; the data order differs from an uninterrupted run",
+            run.info.is_main)
+    run.step = int(state["step"])
+    run.wall_time = float(state["wall_time"])
+    run.bad_steps = int(state["bad_steps"])
+    run.best_psnr = state["best_psnr"]
+
+
+def summary(run: Run) -> dict[str, Any]:
+    """The training summary stored in the model files' metadata."""
+    import torch
+
+    cfg = run.cfg
+    return {
+        "config": cfg.name,
+        "strategy": cfg.strategy.name,
+        "iterations": run.step,
+        "wall_time_s": round(run.wall_time, 1),
+        "machine": machine_description(),
+        "device": device_name(run.device),
+        "processes": run.info.world,
+        "batch": cfg.train.batch,
+        "effective_batch": cfg.train.batch * run.info.world,
+        "patch": cfg.train.patch,
+        "data": [s.path for s in cfg.data.train],
+        "degradation": cfg.degradation.kind if cfg.degradation.kind != "preset"
+        else cfg.degradation.preset,
+        "ema": cfg.train.ema,
+        "seed": cfg.train.seed,
+        "init": cfg.model.init,
+        "blindsr": __version__,
+        "torch": torch.__version__,
+    }
+
+
+def save(run: Run) -> None:
+    """Checkpoint the run at its step and rewrite its ``model.safetensors`` (main process)."""
+    if not run.info.is_main:
+        return
+    from blindsr.checkpoint import save_model
+    from blindsr.train_state import save_checkpoint
+
+    save_checkpoint(run.run_dir, run.step, _weights(run), _state(run),
+                    run.cfg.train.keep_checkpoints)
+    save_model(run.eval_model, run.run_dir / "model.safetensors", summary(run))
+
+
+def _make_ema(run: Run) -> None:
+    import copy
+
+    if run.cfg.train.ema > 0:
+        run.ema = copy.deepcopy(run.generator).eval()
+        for p in run.ema.parameters():
+            p.requires_grad_(False)
+
+
+def start(run: Run, resume: bool) -> None:
+    """Resume from the newest checkpoint (always when one exists), or start fresh."""
+    from blindsr import distributed
+    from blindsr.train_state import latest_checkpoint, remove_partial
+
+    main = run.info.is_main
+    if main:
+        remove_partial(run.run_dir)
+    distributed.barrier()
+    ckpt = latest_checkpoint(run.run_dir)
+    if resume and ckpt is None:
+        raise BlindSRError(f"--resume: no checkpoint in {run.run_dir / 'checkpoints'}")
+    step = int(ckpt.name.split("_")[1]) if ckpt is not None else -1
+    if not distributed.all_equal(step, run.device):
+        raise BlindSRError("processes see different checkpoints: the run folder must be on a "
+                           "file system shared by all of them")
+    if ckpt is None:
+        distributed.broadcast_modules(run.networks.values())
+        _make_ema(run)
+        return
+    _make_ema(run)
+    _restore(run, ckpt)
+    say(run, f"resuming {run.cfg.name} from step {run.step} ({ckpt})", main)
+
+
+def _changed_keys(run: Run) -> list[str]:
+    """Config keys whose values differ from the run folder's ``config.yaml``."""
+    import yaml
+
+    try:
+        old = flatten(yaml.safe_load((run.run_dir / "config.yaml").read_text()) or {})
+    except (OSError, yaml.YAMLError):
+        return []
+    new = flatten(yaml.safe_load(dump_config(run.cfg)))
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
+def note_changes(run: Run) -> None:
+    """Tell the user which settings differ from the run folder's config."""
+    changed = _changed_keys(run)
+    if changed:
+        say(run, f"note: config changed since the last run: {', '.join(changed[:8])}")
+
+
+def leave_finished_run(run: Run) -> None:
+    """A finished run asked to train: its config and model stay as they are (only a model
+    file that a kill kept the last run from writing is written)."""
+    from blindsr.checkpoint import read_checkpoint
+
+    cfg, main = run.cfg, run.info.is_main
+    ignored = _changed_keys(run) if main else []
+    note = f"; not applied: {', '.join(ignored[:8])}" if ignored else ""
+    say(run, f"{cfg.name}: already trained for {run.step} iterations "
+             f"(train.iterations={cfg.train.iterations}), nothing to do{note} (raise "
+             "train.iterations to train on, or set another name= for a new run)", main)
+    try:
+        written = json.loads(read_checkpoint(run.run_dir / "model.safetensors")[1]["summary"])
+        stale = written.get("iterations") != run.step
+    except (BlindSRError, KeyError, ValueError, AttributeError):
+        stale = True
+    if stale and main:
+        from blindsr.checkpoint import save_model
+
+        save_model(run.eval_model, run.run_dir / "model.safetensors", summary(run))
