@@ -172,7 +172,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[st
     except Exception as e:  # corrupt files raise many kinds of errors
         raise BlindSRError(f"{path}: unreadable checkpoint ({first_line(e)})") from None
     if meta.get("format") == WEIGHTS_FORMAT:
-        sd, meta = _generator_of_training_checkpoint(sd, path), {}
+        sd = _generator_of_training_checkpoint(sd, path)
     return _strip_prefixes(sd), meta
 
 

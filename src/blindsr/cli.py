@@ -102,8 +102,11 @@ def _run_degrade(args: argparse.Namespace) -> int:
 
 
 def _add_models(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("models", help="list shipped models, or show one model card")
-    p.add_argument("name", nargs="?", help="show this model's card")
+    p = sub.add_parser("models", help="list shipped models, show one model card, or describe a "
+                                      "model file")
+    p.add_argument("name", nargs="?",
+                   help="a shipped model (its card) or a model file: .safetensors, .pth or "
+                        ".onnx (architecture, scale, parameters and how it was made)")
     p.set_defaults(run=_run_models)
 
 
@@ -116,7 +119,12 @@ def _run_models(args: argparse.Namespace) -> int:
             print("bicubic: MATLAB-style bicubic interpolation (any scale); always available.")
             return 0
         if args.name not in shipped:
-            raise BlindSRError(f"{args.name}: no such shipped model "
+            if Path(args.name).expanduser().exists():
+                from blindsr.describe import describe
+
+                print(describe(Path(args.name).expanduser()))
+                return 0
+            raise BlindSRError(f"{args.name}: no such shipped model or model file "
                                f"(shipped: {', '.join(['bicubic', *shipped])})")
         print(shipped[args.name].card_text())
         return 0
