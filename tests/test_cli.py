@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -279,3 +280,32 @@ def test_file_system_errors_and_warnings_are_one_line(monkeypatch, capsys):
     monkeypatch.setattr(cli, "_run_models", library_bug)
     with pytest.raises(OSError, match="RGBA"):
         main(["models"])
+
+
+def test_degrade_refuses_random_with_a_preset_and_a_config_of_another_method(tmp_path, capsys):
+    src = write_png(tmp_path / "hr.png", size=(32, 32))
+    for preset in ("and", "b+n+j"):
+        assert main(["degrade", str(src), "-o", str(tmp_path / "o"), "--random",
+                     "--preset", preset]) == 1
+        assert f"--random and --preset {preset}: choose one" in capsys.readouterr().err
+    tiny = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
+    assert main(["degrade", str(src), "-o", str(tmp_path / "o"), "--preset", "and",
+                 "--config", str(tiny)]) == 1
+    assert "a training config of strategy plain, not and" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_missing_single_input_is_reported_once(tmp_path, capsys):
+    assert main(["upscale", str(tmp_path / "nope.png"), "-o", str(tmp_path / "x.png"),
+                 "--model", "bicubic", "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "no such file" in err and "names one file" not in err
+
+
+def test_eval_help_lists_every_preset(capsys):
+    from blindsr.degrade.presets import PRESETS
+
+    with pytest.raises(SystemExit):
+        main(["eval", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert all(name in text for name in PRESETS)

@@ -338,3 +338,12 @@ def test_bad_dual_runs_give_one_line_errors(setup, case, message, capsys):
     err = capsys.readouterr().err.strip()
     assert rc == 1 and message in err and len(err.splitlines()) == 1
     assert not (tmp / "x.safetensors").exists()
+
+
+def test_a_ratio_the_width_multiple_cannot_reach_is_refused_before_the_work(setup, capsys):
+    path, data, tmp = setup
+    rc = cli.main(["compress", *FAST, "--model", str(path), "--data", str(data), "--ratio",
+                   "0.95", "-o", str(tmp / "x.safetensors")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "ratio 0.95 is out of reach for this model" in err
+    assert "searching" not in err and not (tmp / "x.safetensors").exists()

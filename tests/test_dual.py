@@ -386,3 +386,13 @@ def test_sample_grid_shows_an_all_lr_only_batch_with_a_black_hr_column(rand_imag
     grid = sample_grid(model, b, 4)
     assert grid.shape == (3, 32, 48)
     assert grid[..., 32:].abs().sum() == 0 and grid[..., 16:32].abs().sum() > 0
+
+
+def test_the_no_dual_ablation_from_a_config_with_dual_settings(tmp_path):
+    with pytest.raises(BlindSRError, match=r"optim.dual: no network of that name; networks: "
+                                           r"generator \(optim.dual=null drops"):
+        train(tiny_config(tmp_path / "a", 'strategy.params={"lam": 0}',
+                          "optim.dual={lr: 1.0e-4}"), progress=False)
+    result = train(tiny_config(tmp_path / "b", "name=nodual", 'strategy.params={"lam": 0}',
+                               "optim.dual={lr: 1.0e-4}", "optim.dual=null"), progress=False)
+    assert set(result.networks) == {"generator"}

@@ -62,3 +62,22 @@ def test_plain_supervises_only_samples_with_hr(rand_image):
         sr = s.generator(b["lr"][[0, 2]])
     assert u.loss.item() == pytest.approx((sr - b["hr"][[0, 2]]).abs().mean().item(), rel=1e-5)
     assert list(s.training_step(batch(rand_image, has_hr=(False,) * 3), 0)) == []
+
+
+def test_lr_only_data_is_refused_by_strategies_that_need_hr():
+    from blindsr.strategies.amgan_rl import AMRL
+    from blindsr.strategies.dual import Dual
+
+    s = make_plain()
+    s.check_data({"hr", "paired"})
+    with pytest.raises(BlindSRError, match="data.train: has LR-only images, which strategy "
+                                           "plain cannot learn from"):
+        s.check_data({"hr", "lr"})
+    learners = {name for name, cls in STRATEGIES.items() if cls.learns_from_lr_only}
+    assert learners == {Dual.name, AMRL.name}
+
+
+def test_a_strategy_named_by_its_file_is_pointed_to_its_name():
+    with pytest.raises(BlindSRError, match=r"did you mean 'amrl', defined in "
+                                           r"strategies/amgan_rl.py\?"):
+        get_strategy("amgan_rl")

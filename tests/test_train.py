@@ -439,3 +439,13 @@ def test_the_command_exits_130_after_a_gentle_stop(tmp_path, data_dir, monkeypat
 def test_validation_needs_hr_images(tmp_path, data_dir):
     with pytest.raises(BlindSRError, match=r"val.sets\[0\]: RealSRSet has LR images only"):
         tiny(tmp_path, data_dir, "val.every=2", "val.sets=[RealSRSet]")
+
+
+def test_lr_only_data_is_refused_for_a_strategy_that_needs_hr(tmp_path, data_dir, capsys):
+    args = ["train", str(TINY), "--output-dir", str(tmp_path), "-q",
+            f"data.train=[{{path: {json.dumps(str(data_dir))}}}, "
+            f"{{path: {json.dumps('lr:' + str(data_dir))}}}]"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "data.train: has LR-only images, which strategy plain cannot learn from" in err
+    assert not (tmp_path / "tiny" / "model.safetensors").exists()

@@ -320,8 +320,12 @@ def read_yaml(path: str | Path) -> dict:
 
 
 def parse_config(raw: Mapping[str, Any]) -> Config:
-    """Validate a raw (YAML-like) mapping into a :class:`Config`."""
-    return from_plain(Config, dict(raw))
+    """Validate a raw (YAML-like) mapping into a :class:`Config`. An ``optim`` entry set to
+    null (``optim.dual=null``) drops that network's settings."""
+    raw = dict(raw)
+    if isinstance(raw.get("optim"), Mapping):
+        raw["optim"] = {k: v for k, v in raw["optim"].items() if v is not None}
+    return from_plain(Config, raw)
 
 
 def check_paths(cfg: Config) -> None:

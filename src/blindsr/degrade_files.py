@@ -84,6 +84,11 @@ def load_and_params(path: str | Path | None) -> dict:
     except (OSError, yaml.YAMLError) as err:
         raise BlindSRError(f"{path}: cannot read the AND params ({err})") from None
     if isinstance(data, dict) and isinstance(data.get("strategy"), dict):
+        strategy = data["strategy"].get("name")
+        if strategy not in (None, "and"):
+            raise BlindSRError(f"{path}: a training config of strategy {strategy}, not and: give "
+                               "an AND config (e.g. configs/and/andnet.yaml) or a mapping of "
+                               "and params")
         data = data["strategy"].get("params") or {}
     if not isinstance(data, dict):
         raise BlindSRError(f"{path}: the AND params must be a mapping of keys to values")
@@ -122,7 +127,10 @@ def degrade_files(inputs: list[str], output: str | Path, preset: str = "bicubic"
 
     if scale < 1:
         raise BlindSRError("--scale must be a positive integer")
-    if preset == "and" and not random:
+    if random and preset != "bicubic":
+        raise BlindSRError(f"--random and --preset {preset}: choose one (--random draws every "
+                           "degradation from the second-order pipeline)")
+    if preset == "and":
         restorer = _restorer(model, scale)
         params = load_and_params(config)
 

@@ -474,7 +474,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "folders (HR-only, HR/+LR/ pairs, or lr:FOLDER) (default: Set5,Set14)")
     p.add_argument("--degrade", action="append", metavar="PRESETS",
                    help="comma-separated presets: clean, blur, noise, jpeg, b+n, b+j, n+j, b+n+j, "
-                        "bicubic, BD, DN, iso<sigma> (default: clean)")
+                        "bicubic, BD, DN, nearest, iso<sigma> (default: clean)")
     p.add_argument("--metrics", action="append", metavar="NAMES",
                    help="comma-separated metrics (default: psnr,ssim)")
     p.add_argument("--scale", type=int, default=4)

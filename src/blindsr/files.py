@@ -99,7 +99,7 @@ def process_files(inputs: list[str], output: str | Path,
     for line in missing:
         tqdm.write(f"error: {line}", file=sys.stderr)
     output = Path(output)
-    single = len(inputs) == 1 and len(paths) == 1
+    single = len(inputs) == 1 and len(paths) <= 1  # none: the missing input is the error
     check_output(output, single)
     start = time.perf_counter()
     sources = {p.resolve(): p for p in paths}

@@ -139,7 +139,8 @@ def resolve_optim(cfg: Config, strategy: Strategy) -> dict[str, OptimConfig]:
     names = ["generator", *strategy.networks()]
     unknown = [n for n in cfg.optim if n not in names]
     if unknown:
-        raise fail(f"optim.{unknown[0]}", f"no network of that name; networks: {', '.join(names)}")
+        raise fail(f"optim.{unknown[0]}", f"no network of that name; networks: {', '.join(names)} "
+                                          f"(optim.{unknown[0]}=null drops these settings)")
     defaults = strategy.default_optim()
     out = {}
     for name in names:

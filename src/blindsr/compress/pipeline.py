@@ -47,7 +47,13 @@ from blindsr.compress.objective import (
     make_duals,
     warm_up_duals,
 )
-from blindsr.compress.prune import layer_widths, removed_fraction, require_drn, split_widths
+from blindsr.compress.prune import (
+    layer_widths,
+    prunable_layers,
+    removed_fraction,
+    require_drn,
+    split_widths,
+)
 from blindsr.compress.search import (
     SearchResult,
     check_decode,
@@ -218,6 +224,17 @@ def _mean(values: list[float], n: int = 20) -> float | None:
     return round(sum(values[-n:]) / len(values[-n:]), 6) if values else None
 
 
+def check_reachable(model: nn.Module, ratio: float, multiple: int) -> None:
+    """A one-line error, before any work, when no widths can remove ``ratio`` of the prunable
+    channels: every layer keeps at least ``min(multiple, width)`` of them."""
+    widths = [layer.width for layer in prunable_layers(model)]
+    most = 1 - sum(min(multiple, w) for w in widths) / sum(widths)
+    if ratio > most + 1e-9:
+        raise BlindSRError(f"ratio {ratio} is out of reach for this model: every layer keeps at "
+                           f"least {multiple} channels (the width multiple), so at most "
+                           f"{most:.0%} of its channels can go")
+
+
 def compress(model: nn.Module, data: Sequence[str], settings: CompressSettings,
              duals: nn.Module | None = None, loss_fn: LossFn | None = None,
              log: Log | None = None) -> CompressResult:
@@ -229,6 +246,8 @@ def compress(model: nn.Module, data: Sequence[str], settings: CompressSettings,
     settings.check()
     s = settings
     require_drn(model)
+    if s.method != "none":
+        check_reachable(model, s.ratio, s.multiple)
     from blindsr.inference import pick_device
 
     device = pick_device(s.device)

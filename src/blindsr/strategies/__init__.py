@@ -27,8 +27,12 @@ STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in _CLASSES}
 def get_strategy(name: str) -> type[Strategy]:
     """The strategy class registered as ``name``."""
     if name not in STRATEGIES:
+        by_file = {cls.__module__.rsplit(".", 1)[-1]: n for n, cls in STRATEGIES.items()}
         close = difflib.get_close_matches(str(name), list(STRATEGIES), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        if name in by_file:  # the module's name, e.g. amgan_rl for amrl
+            hint = f" (did you mean {by_file[name]!r}, defined in strategies/{name}.py?)"
+        else:
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
         known = ", ".join(sorted(STRATEGIES))
         raise BlindSRError(f"unknown strategy {name!r}{hint}; known: {known}")
     return STRATEGIES[name]

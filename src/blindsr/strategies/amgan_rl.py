@@ -371,6 +371,7 @@ class AMRL(Strategy):
     """Actor-critic training of an AMNet's kernel predictor (see the module docstring)."""
 
     name = "amrl"
+    learns_from_lr_only = True
     Params = AMRLParams
 
     def __init__(self, generator: nn.Module, params: AMRLParams, scale: int,

@@ -56,6 +56,9 @@ class Strategy:
 
     name: ClassVar[str] = ""
     Params: ClassVar[type] = NoParams
+    # Whether LR-only samples (no HR) teach the strategy anything; if not, check_data refuses
+    # them rather than let the loop skip them without a word.
+    learns_from_lr_only: ClassVar[bool] = False
 
     def __init__(self, generator: nn.Module, params: Any, scale: int,
                  device: torch.device) -> None:
@@ -89,6 +92,12 @@ class Strategy:
     def check_data(self, kinds: set[str]) -> None:
         """A one-line config error when the strategy cannot use data of these kinds ("hr",
         "paired", "lr"); called once before training starts."""
+        if "lr" in kinds and not self.learns_from_lr_only:
+            from blindsr.schema import fail
+
+            users = "dual (DRN-Adapt) and amrl (with a no-reference reward)"
+            raise fail("data.train", f"has LR-only images, which strategy {self.name} cannot "
+                                     f"learn from (they have no HR targets); {users} use them")
 
     def training_step(self, batch: dict[str, Tensor], step: int) -> Iterator[Update]:
         """Yield the updates of training iteration ``step`` (0-based) on ``batch``."""

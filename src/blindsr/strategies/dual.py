@@ -233,6 +233,7 @@ class DualParams:
     unpaired_ratio: float | None = bounded(None, ge=0, lt=1)  # rho: expected LR-only share
 
     def check(self, path: str) -> None:
+        # weights to load must not be ignored; a width without models to shape is harmless
         if self.dual_init is not None and (self.fixed or self.lam == 0):
             raise fail(f"{path}.dual_init", "given, but there are no dual models "
                                             "(fixed is true or lam is 0)")
@@ -261,6 +262,7 @@ class Dual(Strategy):
     """Dual regression training: primal multi-scale L1 + lam x dual L1 (module docstring)."""
 
     name = "dual"
+    learns_from_lr_only = True
     Params = DualParams
 
     def __init__(self, generator: nn.Module, params: DualParams, scale: int,
