@@ -45,7 +45,13 @@ from blindsr.errors import BlindSRError
 from blindsr.optim import Scheduler, ema_decay, ema_update, make_optimizer
 from blindsr.paths import prepare_output
 from blindsr.train_logs import Meter, MetricsLog, sample_grid
-from blindsr.train_resume import leave_finished_run, note_changes, save, start, summary
+from blindsr.train_resume import (
+    leave_finished_run,
+    note_changes,
+    save_run,
+    start_or_resume,
+    summary,
+)
 from blindsr.train_run import EMA_KEY, Run, TrainResult, say
 
 # torch is imported inside functions, so that `blindsr --help` stays fast.
@@ -197,7 +203,7 @@ def _build(cfg: Config, info: distributed.DistInfo, device: torch.device) -> Run
     autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else nullcontext
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
     return Run(cfg, info, device, cfg.run_dir, strategy, nets, optimizers, schedulers, None,
-                scaler, autocast)
+               scaler, autocast)
 
 
 def _make_pool(run: Run) -> None:
@@ -431,7 +437,7 @@ def _after_iteration(run: Run, batch: dict[str, Tensor], meter: Meter, state: di
     if main and cfg.val.every and _every(run.step, cfg.val.every):
         validate(run)
     if _every(run.step, cfg.train.checkpoint_every):
-        save(run)
+        save_run(run)
     state["log_time"] += time.perf_counter() - paused
 
 
@@ -570,7 +576,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> TrainResu
     try:
         run = _build(cfg, info, device)
         _make_pool(run)
-        start(run, resume)
+        start_or_resume(run, resume)
         if run.step >= cfg.train.iterations:
             leave_finished_run(run)
         else:
@@ -578,7 +584,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> TrainResu
             _open_logs(run, run.step > 0, progress)
             with _stop_gently_on_interrupt(run):
                 _loop(run, loader)
-                save(run)
+                save_run(run)
             distributed.barrier()
             run.bar.close()
             run.bar = None

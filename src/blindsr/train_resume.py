@@ -118,7 +118,7 @@ def summary(run: Run) -> dict[str, Any]:
     }
 
 
-def save(run: Run) -> None:
+def save_run(run: Run) -> None:
     """Checkpoint the run at its step and rewrite its ``model.safetensors`` (main process)."""
     if not run.info.is_main:
         return
@@ -139,7 +139,7 @@ def _make_ema(run: Run) -> None:
             p.requires_grad_(False)
 
 
-def start(run: Run, resume: bool) -> None:
+def start_or_resume(run: Run, resume: bool) -> None:
     """Resume from the newest checkpoint (always when one exists), or start fresh."""
     from blindsr import distributed
     from blindsr.train_state import latest_checkpoint, remove_partial
