@@ -121,7 +121,7 @@ def evaluate(models: Mapping[str, str | Path | nn.Module] | Sequence[str],
     if not models:
         raise BlindSRError("no models to evaluate")
     degradations = _check_degradations(degradations or [CLEAN])
-    chosen = _check_metrics(metrics)
+    chosen = check_metrics(metrics)
     border = scale if crop_border is None else crop_border
     if border < 0:
         raise BlindSRError(f"crop_border (--crop-border) must be >= 0, got {border}")
@@ -176,7 +176,7 @@ class _Job:
                 continue
             for m in metrics:
                 try:
-                    values = {name: _score(m, sr, hr, self.border) for name, sr in srs.items()}
+                    values = {name: score_image(m, sr, hr, self.border) for name, sr in srs.items()}
                 except BlindSRError as err:
                     self.report.fail(f"{where}: {m.name} skipped: {err}")
                     continue
@@ -220,7 +220,8 @@ def _check_degradations(degradations: Sequence[str]) -> list[str]:
     return names
 
 
-def _check_metrics(metrics: Sequence[str]) -> list[Metric]:
+def check_metrics(metrics: Sequence[str]) -> list[Metric]:
+    """The registered metrics of these names, without repeats (unknown -> one-line error)."""
     from blindsr.metrics import get_metric
 
     chosen: list[Metric] = []
@@ -322,8 +323,10 @@ def _pair(sample: _Sample, deg: str, scale: int, seed: int) -> tuple[Tensor | No
     return hr[..., : h * scale, : w * scale], lr
 
 
-def _score(metric: Metric, sr: Tensor, hr: Tensor | None, crop_border: int) -> float:
-    """One image's score: Y channel and border crop where the metric takes them, else RGB."""
+def score_image(metric: Metric, sr: Tensor, hr: Tensor | None, crop_border: int) -> float:
+    """One image's score, as the tables count it: the Y channel and ``crop_border`` where the
+    metric takes them, else RGB (gray images as three equal channels); ``hr`` None for
+    no-reference metrics."""
     import torch
 
     params = inspect.signature(metric.fn).parameters
@@ -538,4 +541,5 @@ def run(args: argparse.Namespace) -> int:
     return 1 if report.failures else 0
 
 
-__all__ = ["EVAL_TILE", "EvalLog", "Result", "evaluate", "format_tables", "write_results"]
+__all__ = ["EVAL_TILE", "EvalLog", "Result", "check_metrics", "evaluate", "format_tables",
+           "score_image", "write_results"]

@@ -1,0 +1,222 @@
+"""Scores of images that already exist (``blindsr score``): any method's outputs against their
+references, matched by file name, with the metrics and conventions of ``blindsr eval``.
+
+So results published as image folders, or made by another tool, are measured exactly as blindsr's
+own tables: PSNR/SSIM on the Y channel (MATLAB BT.601) after shaving ``crop_border`` pixels,
+8-bit images compared as read, gray references against the mean of the output's channels.
+Without references only no-reference metrics (NIQE) apply.
+
+    blindsr score results/ --ref ../shared/datasets/Set5/x4/HR --metrics psnr,ssim,lpips \\
+        --crop-border 4 --strip-suffix _out
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from blindsr import __version__
+from blindsr.errors import BlindSRError
+from blindsr.paths import prepare_output
+
+if TYPE_CHECKING:  # torch is imported on use, so that `blindsr --help` stays light
+    from torch import Tensor
+
+    from blindsr.metrics import Metric
+
+
+MODCROP_SLACK = 16  # a reference larger by less than this per side may be the uncropped HR
+
+
+@dataclass
+class ScoreReport:
+    """Per-image scores (name -> metric -> value), their means, and the images left out."""
+
+    metrics: list[str]
+    images: dict[str, dict[str, float]] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+
+    def means(self) -> dict[str, float]:
+        """The mean of each metric over the images that have it."""
+        out = {}
+        for m in self.metrics:
+            values = [scores[m] for scores in self.images.values() if m in scores]
+            if values:
+                out[m] = sum(values) / len(values)
+        return out
+
+    def table(self) -> str:
+        """A Markdown table: a row per image, then the mean."""
+        lines = ["| image | " + " | ".join(self.metrics) + " |",
+                 "|:--|" + "--:|" * len(self.metrics)]
+        rows = [*self.images.items(), (f"**mean of {len(self.images)}**", self.means())]
+        for name, scores in rows:
+            cells = [_fmt(scores.get(m)) for m in self.metrics]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.2f}" if abs(value) >= 10 else f"{value:.4f}"
+
+
+def match_references(outputs: Sequence[Path], references: Sequence[Path],
+                     strip_suffix: str = "") -> tuple[list[tuple[Path, Path]], list[str]]:
+    """``(output, reference)`` pairs whose stems agree once ``strip_suffix`` is taken off the
+    output's stem, and one line for each output without a reference."""
+    by_stem: dict[str, Path] = {}
+    for ref in references:
+        if ref.stem in by_stem:
+            raise BlindSRError(f"two references named {ref.stem}: {by_stem[ref.stem]} and {ref}")
+        by_stem[ref.stem] = ref
+    pairs, missing = [], []
+    for out in outputs:
+        stem = out.stem.removesuffix(strip_suffix) if strip_suffix else out.stem
+        if stem in by_stem:
+            pairs.append((out, by_stem[stem]))
+        else:
+            missing.append(f"{out}: no reference named {stem}.* (--strip-suffix takes a suffix "
+                           "such as _out off the output names)")
+    return pairs, missing
+
+
+def _read(path: Path) -> Tensor:
+    from blindsr import io
+
+    return io.read_image(path).color.float()
+
+
+def _aligned(out: Tensor, ref: Tensor, crop_ref: bool) -> tuple[Tensor, Tensor]:
+    """The output and reference on the same channels and size, or a one-line error."""
+    if ref.shape[1] == 1 and out.shape[1] == 3:  # a gray reference: the output's mean
+        out = out.mean(dim=1, keepdim=True)
+    elif ref.shape[1] == 3 and out.shape[1] == 1:
+        out = out.expand(-1, 3, -1, -1)
+    (h, w), (rh, rw) = out.shape[-2:], ref.shape[-2:]
+    if crop_ref and rh >= h and rw >= w:
+        ref = ref[..., :h, :w]
+    elif (rh, rw) != (h, w):
+        modcrop = 0 <= rh - h < MODCROP_SLACK and 0 <= rw - w < MODCROP_SLACK
+        hint = " (--crop-ref crops the reference's top left to it)" if modcrop else ""
+        raise BlindSRError(f"output is {w}x{h}, reference {rw}x{rh}{hint}")
+    return out, ref
+
+
+def score_files(outputs: Sequence[str], reference: str | None = None,
+                metrics: Sequence[str] = ("psnr", "ssim"), crop_border: int = 0,
+                strip_suffix: str = "", crop_ref: bool = False) -> ScoreReport:
+    """Score the images ``outputs`` (files, folders, globs) against ``reference`` (a folder,
+    file or glob of images matched by name) with ``metrics``; see the module docstring.
+    Unreadable or unmatched images are listed in ``failures`` and left out of the means."""
+    from blindsr import io
+    from blindsr.evaluate import check_metrics, score_image
+
+    chosen: list[Metric] = check_metrics(metrics)
+    if crop_border < 0:
+        raise BlindSRError(f"--crop-border must be >= 0, got {crop_border}")
+    full_ref = [m.name for m in chosen if m.full_reference]
+    if full_ref and reference is None:
+        raise BlindSRError(f"{', '.join(full_ref)} compare with references: give --ref "
+                           "(or only no-reference metrics, e.g. niqe)")
+    report = ScoreReport([m.name for m in chosen])
+    paths, missing = io.expand_inputs(list(outputs))
+    report.failures += missing
+    if reference is not None:
+        refs, ref_missing = io.expand_inputs([reference])
+        if ref_missing:
+            raise BlindSRError(ref_missing[0])
+        pairs, unmatched = match_references(paths, refs, strip_suffix)
+        report.failures += unmatched
+    else:
+        pairs = [(p, None) for p in paths]
+    for out_path, ref_path in pairs:
+        try:
+            out = _read(out_path)
+            ref = None
+            if ref_path is not None:
+                out, ref = _aligned(out, _read(ref_path), crop_ref)
+            report.images[str(out_path)] = {m.name: score_image(m, out, ref, crop_border)
+                                            for m in chosen}
+        except BlindSRError as err:
+            report.failures.append(f"{out_path}: skipped: {err}")
+    if not report.images:
+        raise BlindSRError("no image could be scored" + (
+            f" ({report.failures[0]})" if report.failures else ""))
+    return report
+
+
+def write_report(report: ScoreReport, out: str | Path, meta: dict) -> list[Path]:
+    """``<out>.json`` (per-image scores, means, failures, meta), ``<out>.csv`` (a row per
+    image) and ``<out>.md`` (the table); returns the paths."""
+    out = Path(out)
+    paths = [out.with_name(out.name + ext) for ext in (".json", ".csv", ".md")]
+    data = {"images": report.images, "mean": report.means(), "failures": report.failures,
+            "meta": meta}
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        paths[0].write_text(json.dumps(data, indent=2) + "\n")
+        with paths[1].open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["image", *report.metrics])
+            for name, scores in report.images.items():
+                writer.writerow([name, *(scores.get(m, "") for m in report.metrics)])
+        paths[2].write_text(report.table() + "\n")
+    except OSError as err:
+        raise BlindSRError(f"cannot write results next to {out}: {err.strerror or err}") from None
+    return paths
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``blindsr score``."""
+    p = sub.add_parser(
+        "score", help="score existing images (any method's outputs) against references",
+        description="Score images that already exist against references matched by file name, "
+                    "with blindsr eval's metrics and conventions (PSNR/SSIM on Y after "
+                    "--crop-border). Without --ref, only no-reference metrics (niqe).")
+    p.add_argument("outputs", nargs="+", metavar="IMAGES", help="image files, folders or globs")
+    p.add_argument("--ref", default=None,
+                   help="reference images (folder, file or glob), matched by name")
+    p.add_argument("--metrics", default="psnr,ssim",
+                   help="comma-separated: psnr, ssim, lpips, dists, niqe (default: psnr,ssim)")
+    p.add_argument("--crop-border", type=int, default=0,
+                   help="pixels shaved off each side before PSNR/SSIM (the SR literature uses "
+                        "the scale; default: 0)")
+    p.add_argument("--strip-suffix", default="",
+                   help="taken off output names before matching (e.g. _out, _x4)")
+    p.add_argument("--crop-ref", action="store_true",
+                   help="crop a larger reference's top left to the output's size (the modcrop "
+                        "of SR pipelines)")
+    p.add_argument("-o", "--out", default=None,
+                   help="write OUT.json, OUT.csv and OUT.md (default: print only)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """``blindsr score``."""
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    if args.out is not None:
+        prepare_output(Path(args.out).with_suffix(".json"), "--out file")
+    report = score_files(args.outputs, args.ref, metrics, args.crop_border, args.strip_suffix,
+                         args.crop_ref)
+    for line in report.failures:
+        print(f"blindsr: {line}", file=sys.stderr)
+    print(report.table())
+    if args.out is not None:
+        meta = {"outputs": args.outputs, "ref": args.ref, "crop_border": args.crop_border,
+                "strip_suffix": args.strip_suffix, "crop_ref": args.crop_ref,
+                "y_channel": True, "blindsr": __version__}
+        for path in write_report(report, args.out, meta):
+            print(f"wrote {path}", file=sys.stderr)
+    return 1 if report.failures else 0
+
+
+__all__ = ["ScoreReport", "add_parser", "match_references", "run", "score_files",
+           "write_report"]

@@ -1,0 +1,76 @@
+"""blindsr.score / `blindsr score`: existing images scored as `blindsr eval` scores them."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from blindsr.cli import main
+from blindsr.errors import BlindSRError
+from blindsr.evaluate import evaluate
+from blindsr.score import match_references, score_files
+
+
+def write(path, array):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+    return path
+
+
+def test_outputs_score_the_same_numbers_as_eval(shared, tmp_path):
+    set5 = shared / "datasets" / "Set5" / "x4"
+    hr_dir, out_dir = set5 / "HR", tmp_path / "out"
+    assert main(["upscale", str(set5 / "LR"), "-o", str(out_dir), "--model", "bicubic",
+                 "--suffix", "_out", "-q"]) == 0
+    report = score_files([str(out_dir)], str(hr_dir), ["psnr", "ssim"], crop_border=4,
+                         strip_suffix="_out")
+    assert len(report.images) == 5 and not report.failures
+    table = {r.metric: r.value for r in evaluate(["bicubic"], "Set5", "clean", ["psnr", "ssim"])}
+    for metric, value in report.means().items():
+        assert value == pytest.approx(table[metric], abs=1e-4)  # float sums aside
+
+
+def test_the_command_writes_json_csv_and_markdown(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    ref = rng.integers(0, 256, (24, 20, 3), dtype=np.uint8)
+    noisy = np.clip(ref.astype(int) + rng.integers(-8, 9, ref.shape), 0, 255).astype(np.uint8)
+    write(tmp_path / "ref" / "a.png", ref)
+    write(tmp_path / "out" / "a_x4.png", noisy)
+    rc = main(["score", str(tmp_path / "out"), "--ref", str(tmp_path / "ref"), "--strip-suffix",
+               "_x4", "--metrics", "psnr", "-o", str(tmp_path / "res" / "scores")])
+    assert rc == 0
+    data = json.loads((tmp_path / "res" / "scores.json").read_text())
+    assert data["failures"] == [] and 20 < data["mean"]["psnr"] < 40
+    assert (tmp_path / "res" / "scores.csv").read_text().startswith("image,psnr")
+    assert "**mean of 1**" in capsys.readouterr().out
+
+
+def test_gray_references_and_modcropped_outputs(tmp_path):
+    rng = np.random.default_rng(1)
+    gray = rng.integers(0, 256, (22, 18), dtype=np.uint8)
+    write(tmp_path / "ref" / "g.png", gray)
+    out = np.repeat(gray[:20, :16, None], 3, axis=2)  # RGB copy of the modcropped image
+    write(tmp_path / "out" / "g.png", out)
+    with pytest.raises(BlindSRError, match="output is 16x20, reference 18x22 \\(--crop-ref"):
+        score_files([str(tmp_path / "out")], str(tmp_path / "ref"), ["psnr"])
+    report = score_files([str(tmp_path / "out")], str(tmp_path / "ref"), ["psnr", "ssim"],
+                         crop_ref=True)
+    scores = report.images[str(tmp_path / "out" / "g.png")]
+    assert scores["psnr"] == float("inf") or scores["psnr"] > 99
+    assert scores["ssim"] == pytest.approx(1.0)
+
+
+def test_unmatched_and_bad_inputs(tmp_path, capsys):
+    for path in ("ref/a.png", "out/a.png", "out/b.png"):
+        write(tmp_path / path, np.full((16, 16, 3), 100, np.uint8))
+    pairs, missing = match_references([tmp_path / "out" / "a.png", tmp_path / "out" / "b.png"],
+                                      [tmp_path / "ref" / "a.png"])
+    assert [o.name for o, _ in pairs] == ["a.png"] and "no reference named b" in missing[0]
+    rc = main(["score", str(tmp_path / "out"), "--ref", str(tmp_path / "ref")])
+    captured = capsys.readouterr()
+    assert rc == 1 and "no reference named b" in captured.err and "a.png" in captured.out
+    assert main(["score", str(tmp_path / "out")]) == 1
+    assert "psnr, ssim compare with references: give --ref" in capsys.readouterr().err
+    assert main(["score", str(tmp_path / "out"), "--ref", str(tmp_path / "none")]) == 1
+    assert "no such file or folder" in capsys.readouterr().err
