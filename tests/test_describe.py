@@ -69,3 +69,27 @@ def test_bad_paths_fail_in_one_line(tmp_path, capsys):
     assert "is a folder, not a file" in capsys.readouterr().err
     assert main(["models", "no-such-model"]) == 1
     assert "no such shipped model or model file" in capsys.readouterr().err
+
+
+def test_foreign_metadata_is_shown_and_odd_summaries_do_not_crash(tmp_path):
+    from safetensors.torch import save_file
+
+    sd = {k: v.contiguous() for k, v in small().state_dict().items()}
+    save_file(sd, tmp_path / "foreign.safetensors", metadata={"format": "pt", "note": "hi"})
+    text = describe(tmp_path / "foreign.safetensors")
+    assert "metadata (not written by blindsr" in text and "note: hi" in text
+    meta = {"format": "blindsr", "arch": "srresnet", "scale": "2", "summary": "[1, 2]",
+            "kwargs": '{"num_feat": 4, "num_block": 1, "scale": 2}'}
+    save_file(sd, tmp_path / "odd.safetensors", metadata=meta)
+    assert "summary: [1, 2]" in describe(tmp_path / "odd.safetensors")
+
+
+def test_files_that_are_not_models_say_what_they_are(tmp_path):
+    (tmp_path / "empty.pth").write_bytes(b"")
+    with pytest.raises(BlindSRError, match="neither safetensors nor torch.save"):
+        describe(tmp_path / "empty.pth")
+    from PIL import Image
+
+    Image.new("RGB", (4, 4)).save(tmp_path / "photo.png")
+    with pytest.raises(BlindSRError, match="an image, not a model file"):
+        describe(tmp_path / "photo.png")

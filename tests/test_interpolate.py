@@ -120,3 +120,24 @@ def test_the_benchmark_sweeps_a_pair_and_writes_its_tables(tmp_path, monkeypatch
     assert [r["model"] for r in rows] == [f"w=0.0 ({a})", f"w=1.0 ({b})"]
     direct = evaluate({"b": str(b)}, "Set5", "clean", "psnr", max_images=1)[0].value
     assert rows[1]["value"] == pytest.approx(direct, abs=1e-9) != rows[0]["value"]
+
+
+def test_a_shipped_model_named_as_an_input_is_not_overwritten(tmp_path, monkeypatch):
+    from blindsr import interpolate as module
+    from blindsr.shipped import ShippedModel
+
+    a, b = pair(tmp_path)
+    before = a.read_bytes()
+    monkeypatch.setattr(module, "shipped_models",
+                        lambda: {"mine-x4": ShippedModel("mine-x4", a, a.with_suffix(".md"))})
+    monkeypatch.setattr("blindsr.shipped.shipped_models", module.shipped_models)
+    with pytest.raises(BlindSRError, match="one of the models being interpolated"):
+        interpolate_to_file("mine-x4", b, 0.5, a)
+    assert a.read_bytes() == before
+
+
+def test_an_unknown_model_name_lists_the_shipped_ones(tmp_path):
+    a, _ = pair(tmp_path)
+    with pytest.raises(BlindSRError, match=r"nosuch: no such model file or shipped model "
+                                           r"\(shipped: .*blindsr-x4"):
+        interpolate(a, "nosuch", 0.5)

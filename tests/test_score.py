@@ -7,7 +7,6 @@ import pytest
 from PIL import Image
 
 from blindsr.cli import main
-from blindsr.errors import BlindSRError
 from blindsr.evaluate import evaluate
 from blindsr.score import match_references, score_files
 
@@ -38,8 +37,8 @@ def test_the_command_writes_json_csv_and_markdown(tmp_path, capsys):
     write(tmp_path / "ref" / "a.png", ref)
     write(tmp_path / "out" / "a_x4.png", noisy)
     rc = main(["score", str(tmp_path / "out"), "--ref", str(tmp_path / "ref"), "--strip-suffix",
-               "_x4", "--metrics", "psnr", "-o", str(tmp_path / "res" / "scores")])
-    assert rc == 0
+               "_x4", "--metrics", "psnr", "-o", str(tmp_path / "res" / "scores.json")])
+    assert rc == 0  # named as eval names its files: scores.json, scores.csv, scores.md
     data = json.loads((tmp_path / "res" / "scores.json").read_text())
     assert data["failures"] == [] and 20 < data["mean"]["psnr"] < 40
     assert (tmp_path / "res" / "scores.csv").read_text().startswith("image,psnr")
@@ -52,8 +51,8 @@ def test_gray_references_and_modcropped_outputs(tmp_path):
     write(tmp_path / "ref" / "g.png", gray)
     out = np.repeat(gray[:20, :16, None], 3, axis=2)  # RGB copy of the modcropped image
     write(tmp_path / "out" / "g.png", out)
-    with pytest.raises(BlindSRError, match="output is 16x20, reference 18x22 \\(--crop-ref"):
-        score_files([str(tmp_path / "out")], str(tmp_path / "ref"), ["psnr"])
+    report = score_files([str(tmp_path / "out")], str(tmp_path / "ref"), ["psnr"])
+    assert "output is 16x20, reference 18x22 (--crop-ref" in report.failures[0]
     report = score_files([str(tmp_path / "out")], str(tmp_path / "ref"), ["psnr", "ssim"],
                          crop_ref=True)
     scores = report.images[str(tmp_path / "out" / "g.png")]
@@ -74,3 +73,38 @@ def test_unmatched_and_bad_inputs(tmp_path, capsys):
     assert "psnr, ssim compare with references: give --ref" in capsys.readouterr().err
     assert main(["score", str(tmp_path / "out"), "--ref", str(tmp_path / "none")]) == 1
     assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_a_reference_of_another_scale_is_refused_even_with_crop_ref(tmp_path):
+    write(tmp_path / "ref" / "a.png", np.zeros((64, 64, 3), np.uint8))
+    write(tmp_path / "out" / "a.png", np.zeros((32, 32, 3), np.uint8))
+    report = score_files([str(tmp_path / "out")], str(tmp_path / "ref"), ["psnr"], crop_ref=True)
+    assert report.images == {} and "not the same scale?" in report.failures[0]
+
+
+def test_every_reason_is_reported_when_nothing_can_be_scored(tmp_path, capsys):
+    write(tmp_path / "ref" / "a.png", np.zeros((64, 64, 3), np.uint8))
+    write(tmp_path / "out" / "a.png", np.zeros((32, 32, 3), np.uint8))
+    write(tmp_path / "out" / "b.png", np.zeros((32, 32, 3), np.uint8))
+    assert main(["score", str(tmp_path / "out"), "--ref", str(tmp_path / "ref")]) == 1
+    err = capsys.readouterr().err
+    assert "output is 32x32, reference 64x64" in err and "no reference named b" in err
+    assert "no image could be scored (2 failed, above)" in err
+
+
+def test_duplicate_reference_names_matter_only_to_the_outputs_they_match(tmp_path):
+    for name in ("ref/a.png", "ref/a.jpg", "ref/b.png", "out/a.png", "out/b.png"):
+        write(tmp_path / name, np.full((16, 16, 3), 90, np.uint8))
+    report = score_files([str(tmp_path / "out")], str(tmp_path / "ref"), ["psnr"])
+    assert list(report.images) == [str(tmp_path / "out" / "b.png")]
+    assert "2 references named a.* (a.jpg, a.png): keep one" in report.failures[0]
+
+
+def test_an_output_folder_in_the_way_is_refused_before_scoring(tmp_path, capsys):
+    write(tmp_path / "ref" / "a.png", np.full((16, 16, 3), 90, np.uint8))
+    write(tmp_path / "out" / "a.png", np.full((16, 16, 3), 90, np.uint8))
+    (tmp_path / "res.csv").mkdir()
+    assert main(["score", str(tmp_path / "out"), "--ref", str(tmp_path / "ref"),
+                 "-o", str(tmp_path / "res")]) == 1
+    captured = capsys.readouterr()
+    assert "res.csv is a folder" in captured.err and captured.out == ""

@@ -170,7 +170,13 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[st
     except BlindSRError:
         raise
     except Exception as e:  # corrupt files raise many kinds of errors
-        raise BlindSRError(f"{path}: unreadable checkpoint ({first_line(e)})") from None
+        from blindsr.io import IMAGE_EXTENSIONS
+
+        suffix = path.suffix.lower()
+        if suffix in (*IMAGE_EXTENSIONS, ".gif"):
+            raise BlindSRError(f"{path}: an image, not a model file") from None
+        why = first_line(e) if suffix == ".safetensors" else "neither safetensors nor torch.save"
+        raise BlindSRError(f"{path}: unreadable checkpoint ({why})") from None
     if meta.get("format") == WEIGHTS_FORMAT:
         sd = _generator_of_training_checkpoint(sd, path)
     return _strip_prefixes(sd), meta

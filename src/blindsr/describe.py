@@ -25,7 +25,7 @@ def _metadata_lines(meta: dict[str, object]) -> list[str]:
 
 
 def _describe_checkpoint(path: Path) -> list[str]:
-    from blindsr.checkpoint import load_model, read_checkpoint
+    from blindsr.checkpoint import FORMAT, load_model, read_checkpoint
     from blindsr.train_state import WEIGHTS_FORMAT
 
     net = load_model(path)
@@ -36,16 +36,21 @@ def _describe_checkpoint(path: Path) -> list[str]:
              f"architecture: {net.arch_name}({kwargs})",
              f"scale: x{net.scale}",
              f"parameters: {params:,}"]
-    if not meta:
-        return [*lines, "metadata: none (a foreign file: architecture read from its tensors)"]
     if meta.get("format") == WEIGHTS_FORMAT:
         step = meta.get("step", "?")
         return [*lines, f"a training checkpoint at step {step} (its generator, the EMA when "
                         "kept); the run folder's config.yaml says how it was made"]
+    if meta.get("format") != FORMAT:
+        foreign = "not written by blindsr: architecture read from its tensors"
+        if not meta:
+            return [*lines, f"metadata: none ({foreign})"]
+        return [*lines, f"metadata ({foreign}):", *_metadata_lines(meta)]
     try:
         summary = json.loads(meta.get("summary", "{}"))
     except json.JSONDecodeError:
-        summary = {"summary": meta["summary"]}
+        summary = meta["summary"]
+    if not isinstance(summary, dict):  # written by hand or another tool: shown as it is
+        summary = {"summary": summary}
     if summary:
         lines += ["summary:", *_metadata_lines(summary)]
     return lines

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from blindsr.errors import BlindSRError
 from blindsr.paths import prepare_output
+from blindsr.shipped import shipped_models
 
 if TYPE_CHECKING:  # torch is imported on use, so that `blindsr --help` stays light
     from torch import nn
@@ -36,6 +37,9 @@ def _load(model: str | os.PathLike[str] | nn.Module) -> nn.Module:
     if not isinstance(model, nn.Module):
         if str(model) == "bicubic":
             raise BlindSRError("bicubic has no weights to interpolate")
+        if _file_of(model) is None and not str(model).endswith("+"):
+            known = ", ".join(shipped_models())
+            raise BlindSRError(f"{model}: no such model file or shipped model (shipped: {known})")
         return load_model(model)
     spec = archs.ARCHS.get(getattr(model, "arch_name", None))
     if spec is None or not isinstance(model, spec.constructor):
@@ -112,12 +116,21 @@ def _source(model: str | os.PathLike[str] | nn.Module) -> str:
     return str(model)
 
 
-def _same_file(path: Path, model: str | os.PathLike[str] | nn.Module) -> bool:
+def _file_of(model: str | os.PathLike[str] | nn.Module) -> Path | None:
+    """The file behind a model name or path (shipped names included); None for a module or
+    a name that is neither."""
     from torch import nn
 
-    if isinstance(model, nn.Module) or not path.exists() or not Path(model).exists():
-        return False
-    return os.path.samefile(path, model)
+    if isinstance(model, nn.Module):
+        return None
+    shipped = shipped_models()
+    path = Path(shipped[str(model)].weights) if str(model) in shipped else Path(model)
+    return path if path.is_file() else None
+
+
+def _same_file(path: Path, model: str | os.PathLike[str] | nn.Module) -> bool:
+    source = _file_of(model)
+    return source is not None and path.exists() and os.path.samefile(path, source)
 
 
 def interpolate_to_file(a: str | os.PathLike[str] | nn.Module,
@@ -160,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
     """``blindsr interpolate``."""
     weight = check_weight(args.weight)
     path = interpolate_to_file(args.a, args.b, weight, args.output)
-    print(f"wrote {path}: {1 - weight:.2f} x {args.a} + {weight:.2f} x {args.b}",
+    print(f"wrote {path}: {1 - weight:.6g} x {args.a} + {weight:.6g} x {args.b}",
           file=sys.stderr)
     return 0
 

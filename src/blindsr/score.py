@@ -2,9 +2,11 @@
 references, matched by file name, with the metrics and conventions of ``blindsr eval``.
 
 So results published as image folders, or made by another tool, are measured exactly as blindsr's
-own tables: PSNR/SSIM on the Y channel (MATLAB BT.601) after shaving ``crop_border`` pixels,
-8-bit images compared as read, gray references against the mean of the output's channels.
-Without references only no-reference metrics (NIQE) apply.
+own tables: PSNR/SSIM on the Y channel (MATLAB BT.601), every metric after shaving
+``crop_border`` pixels (eval uses the scale), 8-bit images compared as read, gray references
+against the mean of the output's channels. Without references only no-reference metrics (NIQE)
+apply. PSNR/SSIM of saved outputs equal eval's; NIQE, LPIPS and DISTS can differ in the fourth
+decimal, as eval scores the network's output before it is saved as 8-bit.
 
     blindsr score results/ --ref ../shared/datasets/Set5/x4/HR --metrics psnr,ssim,lpips \\
         --crop-border 4 --strip-suffix _out
@@ -71,17 +73,19 @@ def _fmt(value: float | None) -> str:
 def match_references(outputs: Sequence[Path], references: Sequence[Path],
                      strip_suffix: str = "") -> tuple[list[tuple[Path, Path]], list[str]]:
     """``(output, reference)`` pairs whose stems agree once ``strip_suffix`` is taken off the
-    output's stem, and one line for each output without a reference."""
-    by_stem: dict[str, Path] = {}
+    output's stem, and one line for each output without exactly one reference."""
+    by_stem: dict[str, list[Path]] = {}
     for ref in references:
-        if ref.stem in by_stem:
-            raise BlindSRError(f"two references named {ref.stem}: {by_stem[ref.stem]} and {ref}")
-        by_stem[ref.stem] = ref
+        by_stem.setdefault(ref.stem, []).append(ref)
     pairs, missing = [], []
     for out in outputs:
         stem = out.stem.removesuffix(strip_suffix) if strip_suffix else out.stem
-        if stem in by_stem:
-            pairs.append((out, by_stem[stem]))
+        found = by_stem.get(stem, [])
+        if len(found) == 1:
+            pairs.append((out, found[0]))
+        elif found:
+            missing.append(f"{out}: {len(found)} references named {stem}.* "
+                           f"({', '.join(p.name for p in found)}): keep one")
         else:
             missing.append(f"{out}: no reference named {stem}.* (--strip-suffix takes a suffix "
                            "such as _out off the output names)")
@@ -101,11 +105,14 @@ def _aligned(out: Tensor, ref: Tensor, crop_ref: bool) -> tuple[Tensor, Tensor]:
     elif ref.shape[1] == 3 and out.shape[1] == 1:
         out = out.expand(-1, 3, -1, -1)
     (h, w), (rh, rw) = out.shape[-2:], ref.shape[-2:]
-    if crop_ref and rh >= h and rw >= w:
+    modcrop = 0 <= rh - h < MODCROP_SLACK and 0 <= rw - w < MODCROP_SLACK
+    if crop_ref and modcrop:
         ref = ref[..., :h, :w]
     elif (rh, rw) != (h, w):
-        modcrop = 0 <= rh - h < MODCROP_SLACK and 0 <= rw - w < MODCROP_SLACK
-        hint = " (--crop-ref crops the reference's top left to it)" if modcrop else ""
+        if modcrop:
+            hint = " (--crop-ref crops the reference's top left to it)"
+        else:
+            hint = f" (more than {MODCROP_SLACK - 1} pixels apart: not the same scale?)"
         raise BlindSRError(f"output is {w}x{h}, reference {rw}x{rh}{hint}")
     return out, ref
 
@@ -115,7 +122,8 @@ def score_files(outputs: Sequence[str], reference: str | None = None,
                 strip_suffix: str = "", crop_ref: bool = False) -> ScoreReport:
     """Score the images ``outputs`` (files, folders, globs) against ``reference`` (a folder,
     file or glob of images matched by name) with ``metrics``; see the module docstring.
-    Unreadable or unmatched images are listed in ``failures`` and left out of the means."""
+    Unreadable or unmatched images are listed in ``failures`` and left out of the means (so a
+    report may hold no image at all)."""
     from blindsr import io
     from blindsr.evaluate import check_metrics, score_image
 
@@ -147,17 +155,19 @@ def score_files(outputs: Sequence[str], reference: str | None = None,
                                             for m in chosen}
         except BlindSRError as err:
             report.failures.append(f"{out_path}: skipped: {err}")
-    if not report.images:
-        raise BlindSRError("no image could be scored" + (
-            f" ({report.failures[0]})" if report.failures else ""))
     return report
+
+
+def output_paths(out: str | Path) -> list[Path]:
+    """``OUT.json``, ``OUT.csv`` and ``OUT.md``, named as ``blindsr eval --out`` names them."""
+    return [Path(out).with_suffix(ext) for ext in (".json", ".csv", ".md")]
 
 
 def write_report(report: ScoreReport, out: str | Path, meta: dict) -> list[Path]:
     """``<out>.json`` (per-image scores, means, failures, meta), ``<out>.csv`` (a row per
     image) and ``<out>.md`` (the table); returns the paths."""
+    paths = output_paths(out)
     out = Path(out)
-    paths = [out.with_name(out.name + ext) for ext in (".json", ".csv", ".md")]
     data = {"images": report.images, "mean": report.means(), "failures": report.failures,
             "meta": meta}
     try:
@@ -187,13 +197,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metrics", default="psnr,ssim",
                    help="comma-separated: psnr, ssim, lpips, dists, niqe (default: psnr,ssim)")
     p.add_argument("--crop-border", type=int, default=0,
-                   help="pixels shaved off each side before PSNR/SSIM (the SR literature uses "
-                        "the scale; default: 0)")
+                   help="pixels shaved off each side before every metric (blindsr eval and the "
+                        "SR literature use the scale; default: 0)")
     p.add_argument("--strip-suffix", default="",
                    help="taken off output names before matching (e.g. _out, _x4)")
     p.add_argument("--crop-ref", action="store_true",
-                   help="crop a larger reference's top left to the output's size (the modcrop "
-                        "of SR pipelines)")
+                   help="crop a reference up to 15 pixels larger to the output's size, from its "
+                        "top left (the modcrop of SR pipelines)")
     p.add_argument("-o", "--out", default=None,
                    help="write OUT.json, OUT.csv and OUT.md (default: print only)")
     p.set_defaults(run=run)
@@ -203,11 +213,14 @@ def run(args: argparse.Namespace) -> int:
     """``blindsr score``."""
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     if args.out is not None:
-        prepare_output(Path(args.out).with_suffix(".json"), "--out file")
+        for path in output_paths(args.out):
+            prepare_output(path, "--out file")
     report = score_files(args.outputs, args.ref, metrics, args.crop_border, args.strip_suffix,
                          args.crop_ref)
     for line in report.failures:
         print(f"blindsr: {line}", file=sys.stderr)
+    if not report.images:
+        raise BlindSRError(f"no image could be scored ({len(report.failures)} failed, above)")
     print(report.table())
     if args.out is not None:
         meta = {"outputs": args.outputs, "ref": args.ref, "crop_border": args.crop_border,
@@ -218,5 +231,5 @@ def run(args: argparse.Namespace) -> int:
     return 1 if report.failures else 0
 
 
-__all__ = ["ScoreReport", "add_parser", "match_references", "run", "score_files",
-           "write_report"]
+__all__ = ["ScoreReport", "add_parser", "match_references", "output_paths", "run",
+           "score_files", "write_report"]
