@@ -83,7 +83,8 @@ def quantize_int8(fp32: Path, out: Path, inputs: list[np.ndarray], input_name: s
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         per_channel=True)
     except Exception as err:  # onnxruntime's own kinds
-        raise BlindSRError(f"int8 quantisation failed: {first_line(err)}") from None
+        raise BlindSRError(f"onnxruntime cannot quantise this graph to int8 "
+                           f"({first_line(err)}); the float export works without --int8") from None
 
 
 def fidelity(fp32: Path, int8: Path, inputs: list[np.ndarray], input_name: str) -> float:
