@@ -48,6 +48,10 @@ def _check_grad_averaging(rank: int) -> None:
     assert never.grad is None
     assert distributed.any_flag(rank == 1, torch.device("cpu"))
     assert not distributed.all_equal(rank, torch.device("cpu"))
+    cpu = torch.device("cpu")
+    assert distributed.mean_across({"b": 2.0, "a": float(rank)}, cpu) == {"b": 2.0, "a": 0.5}
+    mine = {f"only_{rank}": 1.0}  # different keys: each keeps its own
+    assert distributed.mean_across(mine, cpu) == mine
 
 
 def _worker(rank: int, world: int, port: int, cfg_args: list, out: str) -> None:

@@ -13,6 +13,7 @@ effective batch of one optimiser step is ``train.batch x world size``.
 from __future__ import annotations
 
 import os
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -150,6 +151,20 @@ def all_equal(value: int, device: torch.device) -> bool:
     t = torch.tensor([value, -value], dtype=torch.float64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return int(t[0].item()) == value and int(-t[1].item()) == value
+
+
+def mean_across(values: dict[str, float], device: torch.device) -> dict[str, float]:
+    """Each value averaged over the processes (``values`` itself without a process group).
+    Every process must hold the same keys; where they do not, the local values come back."""
+    if not active():
+        return values
+    keys = sorted(values)
+    if not all_equal(zlib.crc32("\n".join(keys).encode()), device):
+        return values
+    t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    mean = dict(zip(keys, (t / dist.get_world_size()).tolist(), strict=True))
+    return {k: mean[k] for k in values}
 
 
 def broadcast_modules(modules: Iterable[nn.Module]) -> None:

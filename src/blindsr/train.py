@@ -353,10 +353,10 @@ def run_iteration(run: Run, batch: dict[str, Tensor], meter: Meter) -> tuple[boo
 # Logging and validation
 
 
-def _log_row(run: Run, meter: Meter, it_s: float) -> None:
+def _log_row(run: Run, means: dict[str, float], it_s: float) -> None:
     row: dict[str, Any] = {"step": run.step, "time": round(run.wall_time, 3),
                            "it_s": round(it_s, 4)}
-    for k, v in meter.means().items():
+    for k, v in means.items():
         row[k if "/" in k else f"train/{k}"] = v
     for n, opt in run.optimizers.items():
         row[f"lr/{n}"] = opt.param_groups[0]["lr"]
@@ -424,12 +424,16 @@ def _every(step: int, n: int) -> bool:
 
 
 def _after_iteration(run: Run, batch: dict[str, Tensor], meter: Meter, state: dict) -> None:
+    from blindsr import distributed
+
     cfg, main = run.cfg, run.info.is_main
-    if main and (_every(run.step, cfg.logging.every) or run.step == cfg.train.iterations):
-        now = time.perf_counter()
-        it_s = (run.step - state["log_step"]) / max(now - state["log_time"], 1e-9)
-        _log_row(run, meter, it_s)
-        state["log_step"], state["log_time"] = run.step, now
+    if _every(run.step, cfg.logging.every) or run.step == cfg.train.iterations:
+        means = distributed.mean_across(meter.means(), run.device)  # every process's losses
+        if main:
+            now = time.perf_counter()
+            it_s = (run.step - state["log_step"]) / max(now - state["log_time"], 1e-9)
+            _log_row(run, means, it_s)
+            state["log_step"], state["log_time"] = run.step, now
     paused = time.perf_counter()  # time spent below does not count in it/s
     if main and run.writer is not None and _every(run.step, cfg.logging.images_every):
         grid = sample_grid(run.eval_model, _shown_batch(run, batch), cfg.model.scale)
