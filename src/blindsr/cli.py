@@ -140,7 +140,7 @@ def _run_models(args: argparse.Namespace) -> int:
 # `add_parser(subparsers)`, which registers the command and sets `run=` to a function of the args.
 COMMAND_MODULES = ("blindsr.evaluate", "blindsr.assets", "blindsr.train", "blindsr.plot",
                    "blindsr.analyze", "blindsr.compress.cli", "blindsr.export",
-                   "blindsr.interpolate", "blindsr.score")
+                   "blindsr.interpolate", "blindsr.score", "blindsr.compare")
 
 
 def build_parser() -> argparse.ArgumentParser:
