@@ -80,3 +80,22 @@ def test_bad_requests_fail_in_one_line(tmp_path, hr_image, capsys):
 def test_bicubic_follows_the_scale_of_the_degradation(hr_image):
     panels = make_panels(hr_image, ["bicubic"], degrade="bicubic", scale=2)
     assert panels[-1].label == "HR" and panels[0].crop.shape == panels[-1].crop.shape
+
+
+def test_scale_zoom_and_size_limits(tmp_path, hr_image, capsys):
+    with pytest.raises(BlindSRError, match="--scale must be a positive integer"):
+        make_panels(hr_image, ["bicubic"], degrade="bicubic", scale=0)
+    panels = make_panels(hr_image, ["bicubic"], scale=2)  # an LR image, bicubic at x2
+    assert panels[0].crop.shape == (1, 3, 40, 48)
+    with pytest.raises(BlindSRError, match="--zoom must be >= 1, got 0"):
+        render(panels, zoom=0)
+    with pytest.raises(BlindSRError, match="the figure would be .* lower --zoom"):
+        render(panels, zoom=1000)
+    with pytest.raises(BlindSRError, match=r"outputs differ in size \(bicubic 96x80, "):
+        make_panels(hr_image, ["bicubic", tiny_model(tmp_path)], scale=2)
+
+
+def test_the_figure_goes_into_a_new_folder(tmp_path, hr_image):
+    out = tmp_path / "new" / "deeper" / "fig.png"
+    assert main(["compare", str(hr_image), "--model", "bicubic", "-o", str(out)]) == 0
+    assert out.is_file()

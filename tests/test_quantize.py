@@ -79,3 +79,25 @@ def test_calibration_without_int8_is_refused(tmp_path, capsys):
     assert main(["export", "--model", str(path), "-o", str(tmp_path / "x.onnx"),
                  "--calibration", "T91"]) == 1
     assert "--calibration is for --int8" in capsys.readouterr().err
+
+
+def test_calibration_problems_are_found_before_the_export(tmp_path, monkeypatch):
+    _, path = small_model(tmp_path)
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("the export ran before the calibration data was checked")
+
+    monkeypatch.setattr(torch.onnx, "export", no_export)
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    Image.new("RGB", (5, 3)).save(tiny / "a.png")
+    for data, message in [(str(tiny), "no HR image of at least 32 pixels a side"),
+                          (str(tmp_path / "none"), "not found"),
+                          ("lr:RealSRSet", "has no HR images to calibrate with")]:
+        with pytest.raises(BlindSRError, match=message):
+            export_onnx(path, tmp_path / "x.onnx", int8=True, calibration=data)
+
+
+def test_a_test_set_as_calibration_is_warned_about():
+    with pytest.warns(UserWarning, match="calibrating on Set5\\[:2\\], a test set"):
+        quantize.check_calibration_set("Set5[:2]")

@@ -4,8 +4,9 @@ figures of SR papers.
 Given an LR image, every model upscales it; given an HR image and ``degrade`` (a preset of
 :mod:`blindsr.degrade.presets`, e.g. ``b+n+j``), the LR is made from it first, the HR becomes
 the last panel, and each caption carries the model's PSNR-Y on the whole image (border = scale,
-as ``blindsr eval``). The same region of every output (``crop``, in output pixels) is enlarged
-by nearest-neighbour ``zoom`` so that pixels stay visible, and captioned with the model's name.
+as ``blindsr eval``, which degrades image k of a set with ``seed + k``). The same region of
+every output (``crop``, in output pixels) is enlarged by nearest-neighbour ``zoom`` so that
+pixels stay visible, and captioned with the model's name.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ if TYPE_CHECKING:  # torch is imported on use, so that `blindsr --help` stays li
 CAPTION = 14  # pixels of caption under each panel
 GAP = 4  # pixels between panels
 PANEL = 256  # default displayed size of a crop's longer side
+MAX_FIGURE_PIXELS = 64_000_000  # a figure larger than this is refused (a typo in --zoom)
 
 
 @dataclass
@@ -81,6 +83,8 @@ def make_panels(image: str | Path, models: Sequence[str], degrade: str | None = 
 
     if not models:
         raise BlindSRError("no models to compare")
+    if scale < 1:
+        raise BlindSRError(f"--scale must be a positive integer, got {scale}")
     picture = io.read_image(require_file(image, "image")).color.float()
     gray = picture.shape[1] == 1  # kept gray through the degradation and scoring, as in eval
     hr = None
@@ -93,7 +97,7 @@ def make_panels(image: str | Path, models: Sequence[str], degrade: str | None = 
     psnr = check_metrics(["psnr"])[0]
     outputs = []
     for name in models:
-        upscaler = Upscaler(name, Settings(outscale=scale) if hr is not None else None)
+        upscaler = Upscaler(name, Settings(outscale=scale))  # the scale bicubic runs at
         if hr is not None and upscaler.scale != scale:
             raise BlindSRError(f"{name} upscales x{upscaler.scale}, not x{scale} (--scale)")
         with torch.inference_mode():
@@ -103,8 +107,9 @@ def make_panels(image: str | Path, models: Sequence[str], degrade: str | None = 
         outputs.append((name, sr, score))
     height, width = outputs[0][1].shape[-2:]
     if any(sr.shape[-2:] != (height, width) for _, sr, _ in outputs):
-        raise BlindSRError("the models give outputs of different sizes: compare models of "
-                           "one scale")
+        sizes = ", ".join(f"{n} {sr.shape[-1]}x{sr.shape[-2]}" for n, sr, _ in outputs)
+        raise BlindSRError(f"the outputs differ in size ({sizes}): compare models of one scale "
+                           "(--scale sets bicubic's)")
     x, y, w, h = _region(crop, height, width)
     panels = [Panel(name, sr[..., y:y + h, x:x + w], score) for name, sr, score in outputs]
     if hr is not None:
@@ -118,10 +123,13 @@ def render(panels: Sequence[Panel], zoom: int | None = None) -> Image.Image:
     from PIL import Image, ImageDraw
 
     h, w = panels[0].crop.shape[-2:]
-    zoom = zoom or max(1, PANEL // max(h, w))
+    zoom = max(1, PANEL // max(h, w)) if zoom is None else zoom
     if zoom < 1:
         raise BlindSRError(f"--zoom must be >= 1, got {zoom}")
     pw, ph = w * zoom, h * zoom
+    if len(panels) * pw * (ph + CAPTION) > MAX_FIGURE_PIXELS:
+        raise BlindSRError(f"the figure would be {len(panels) * pw}x{ph + CAPTION} pixels: "
+                           "lower --zoom or crop a smaller region")
     figure = Image.new("RGB", (len(panels) * (pw + GAP) - GAP, ph + CAPTION), "white")
     draw = ImageDraw.Draw(figure)
     for i, panel in enumerate(panels):
@@ -146,8 +154,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="model to show (repeat; default: bicubic and the shipped default model)")
     p.add_argument("--degrade", default=None, metavar="PRESET",
                    help="make the LR from IMAGE with this preset (e.g. b+n+j) and show the HR")
-    p.add_argument("--scale", type=int, default=4, help="with --degrade: the scale (default 4)")
-    p.add_argument("--seed", type=int, default=0, help="with --degrade: its seed")
+    p.add_argument("--scale", type=int, default=4,
+                   help="the scale of --degrade and of bicubic (default 4)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="with --degrade: its seed (eval degrades image k of a set with seed + k: "
+                        "give that to get its numbers)")
     p.add_argument("--crop", default=None, metavar="X,Y,W,H",
                    help="region in output pixels (default: the centre half of each side)")
     p.add_argument("--zoom", type=int, default=None,
@@ -166,7 +177,9 @@ def run(args: argparse.Namespace) -> int:
     models = args.model or ["bicubic", zoo.default_model_name()]
     panels = make_panels(args.image, list(dict.fromkeys(models)), args.degrade,
                          parse_crop(args.crop), args.scale, args.seed)
-    render(panels, args.zoom).save(args.output)
+    figure = render(panels, args.zoom)
+    args.output.parent.mkdir(parents=True, exist_ok=True)  # checked above, made now
+    figure.save(args.output)
     for panel in panels:
         print(panel.caption, file=sys.stderr)
     print(f"wrote {args.output}", file=sys.stderr)

@@ -5,8 +5,9 @@ activations whose ranges (min / max) come from calibration inputs. The calibrati
 LR crops made from the HR images of a training set (T91 by default, never a test set): half by
 clean bicubic downscaling, half by random first-order degradations (blur, noise, JPEG;
 :func:`blindsr.degrade.first_order`), so that the ranges cover what a blind model is given.
-The quantised file is then compared with the float one on other crops of the same kind and
-kept only if its outputs stay within :data:`MIN_PSNR` dB of them.
+The quantised file is then compared with the float one on other crops, from T91 when it is
+available whatever the calibration set (so a poor calibration set cannot pass its own test),
+and kept only if its outputs stay within :data:`MIN_PSNR` dB of them.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ CALIBRATION_SET = "T91"
 CALIBRATION_IMAGES = 16
 CALIBRATION_SIZE = 48  # LR pixels a side
 MIN_PSNR = 35.0  # dB of the int8 outputs against the float ones; below it the file is refused
+MIN_SIDE = 16  # LR pixels: smaller HR images are not used for calibration
+MAX_IMAGES = 200  # HR images read from the calibration set at most
+TEST_SETS = ("set5", "set14")  # calibrating on these would tune the file to the benchmark
 
 
 def calibration_inputs(data: str, scale: int, count: int = CALIBRATION_IMAGES,
@@ -44,8 +48,13 @@ def calibration_inputs(data: str, scale: int, count: int = CALIBRATION_IMAGES,
     g = torch.Generator().manual_seed(seed)
     crop = size * scale
     inputs = []
+    images = [io.read_image(p).color for p in paths[:MAX_IMAGES]]
+    images = [im for im in images if min(im.shape[-2:]) >= MIN_SIDE * scale]
+    if not images:
+        raise BlindSRError(f"{data}: no HR image of at least {MIN_SIDE * scale} pixels a side "
+                           "to calibrate with")
     for k in range(count):
-        hr = io.read_image(paths[int(torch.randint(len(paths), (1,), generator=g))]).color
+        hr = images[int(torch.randint(len(images), (1,), generator=g))]
         hr = hr.float().expand(-1, 3, -1, -1)
         h, w = hr.shape[-2:]
         if h < crop or w < crop:  # a small image: the largest whole crop it holds
@@ -59,6 +68,16 @@ def calibration_inputs(data: str, scale: int, count: int = CALIBRATION_IMAGES,
               degrade.first_order(hr.contiguous(), scale, generator=seed * 1000 + k))
         inputs.append(lr.contiguous().numpy())
     return inputs
+
+
+def check_calibration_set(data: str) -> None:
+    """Warn when ``data`` names a benchmark test set."""
+    import warnings
+
+    name = data.split("[", 1)[0].strip().lower()
+    if name in TEST_SETS:
+        warnings.warn(f"calibrating on {data}, a test set: its scores will flatter the int8 "
+                      "file; use training images (T91, BSD200 or your own)", stacklevel=2)
 
 
 def quantize_int8(fp32: Path, out: Path, inputs: list[np.ndarray], input_name: str) -> None:
@@ -104,4 +123,4 @@ def fidelity(fp32: Path, int8: Path, inputs: list[np.ndarray], input_name: str) 
 
 
 __all__ = ["CALIBRATION_IMAGES", "CALIBRATION_SET", "CALIBRATION_SIZE", "MIN_PSNR",
-           "calibration_inputs", "fidelity", "quantize_int8"]
+           "calibration_inputs", "check_calibration_set", "fidelity", "quantize_int8"]
