@@ -81,6 +81,17 @@ def compress_rows(info: dict) -> tuple[list[str], dict]:
     return rows, json.loads(meta.get("summary", "{}"))
 
 
+def usage_lines(name: str) -> list[str]:
+    """The card's "Using it" section: the commands that run, ensemble and deploy the model."""
+    return [
+        "## Using it", "", "```",
+        f"blindsr upscale photo.jpg --model {name}      # tiled: any image size",
+        f"blindsr upscale photo.jpg --model {name}+     # x8 self-ensemble: 8x the compute",
+        f"blindsr export --model {name} -o {name}.onnx  # ONNX; --int8: a third of the size",
+        "```", "",
+    ]
+
+
 def card(name: str, summary: str, meta: dict, run: Path | None, eval_md: str | None,
          eval_command: str | None, path: Path) -> str:
     """The Markdown model card (``run``: the run folder; None for a pruned checkpoint)."""
@@ -112,6 +123,7 @@ def card(name: str, summary: str, meta: dict, run: Path | None, eval_md: str | N
             f"{total_h:.2f} h |",
         ]
     lines.append("")
+    lines += usage_lines(name)
     if eval_md:
         lines += ["## Evaluation", ""]
         if eval_command:

@@ -56,6 +56,14 @@ def test_a_run_folder_card_and_a_missing_source(ship, tmp_path, monkeypatch):
     card = (tmp_path / "weights" / "tiny.md").read_text()
     assert "| strategy | `plain` |" in card and "## Training config (resolved)" in card
     assert "compressed" not in card
+    assert "## Using it" in card and "--model tiny+" in card and "--int8" in card
     with pytest.raises(SystemExit, match="not found"):
         _run(ship, monkeypatch, str(tmp_path / "gone.safetensors"), "--name", "x",
              "--summary", "x")
+
+
+def test_every_shipped_card_says_how_to_use_its_model():
+    from blindsr.shipped import shipped_models
+
+    for name, model in shipped_models().items():
+        assert f"blindsr upscale photo.jpg --model {name}+" in model.card_text(), name
