@@ -206,6 +206,17 @@ def _kwargs_from_meta(path: Path, meta: dict[str, str]) -> tuple[str | None, dic
     return arch, kwargs
 
 
+def model_from_checkpoint(sd: dict[str, Tensor], meta: dict[str, str],
+                          path: str | os.PathLike) -> nn.Module:
+    """The model that :func:`read_checkpoint`'s ``(sd, meta)`` of ``path`` describe (on the
+    CPU, in training mode): the recorded architecture, else the one its tensors fit."""
+    arch, kwargs = _kwargs_from_meta(Path(path), meta)
+    try:
+        return archs.from_state_dict(sd, arch=arch, kwargs=kwargs)
+    except BlindSRError as e:
+        raise BlindSRError(f"{path}: {e}") from None
+
+
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
     """Model from a checkpoint file (or a shipped model's name, e.g. ``blindsr-x4``, when no
     such file exists), in eval mode on ``device``; no config needed."""
@@ -219,12 +230,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> n
         elif str(path) == "bicubic":
             raise BlindSRError("bicubic has no checkpoint: use blindsr.zoo.load('bicubic', "
                                "scale=4) for it as a model")
-    sd, meta = read_checkpoint(path)
-    arch, kwargs = _kwargs_from_meta(path, meta)
-    try:
-        model = archs.from_state_dict(sd, arch=arch, kwargs=kwargs)
-    except BlindSRError as e:
-        raise BlindSRError(f"{path}: {e}") from None
+    model = model_from_checkpoint(*read_checkpoint(path), path)
     try:
         return model.to(device).eval()
     except (RuntimeError, AssertionError, ValueError) as e:

@@ -78,7 +78,7 @@ def make_panels(image: str | Path, models: Sequence[str], degrade: str | None = 
 
     from blindsr import degrade as degradations
     from blindsr import io
-    from blindsr.evaluate import check_metrics, score_image
+    from blindsr.evaluate import check_metrics, score_image, super_resolve
     from blindsr.inference import Settings, Upscaler
 
     if not models:
@@ -101,8 +101,7 @@ def make_panels(image: str | Path, models: Sequence[str], degrade: str | None = 
         if hr is not None and upscaler.scale != scale:
             raise BlindSRError(f"{name} upscales x{upscaler.scale}, not x{scale} (--scale)")
         with torch.inference_mode():
-            sr = upscaler.upscale_tensor(lr.expand(-1, 3, -1, -1).contiguous()).cpu().float()
-        sr = sr.mean(dim=1, keepdim=True) if gray else sr
+            sr = super_resolve(upscaler, lr, gray).cpu().float()
         score = None if hr is None else score_image(psnr, sr, hr, crop_border=scale)
         outputs.append((name, sr, score))
     height, width = outputs[0][1].shape[-2:]
@@ -119,8 +118,9 @@ def make_panels(image: str | Path, models: Sequence[str], degrade: str | None = 
 
 def render(panels: Sequence[Panel], zoom: int | None = None) -> Image.Image:
     """The panels in a row, each enlarged ``zoom`` times (nearest) above its caption."""
-    import numpy as np
     from PIL import Image, ImageDraw
+
+    from blindsr import io
 
     h, w = panels[0].crop.shape[-2:]
     zoom = max(1, PANEL // max(h, w)) if zoom is None else zoom
@@ -133,9 +133,8 @@ def render(panels: Sequence[Panel], zoom: int | None = None) -> Image.Image:
     figure = Image.new("RGB", (len(panels) * (pw + GAP) - GAP, ph + CAPTION), "white")
     draw = ImageDraw.Draw(figure)
     for i, panel in enumerate(panels):
-        rgb = panel.crop[0].expand(3, -1, -1)  # gray panels as three equal channels
-        pixels = (rgb.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
-        tile = Image.fromarray(np.ascontiguousarray(pixels)).resize((pw, ph), Image.NEAREST)
+        crop = io.ImageData(panel.crop.clamp(0, 1), None, 8)
+        tile = io.to_pil(crop).convert("RGB").resize((pw, ph), Image.NEAREST)
         figure.paste(tile, (i * (pw + GAP), 0))
         draw.text((i * (pw + GAP) + 2, ph + 1), panel.caption, fill="black")
     return figure

@@ -7,9 +7,13 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from blindsr.errors import BlindSRError
 from blindsr.paths import require_file
+
+if TYPE_CHECKING:  # torch is imported on use, so that `blindsr --help` stays light
+    from torch import nn
 
 
 def _size(path: Path) -> str:
@@ -24,16 +28,21 @@ def _metadata_lines(meta: dict[str, object]) -> list[str]:
     return lines
 
 
+def architecture(net: nn.Module) -> str:
+    """``arch(key=value, ...)``: the registered architecture and its arguments."""
+    kwargs = ", ".join(f"{k}={v}" for k, v in sorted(net.arch_kwargs.items()))
+    return f"{net.arch_name}({kwargs})"
+
+
 def _describe_checkpoint(path: Path) -> list[str]:
-    from blindsr.checkpoint import FORMAT, load_model, read_checkpoint
+    from blindsr.checkpoint import FORMAT, model_from_checkpoint, read_checkpoint
     from blindsr.train_state import WEIGHTS_FORMAT
 
-    net = load_model(path)
-    _, meta = read_checkpoint(path)
-    kwargs = ", ".join(f"{k}={v}" for k, v in sorted(net.arch_kwargs.items()))
+    sd, meta = read_checkpoint(path)
+    net = model_from_checkpoint(sd, meta, path)
     params = sum(p.numel() for p in net.parameters())
     lines = [f"{path} ({_size(path)})",
-             f"architecture: {net.arch_name}({kwargs})",
+             f"architecture: {architecture(net)}",
              f"scale: x{net.scale}",
              f"parameters: {params:,}"]
     if meta.get("format") == WEIGHTS_FORMAT:
@@ -80,4 +89,4 @@ def describe(path: str | os.PathLike[str]) -> str:
         raise BlindSRError(str(err) if str(path) in str(err) else f"{path}: {err}") from None
 
 
-__all__ = ["describe"]
+__all__ = ["architecture", "describe"]

@@ -190,9 +190,7 @@ class _Job:
         from blindsr import io
 
         upscaler = self.upscalers[name]
-        x = lr.expand(-1, 3, -1, -1).contiguous() if lr.shape[1] == 1 else lr
-        sr = upscaler.upscale_tensor(x)
-        sr = sr.mean(dim=1, keepdim=True) if gray else sr
+        sr = super_resolve(upscaler, lr, gray)
         if self.save is not None:
             path = self.save / self.folders[name] / _safe(label) / deg / f"{stem}.png"
             try:
@@ -200,6 +198,14 @@ class _Job:
             except BlindSRError as err:  # the scores still count
                 self.report.fail(f"{label}/{stem} ({deg}): not saved: {err}")
         return sr.to(upscaler.device)
+
+
+def super_resolve(upscaler: Any, lr: Tensor, gray: bool) -> Tensor:
+    """The SR of one LR image as the tables make it: a gray image goes in as three equal
+    channels and comes out as the mean of the output's channels."""
+    x = lr.expand(-1, 3, -1, -1).contiguous() if lr.shape[1] == 1 else lr
+    sr = upscaler.upscale_tensor(x)
+    return sr.mean(dim=1, keepdim=True) if gray else sr
 
 
 def _check_degradations(degradations: Sequence[str]) -> list[str]:
@@ -542,4 +548,4 @@ def run(args: argparse.Namespace) -> int:
 
 
 __all__ = ["EVAL_TILE", "EvalLog", "Result", "check_metrics", "evaluate", "format_tables",
-           "score_image", "write_results"]
+           "score_image", "super_resolve", "write_results"]

@@ -25,6 +25,7 @@ from blindsr.shipped import shipped_models
 if TYPE_CHECKING:  # torch is imported on use, so that `blindsr --help` stays light
     from torch import nn
 
+
 def _load(model: str | os.PathLike[str] | nn.Module) -> nn.Module:
     """The network behind a shipped name, a checkpoint path or a module (not changed)."""
     import copy
@@ -48,15 +49,12 @@ def _load(model: str | os.PathLike[str] | nn.Module) -> nn.Module:
     return copy.deepcopy(model).eval()
 
 
-def _describe(net: nn.Module) -> str:
-    kwargs = ", ".join(f"{k}={v}" for k, v in sorted(net.arch_kwargs.items()))
-    return f"{net.arch_name}({kwargs})"
-
-
 def _check_same_architecture(a: nn.Module, b: nn.Module) -> None:
+    from blindsr.describe import architecture
+
     if (a.arch_name, a.arch_kwargs) != (b.arch_name, b.arch_kwargs):
-        raise BlindSRError(f"the models have different architectures ({_describe(a)} and "
-                           f"{_describe(b)}): only models of one architecture interpolate")
+        raise BlindSRError(f"the models have different architectures ({architecture(a)} and "
+                           f"{architecture(b)}): only models of one architecture interpolate")
     sa, sb = a.state_dict(), b.state_dict()
     if sa.keys() != sb.keys():
         raise BlindSRError("the models hold different tensors; they cannot be interpolated")
@@ -171,9 +169,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``blindsr interpolate``."""
-    weight = check_weight(args.weight)
-    path = interpolate_to_file(args.a, args.b, weight, args.output)
-    print(f"wrote {path}: {1 - weight:.6g} x {args.a} + {weight:.6g} x {args.b}",
+    path = interpolate_to_file(args.a, args.b, args.weight, args.output)  # checks the weight
+    print(f"wrote {path}: {1 - args.weight:.6g} x {args.a} + {args.weight:.6g} x {args.b}",
           file=sys.stderr)
     return 0
 

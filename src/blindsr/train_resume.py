@@ -122,11 +122,17 @@ def save_run(run: Run) -> None:
     """Checkpoint the run at its step and rewrite its ``model.safetensors`` (main process)."""
     if not run.info.is_main:
         return
-    from blindsr.checkpoint import save_model
     from blindsr.train_state import save_checkpoint
 
     save_checkpoint(run.run_dir, run.step, _weights(run), _state(run),
                     run.cfg.train.keep_checkpoints)
+    _write_model(run)
+
+
+def _write_model(run: Run) -> None:
+    """The run's inference model (its EMA when kept) with the training summary."""
+    from blindsr.checkpoint import save_model
+
     save_model(run.eval_model, run.run_dir / "model.safetensors", summary(run))
 
 
@@ -200,6 +206,4 @@ def leave_finished_run(run: Run) -> None:
     except (BlindSRError, KeyError, ValueError, AttributeError):
         stale = True
     if stale and main:
-        from blindsr.checkpoint import save_model
-
-        save_model(run.eval_model, run.run_dir / "model.safetensors", summary(run))
+        _write_model(run)
