@@ -278,6 +278,22 @@ def test_init_checkpoint_starts_the_generator(tmp_path, data_dir):
     assert "model.grow: true" in message and "\n" not in message
 
 
+def test_init_takes_a_shipped_model_name(tmp_path, data_dir):
+    shipped = load_model("blindsr-x4").state_dict()
+    cfg = load_config(ROOT / "configs/finetune_x4.yaml", [
+        f"output_dir={json.dumps(str(tmp_path / 'runs'))}",
+        f"data.train.0.path={json.dumps(str(data_dir))}", "train.iterations=2", "train.batch=2",
+        "train.patch=32", "val.every=0", "logging.tensorboard=false", "logging.images_every=0"])
+    start = build_generator(cfg).state_dict()
+    assert same(start, shipped)
+    result = train(cfg, progress=False)
+    tuned = load_model(result.run_dir / "model.safetensors").state_dict()
+    assert tuned.keys() == shipped.keys() and not same(tuned, shipped)
+    with pytest.raises(BlindSRError, match=r"model.init: checkpoint not found: blindsr-x9 \(a "
+                                           r"file, or a shipped model: .*blindsr-x4"):
+        tiny(tmp_path, data_dir, "model.init=blindsr-x9")
+
+
 def test_init_from_a_run_that_is_not_finished_is_refused(tmp_path, data_dir):
     import shutil
 

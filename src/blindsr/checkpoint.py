@@ -217,19 +217,28 @@ def model_from_checkpoint(sd: dict[str, Tensor], meta: dict[str, str],
         raise BlindSRError(f"{path}: {e}") from None
 
 
+def checkpoint_file(name: str | os.PathLike) -> Path:
+    """The file ``name`` stands for: a path as it stands when it exists, else the weights of
+    the shipped model of that name (e.g. ``blindsr-x4``), else the path (for the caller's
+    'not found' error)."""
+    path = Path(name)
+    if path.exists():
+        return path
+    from blindsr.shipped import shipped_models
+
+    shipped = shipped_models().get(str(name))
+    if shipped is not None:
+        return Path(shipped.weights)
+    if str(name) == "bicubic":
+        raise BlindSRError("bicubic has no checkpoint: use blindsr.zoo.load('bicubic', "
+                           "scale=4) for it as a model")
+    return path
+
+
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
     """Model from a checkpoint file (or a shipped model's name, e.g. ``blindsr-x4``, when no
     such file exists), in eval mode on ``device``; no config needed."""
-    path = Path(path)
-    if not path.exists():
-        from blindsr.shipped import shipped_models
-
-        shipped = shipped_models()
-        if str(path) in shipped:
-            path = Path(shipped[str(path)].weights)
-        elif str(path) == "bicubic":
-            raise BlindSRError("bicubic has no checkpoint: use blindsr.zoo.load('bicubic', "
-                               "scale=4) for it as a model")
+    path = checkpoint_file(path)
     model = model_from_checkpoint(*read_checkpoint(path), path)
     try:
         return model.to(device).eval()

@@ -34,7 +34,7 @@ class ModelConfig:
     arch: str = "srresnet"
     scale: int = bounded(4, ge=1)
     kwargs: dict[str, Any] = field(default_factory=dict)  # constructor arguments except scale
-    init: str | None = None  # checkpoint whose weights start the training
+    init: str | None = None  # checkpoint (or shipped model name) whose weights start training
     # init is a smaller net of the same arch (fewer features/blocks): grow it into this one,
     # computing the same function at step 0 (blindsr.archs.grow)
     grow: bool = False
@@ -44,6 +44,14 @@ class ModelConfig:
             raise fail(join_path(path, "kwargs.scale"), "set the scale with model.scale instead")
         if self.grow and not self.init:
             raise fail(join_path(path, "grow"), "needs model.init, the smaller net to grow")
+
+    def init_file(self) -> Path | None:
+        """The file ``init`` names: a path, or a shipped model's weights (``blindsr-x4``)."""
+        if self.init is None:
+            return None
+        from blindsr.checkpoint import checkpoint_file
+
+        return checkpoint_file(self.init)
 
 
 @dataclass
@@ -345,11 +353,13 @@ def check_paths(cfg: Config) -> None:
         if spec.kind == "lr":
             raise fail(f"val.sets[{i}]", f"{name} has LR images only; validation scores "
                                          "PSNR/SSIM against HR images")
-    if cfg.model.init is not None and not Path(cfg.model.init).is_file():
+    if cfg.model.init is not None and not cfg.model.init_file().is_file():
+        from blindsr.shipped import shipped_models
         from blindsr.train_state import latest_checkpoint
 
         if latest_checkpoint(cfg.run_dir) is None:  # a run that resumes does not read it
-            raise fail("model.init", f"checkpoint not found: {cfg.model.init}")
+            raise fail("model.init", f"checkpoint not found: {cfg.model.init} (a file, or a "
+                                     f"shipped model: {', '.join(shipped_models())})")
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = (),

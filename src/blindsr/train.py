@@ -124,7 +124,7 @@ def build_generator(cfg: Config, with_init: bool = True) -> nn.Module:
     if m.init and with_init:
         from blindsr.checkpoint import read_checkpoint
 
-        sd, _ = read_checkpoint(m.init)
+        sd, _ = read_checkpoint(m.init_file())
         if m.grow:
             from blindsr.archs.grow import grow_state_dict
 
@@ -178,10 +178,11 @@ def _build(cfg: Config, info: distributed.DistInfo, device: torch.device) -> Run
     # A run that resumes takes its weights from its checkpoint, so it may lose model.init; but
     # init is still loaded when present, as strategies check the generator they are given
     # (e.g. amnet's code units) before the checkpoint is restored.
-    init_gone = cfg.model.init is not None and not Path(cfg.model.init).is_file()
+    init = cfg.model.init_file()
+    init_gone = init is not None and not init.is_file()
     resuming = latest_checkpoint(cfg.run_dir) is not None
-    if cfg.model.init is not None and not resuming:
-        _check_init_finished(Path(cfg.model.init))
+    if init is not None and not resuming:
+        _check_init_finished(init)
     generator = build_generator(cfg, with_init=not (init_gone and resuming)).to(device)
     cls = get_strategy(cfg.strategy.name)
     strategy = cls(generator, cls.parse_params(cfg.strategy.params), cfg.model.scale, device)
