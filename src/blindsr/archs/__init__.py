@@ -13,10 +13,10 @@ from typing import Any
 from torch import nn
 
 from ..errors import BlindSRError
-from . import amnet, drn, han, rrdbnet, srresnet
+from . import amnet, drn, han, rrdbnet, srresnet, srvgg
 from .common import ArchSpec, StateDict
 
-_MODULES = (srresnet, rrdbnet, han, amnet, drn)
+_MODULES = (srresnet, rrdbnet, han, amnet, drn, srvgg)
 
 ARCHS: dict[str, ArchSpec] = {m.SPEC.name: m.SPEC for m in _MODULES}
 
