@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from blindsr.checkpoint import load_model, read_checkpoint, save_model
+from blindsr.checkpoint import checkpoint_file, load_model, read_checkpoint, save_model
 from blindsr.zoo import WEIGHTS_DIR
 
 
@@ -33,7 +33,7 @@ def init_stage(run: Path) -> dict | None:
     init = (yaml.safe_load(config.read_text()) or {}).get("model", {}).get("init")
     if not init:
         return None
-    _, meta = read_checkpoint(init)
+    _, meta = read_checkpoint(checkpoint_file(init))
     return {"path": init, **json.loads(meta.get("summary", "{}"))}
 
 
@@ -81,20 +81,25 @@ def compress_rows(info: dict) -> tuple[list[str], dict]:
     return rows, json.loads(meta.get("summary", "{}"))
 
 
-def usage_lines(name: str) -> list[str]:
-    """The card's "Using it" section: the commands that run, ensemble and deploy the model."""
+def usage_lines(name: str, arch: str | None = None) -> list[str]:
+    """The card's "Using it" section: the commands that run, ensemble and deploy the model
+    (``arch``: its architecture; AMNet graphs cannot be quantised and predict their code per
+    call, so their export line says so)."""
+    export = ("# ONNX: run it on whole images (each tile would get its own blur estimate); "
+              "no --int8" if arch == "amnet" else "# ONNX; --int8: a third of the size")
     return [
         "## Using it", "", "```",
         f"blindsr upscale photo.jpg --model {name}      # tiled: any image size",
         f"blindsr upscale photo.jpg --model {name}+     # x8 self-ensemble: 8x the compute",
-        f"blindsr export --model {name} -o {name}.onnx  # ONNX; --int8: a third of the size",
+        f"blindsr export --model {name} -o {name}.onnx  {export}",
         "```", "",
     ]
 
 
 def card(name: str, summary: str, meta: dict, run: Path | None, eval_md: str | None,
-         eval_command: str | None, path: Path) -> str:
-    """The Markdown model card (``run``: the run folder; None for a pruned checkpoint)."""
+         eval_command: str | None, path: Path, notes: str | None = None) -> str:
+    """The Markdown model card (``run``: the run folder; None for a pruned checkpoint;
+    ``notes``: Markdown placed before the evaluation, e.g. the design choices of a method)."""
     info = json.loads(meta.get("summary", "{}"))
     kwargs = json.loads(meta.get("kwargs", "{}"))
     model = load_model(path)
@@ -123,7 +128,9 @@ def card(name: str, summary: str, meta: dict, run: Path | None, eval_md: str | N
             f"{total_h:.2f} h |",
         ]
     lines.append("")
-    lines += usage_lines(name)
+    lines += usage_lines(name, meta.get("arch"))
+    if notes:
+        lines += [notes.strip(), ""]
     if eval_md:
         lines += ["## Evaluation", ""]
         if eval_command:
@@ -144,6 +151,8 @@ def main() -> None:
     parser.add_argument("--summary", required=True, help="one line for `blindsr models`")
     parser.add_argument("--eval", type=Path, default=None, help="Markdown from blindsr eval --out")
     parser.add_argument("--eval-command", default=None)
+    parser.add_argument("--notes", type=Path, default=None,
+                        help="Markdown file placed in the card before the evaluation")
     args = parser.parse_args()
     run = None if args.run.suffix == ".safetensors" else args.run
     source = args.run if run is None else run / "model.safetensors"
@@ -155,7 +164,8 @@ def main() -> None:
         save_model(load_model(source), target, json.loads(meta.get("summary", "{}")))
     _, meta = read_checkpoint(target)
     eval_md = args.eval.read_text() if args.eval else None
-    text = card(args.name, args.summary, meta, run, eval_md, args.eval_command, target)
+    notes = args.notes.read_text() if args.notes else None
+    text = card(args.name, args.summary, meta, run, eval_md, args.eval_command, target, notes)
     target.with_suffix(".md").write_text(text)
     print(f"shipped {target} and {target.with_suffix('.md')}")
 

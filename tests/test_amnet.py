@@ -185,6 +185,40 @@ def test_tiles_share_one_code_for_the_whole_image(rand_image):
     big = rand_image(1, 3, 8, 600, seed=4)  # codes come from a centre crop of large images
     torch.testing.assert_close(model.image_code(big), model.image_code(big[..., 44:556]))
 
+
+def test_blur_setting_renders_with_the_code_of_that_width(tmp_path, rand_image, capsys):
+    from blindsr.cli import main
+    from blindsr.ensemble import SelfEnsemble
+    from blindsr.inference import Settings, Upscaler
+
+    model = strengthen(tiny())
+    model.record_code_units(coder_for(1, (0.2, 4.0)))
+    x = rand_image(1, 3, 12, 12)
+    with torch.no_grad():
+        expected = model(x, torch.tensor([[(2.1 - 0.2) / 3.8]])).clamp(0, 1)
+        own = model(x).clamp(0, 1)
+    sharp = Upscaler(model, Settings(device="cpu", blur=2.1)).upscale_tensor(x)
+    torch.testing.assert_close(sharp, expected, atol=1e-5, rtol=0)
+    assert (sharp - own).abs().max() > 0.01  # not the model's own estimate
+    ensemble = Upscaler(SelfEnsemble(model), Settings(device="cpu", blur=2.1))
+    torch.testing.assert_close(ensemble.fixed_code, torch.tensor([[(2.1 - 0.2) / 3.8]]))
+    with pytest.raises(BlindSRError, match=r"outside the blur widths .* sigma in \[0.2, 4\]"):
+        Upscaler(model, Settings(device="cpu", blur=4.5))
+    with pytest.raises(BlindSRError, match="must be a positive number"):
+        Upscaler(model, Settings(device="cpu", blur=float("nan")))
+    with pytest.raises(BlindSRError, match="srresnet takes no kernel code"):
+        Upscaler(archs.build("srresnet", num_feat=4, num_block=1), Settings(blur=1.0))
+    path = save_model(model, tmp_path / "am.safetensors")
+    img = tmp_path / "in.png"
+    from PIL import Image
+    Image.fromarray((x[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(img)
+    assert main(["upscale", str(img), "-o", str(tmp_path / "out.png"), "--model", str(path),
+                 "--blur", "2.1", "-q"]) == 0
+    assert main(["upscale", str(img), "-o", str(tmp_path / "o2.png"), "--model", "bicubic",
+                 "--blur", "2.1", "-q"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("blindsr: error: blur (--blur) is for blur-conditioned models")
+
 # -- the amnet strategy -------------------------------------------------------------------------
 
 

@@ -57,6 +57,17 @@ def test_a_run_folder_card_and_a_missing_source(ship, tmp_path, monkeypatch):
     assert "| strategy | `plain` |" in card and "## Training config (resolved)" in card
     assert "compressed" not in card
     assert "## Using it" in card and "--model tiny+" in card and "--int8" in card
+    notes = tmp_path / "notes.md"
+    notes.write_text("## Choices\n\nthe renderer's code is sigma\n")
+    amnet = run / "amnet"
+    amnet.mkdir()
+    save_model(archs.build("amnet", num_feat=4, num_block=1, scale=4, predictor_feat=4,
+                           am_hidden=4), amnet / "model.safetensors", {"strategy": "amnet"})
+    _run(ship, monkeypatch, str(amnet), "--name", "tiny-am", "--summary", "s", "--notes",
+         str(notes))
+    card = (tmp_path / "weights" / "tiny-am.md").read_text()
+    assert "no --int8" in card and "## Choices" in card
+    assert card.index("## Using it") < card.index("## Choices")
     with pytest.raises(SystemExit, match="not found"):
         _run(ship, monkeypatch, str(tmp_path / "gone.safetensors"), "--name", "x",
              "--summary", "x")

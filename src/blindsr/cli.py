@@ -42,6 +42,10 @@ def _add_upscale(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-pixels", type=int, default=None,
                    help="refuse larger inputs (decompression-bomb guard; 0: no limit)")
     p.add_argument("--no-channels-last", action="store_true", help="keep NCHW memory layout")
+    p.add_argument("--blur", type=float, default=None, metavar="SIGMA",
+                   help="blur-conditioned models (amnet): render for a Gaussian blur of this "
+                        "width in HR pixels instead of the model's own estimate (higher: "
+                        "sharper output; lower: softer)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=_run_upscale)
 
@@ -59,7 +63,7 @@ def _run_upscale(args: argparse.Namespace) -> int:
     check_ext(Path(args.output), args.ext)
     settings = Settings(tile=args.tile, tile_pad=args.tile_pad, batch=args.batch,
                         dtype=args.dtype, device=args.device, outscale=args.outscale,
-                        channels_last=not args.no_channels_last)
+                        channels_last=not args.no_channels_last, blur=args.blur)
     report = upscale_files(args.inputs, args.output, args.model, settings, suffix=args.suffix,
                            ext=args.ext, max_pixels=args.max_pixels, progress=not args.quiet,
                            quality=args.quality)

@@ -46,6 +46,9 @@ class Settings:
     device: str | None = None
     outscale: float | None = None
     channels_last: bool = True
+    # blur-conditioned models (AMNet): render for a Gaussian blur of this width (sigma, HR
+    # pixels) instead of the model's own estimate: a sharpness knob, or the non-blind setting
+    blur: float | None = None
 
 
 def check_settings(settings: Settings) -> None:
@@ -66,6 +69,28 @@ def check_settings(settings: Settings) -> None:
                                      and math.isfinite(outscale) and 0 < outscale <= MAX_OUTSCALE):
         raise BlindSRError(f"outscale (--outscale) must be a number in (0, {MAX_OUTSCALE}], "
                            f"got {outscale!r}")
+    blur = settings.blur
+    if blur is not None and not (isinstance(blur, (int, float)) and not isinstance(blur, bool)
+                                 and math.isfinite(blur) and blur > 0):
+        raise BlindSRError(f"blur (--blur) must be a positive number, got {blur!r}")
+
+
+def blur_code(model: nn.Module, sigma: float) -> torch.Tensor:
+    """(1, code_dim) kernel code of a Gaussian blur of width ``sigma`` for a blur-conditioned
+    model (AMNet, also under self-ensemble), in the units it was trained with."""
+    from blindsr.degrade.kernel_code import coder_of_model
+
+    inner = model if hasattr(model, "sigma_range") else getattr(model, "model", model)
+    if not callable(getattr(model, "image_code", None)) or not hasattr(inner, "sigma_range"):
+        name = getattr(model, "arch_name", type(model).__name__)
+        raise BlindSRError(f"blur (--blur) is for blur-conditioned models such as amnet; "
+                           f"{name} takes no kernel code")
+    coder = coder_of_model(inner)
+    lo, hi = coder.sigma_range
+    if not lo <= sigma <= hi:
+        raise BlindSRError(f"blur (--blur) {sigma:g} is outside the blur widths the model was "
+                           f"trained on, sigma in [{lo:g}, {hi:g}]")
+    return coder.encode(float(sigma))
 
 
 def pick_device(name: str | None) -> torch.device:
@@ -209,6 +234,8 @@ class Upscaler:
         self.scale = model_scale(self.model, self.device, self.dtype, self.multiple)
         self.tile = self.settings.tile or auto_tile(
             self.model, self.device, self.dtype, self.settings.batch)
+        self.fixed_code = (None if self.settings.blur is None
+                           else blur_code(self.model, self.settings.blur))
 
     def forward(self, batch: torch.Tensor, code: torch.Tensor | None = None,
                 clamp: bool = True) -> torch.Tensor:
@@ -233,8 +260,10 @@ class Upscaler:
 
     def image_code(self, x: torch.Tensor) -> torch.Tensor | None:
         """One code for the whole (1, 3, H, W) host image from models that are conditioned on
-        one (``model.image_code``, e.g. AMNet's blur estimate), so every tile gets the same;
-        None for other models."""
+        one (``model.image_code``, e.g. AMNet's blur estimate; the code of ``settings.blur``
+        when given), so every tile gets the same; None for other models."""
+        if self.fixed_code is not None:
+            return self.fixed_code.to(self.device, self.dtype)
         image_code = getattr(self.model, "image_code", None)
         if not callable(image_code):
             return None
