@@ -35,6 +35,8 @@ CASES = {
     "srresnet-full": ("srresnet", {"num_feat": 64, "num_block": 16}),
     "rrdbnet-small": ("rrdbnet", {"num_feat": 32, "num_block": 4, "num_grow_ch": 16}),
     "rrdbnet-full": ("rrdbnet", {"num_feat": 64, "num_block": 23, "num_grow_ch": 32}),
+    "srvgg-48x16": ("srvgg", {"num_feat": 48, "num_conv": 16}),
+    "srvgg-full": ("srvgg", {"num_feat": 64, "num_conv": 32}),  # realesr-general-x4v3's size
 }
 
 

@@ -235,7 +235,9 @@ def test_paired_exact_positions(tmp_path):
 
 def test_lr_only_gray_and_small_images(tmp_path):
     folder = _folder(tmp_path, "g", {"small": np.arange(60).reshape(6, 10) * 4})
-    ds = TrainSet([(resolve_dataset(f"lr:{folder}", 2), 1.0)], patch=16, scale=2)
+    with pytest.warns(UserWarning, match=r"smaller than the 8-pixel LR patch \(first: small.png "
+                                         r"10x6\)"):
+        ds = TrainSet([(resolve_dataset(f"lr:{folder}", 2), 1.0)], patch=16, scale=2)
     s = ds[0]
     assert not bool(s["has_hr"]) and bool(s["has_lr"])
     assert not s["hr"].any() and s["hr"].shape == (3, 16, 16)
@@ -243,6 +245,26 @@ def test_lr_only_gray_and_small_images(tmp_path):
     assert torch.equal(s["lr"][0], s["lr"][1])  # gray expanded to 3 channels
     values = set((s["lr"] * 255).round().long().flatten().tolist())
     assert values <= set(range(0, 240, 4))  # reflection padding only reuses image pixels
+
+
+def test_a_source_mostly_smaller_than_the_patch_is_warned_about(tmp_path):
+    import warnings
+
+    folder = _folder(tmp_path, "hr", {f"im{i}": _noise(20, 24, i) for i in range(3)})
+    spec = resolve_dataset(str(folder), 2)
+    with pytest.warns(UserWarning, match=r"3 of 3 images are smaller than the 32-pixel HR patch "
+                                         r"\(first: im0.png 24x20\)"):
+        TrainSet([(spec, 1.0)], patch=32, scale=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        TrainSet([(spec, 1.0)], patch=20, scale=2)  # they fit
+        lr = resolve_dataset(f"lr:{folder}", 2)
+        TrainSet([(lr, 1.0)], patch=40, scale=2)  # LR-only: the LR patch is 20
+    for i in range(3, 30):  # one small image among many (T91 has one) is not worth a warning
+        _write(folder / f"im{i}.png", _noise(40, 40, i))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        TrainSet([(resolve_dataset(str(folder), 2), 1.0)], patch=32, scale=2)
 
 
 def test_unreadable_files_skipped_and_bad_settings(tmp_path):

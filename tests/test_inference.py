@@ -155,6 +155,25 @@ def test_checkpoint_path_as_model(tmp_path, rand_image):
     torch.testing.assert_close(a, b)
 
 
+@pytest.mark.parametrize("arch, kwargs", [
+    ("srresnet", {"num_in_ch": 1, "num_out_ch": 1, "num_feat": 4, "num_block": 1}),
+    ("srvgg", {"num_in_ch": 4, "num_out_ch": 4, "num_feat": 4, "num_conv": 1}),
+])
+def test_a_model_that_is_not_rgb_is_refused_in_one_line(arch, kwargs, tmp_path, capsys):
+    from blindsr.checkpoint import save_model
+    from blindsr.cli import main
+
+    path = save_model(archs.build(arch, **kwargs), tmp_path / "m.safetensors")
+    with pytest.raises(BlindSRError, match=f"{arch} maps .* channels; upscale and eval run "
+                                           "RGB-to-RGB models"):
+        Upscaler(path, Settings(device="cpu"))
+    Image.new("RGB", (8, 8)).save(tmp_path / "in.png")
+    assert main(["upscale", str(tmp_path / "in.png"), "-o", str(tmp_path / "o.png"),
+                 "--model", str(path), "-q"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "RGB-to-RGB" in err[0]
+
+
 def test_unknown_model_is_a_clear_error():
     with pytest.raises(BlindSRError, match="no such model"):
         Upscaler("does-not-exist.safetensors")

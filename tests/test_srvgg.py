@@ -32,6 +32,11 @@ def test_key_layout_is_real_esrgans():
     assert sd["body.6.weight"].shape == (48, 8, 3, 3)  # 3 x 4^2 channels for the pixel shuffle
 
 
+def test_no_body_convs_is_allowed():
+    model = archs.build("srvgg", num_feat=4, num_conv=0, scale=2)
+    assert archs.from_state_dict(model.state_dict()).arch_kwargs["num_conv"] == 0
+
+
 @pytest.mark.parametrize("scale", [1, 2, 3, 4, 8])
 def test_round_trip_from_tensors_at_every_scale(scale, rand_image):
     torch.manual_seed(0)
@@ -73,8 +78,15 @@ def test_weights_that_do_not_fit_are_named():
         kwargs_from_state_dict(sd)
     odd = archs.build("srvgg", num_feat=8, num_conv=1, scale=4).state_dict()
     odd["body.4.weight"] = odd["body.4.weight"][:40]
-    with pytest.raises(BlindSRError, match="40 channels"):
+    with pytest.raises(BlindSRError, match="40 channels, not the 3 input channels x scale"):
         kwargs_from_state_dict(odd)
+    relu = {k: v for k, v in sd.items() if not k.startswith(("body.1.", "body.3."))}
+    assert archs.detect_arch(relu) == "srvgg"
+    with pytest.raises(BlindSRError, match="without PReLU weights .* not supported"):
+        archs.from_state_dict(relu)
+    headless = {k: v for k, v in odd.items() if not k.startswith("body.0.")}
+    with pytest.raises(BlindSRError, match="matches no known architecture"):
+        archs.detect_arch(headless)  # not taken for srvgg, and no other detection broken
     with pytest.raises(BlindSRError, match="num_out_ch == num_in_ch"):
         archs.build("srvgg", num_in_ch=1, num_out_ch=3)
     with pytest.raises(BlindSRError, match="scale must be one of"):

@@ -289,9 +289,74 @@ def test_init_takes_a_shipped_model_name(tmp_path, data_dir):
     result = train(cfg, progress=False)
     tuned = load_model(result.run_dir / "model.safetensors").state_dict()
     assert tuned.keys() == shipped.keys() and not same(tuned, shipped)
-    with pytest.raises(BlindSRError, match=r"model.init: checkpoint not found: blindsr-x9 \(a "
-                                           r"file, or a shipped model: .*blindsr-x4"):
-        tiny(tmp_path, data_dir, "model.init=blindsr-x9")
+    for init, message in [
+        ("blindsr-x9", r"checkpoint not found: blindsr-x9 \(a .safetensors / .pth file, or a "
+                       r"shipped model: .*blindsr-x4"),
+        ("bicubic", "bicubic has no weights to start from"),
+        ("blindsr-x4+", r"blindsr-x4\+: self-ensemble \('\+'\) is for upscale and eval"),
+        (str(data_dir), "a folder, not a checkpoint file"),
+    ]:
+        with pytest.raises(BlindSRError, match=f"^config model.init: {message}"):
+            tiny(tmp_path, data_dir, f"model.init={json.dumps(init)}")
+
+
+def test_init_resolution_paths_before_names(tmp_path, data_dir, monkeypatch):
+    from blindsr.checkpoint import save_model
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "blindsr-x4").mkdir()  # a folder named like a shipped model does not hide it
+    cfg = tiny(tmp_path, data_dir, "model.init=blindsr-x4", "model.kwargs.num_feat=32",
+               "model.kwargs.num_block=8")
+    assert cfg.model.init_file().parent.name == "weights"
+    monkeypatch.setenv("HOME", str(tmp_path))
+    save_model(archs_build_tiny(), tmp_path / "w.safetensors")
+    assert tiny(tmp_path, data_dir, "model.init=~/w.safetensors").model.init_file() == \
+        tmp_path / "w.safetensors"
+
+
+def archs_build_tiny():
+    from blindsr import archs
+
+    return archs.build("srresnet", num_feat=4, num_block=1, scale=4)
+
+
+def test_init_errors_say_what_the_init_is(tmp_path, data_dir):
+    from blindsr import archs
+    from blindsr.checkpoint import save_model
+
+    save_model(archs.build("srvgg", num_feat=4, num_conv=1, scale=4), tmp_path / "vgg.safetensors")
+    (tmp_path / "x.onnx").write_bytes(b"onnx")
+    cases = [
+        (["model.init=blindsr-x4"], r"blindsr-x4 \(srresnet\(num_block=8, num_feat=32, "
+                                    r"num_in_ch=3, num_out_ch=3, scale=4\)\) does not fit "
+                                    r"srresnet"),
+        ([f"model.init={json.dumps(str(tmp_path / 'vgg.safetensors'))}"], r"\(srvgg\(.*\)\) does "
+                                                                        r"not fit srresnet"),
+        ([f"model.init={json.dumps(str(tmp_path / 'x.onnx'))}"], "an ONNX file, not a checkpoint"),
+    ]
+    for overrides, message in cases:
+        with pytest.raises(BlindSRError, match=f"^config model.init: .*{message}") as err:
+            build_generator(tiny(tmp_path, data_dir, *overrides))
+        assert "model.grow" not in str(err.value)  # another architecture: growing cannot help
+
+
+def test_a_resumed_run_keeps_the_init_it_started_from(tmp_path, data_dir, capsys):
+    from blindsr.checkpoint import save_model
+
+    for name in ("a", "b"):
+        save_model(archs_build_tiny(), tmp_path / f"{name}.safetensors")
+    start = tiny(tmp_path, data_dir, f"model.init={json.dumps(str(tmp_path / 'a.safetensors'))}",
+                 "train.iterations=2")
+    train(start, progress=False)
+    capsys.readouterr()
+    other = tiny(tmp_path, data_dir, f"model.init={json.dumps(str(tmp_path / 'b.safetensors'))}",
+                 "train.iterations=4")
+    assert train(other, progress=False).step == 4
+    assert "not applied when resuming: model.init" in capsys.readouterr().err
+    run = tmp_path / "runs" / start.name
+    assert load_config(run / "config.yaml").model.init == str(tmp_path / "a.safetensors")
+    summary = json.loads(read_checkpoint(run / "model.safetensors")[1]["summary"])
+    assert summary["init"] == str(tmp_path / "a.safetensors")
 
 
 def test_init_from_a_run_that_is_not_finished_is_refused(tmp_path, data_dir):

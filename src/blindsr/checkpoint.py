@@ -218,11 +218,11 @@ def model_from_checkpoint(sd: dict[str, Tensor], meta: dict[str, str],
 
 
 def checkpoint_file(name: str | os.PathLike) -> Path:
-    """The file ``name`` stands for: a path as it stands when it exists, else the weights of
-    the shipped model of that name (e.g. ``blindsr-x4``), else the path (for the caller's
-    'not found' error)."""
-    path = Path(name)
-    if path.exists():
+    """The file ``name`` stands for: a file at that path (``~`` expanded) when there is one,
+    else the weights of the shipped model of that name (e.g. ``blindsr-x4``), else the path
+    (for the caller's 'not found' error)."""
+    path = Path(name).expanduser()
+    if path.is_file():
         return path
     from blindsr.shipped import shipped_models
 

@@ -353,13 +353,29 @@ def check_paths(cfg: Config) -> None:
         if spec.kind == "lr":
             raise fail(f"val.sets[{i}]", f"{name} has LR images only; validation scores "
                                          "PSNR/SSIM against HR images")
-    if cfg.model.init is not None and not cfg.model.init_file().is_file():
-        from blindsr.shipped import shipped_models
-        from blindsr.train_state import latest_checkpoint
+    if cfg.model.init is not None:
+        _check_init(cfg)
 
-        if latest_checkpoint(cfg.run_dir) is None:  # a run that resumes does not read it
-            raise fail("model.init", f"checkpoint not found: {cfg.model.init} (a file, or a "
-                                     f"shipped model: {', '.join(shipped_models())})")
+
+def _check_init(cfg: Config) -> None:
+    """``model.init`` names a checkpoint file or a shipped model (a run that resumes does not
+    read it, so it may be gone then)."""
+    from blindsr.shipped import shipped_models
+    from blindsr.train_state import latest_checkpoint
+
+    try:
+        init = cfg.model.init_file()
+    except BlindSRError:  # bicubic
+        raise fail("model.init", f"{cfg.model.init} has no weights to start from (leave "
+                                 "model.init out to train from scratch)") from None
+    if init.is_file() or latest_checkpoint(cfg.run_dir) is not None:
+        return
+    if cfg.model.init.endswith("+"):
+        raise fail("model.init", f"{cfg.model.init}: self-ensemble ('+') is for upscale and "
+                                 "eval; name the model without it")
+    what = "a folder, not a checkpoint file" if init.is_dir() else "checkpoint not found"
+    raise fail("model.init", f"{what}: {cfg.model.init} (a .safetensors / .pth file, or a "
+                             f"shipped model: {', '.join(shipped_models())})")
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = (),

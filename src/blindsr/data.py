@@ -323,6 +323,7 @@ def _load_source(spec: DatasetSpec, patch: int, scale: int) -> _Source:
     hr_list: list[Tensor] = []
     lr_list: list[Tensor] = []
     skipped: list[str] = []
+    small: list[str] = []  # images the patch does not fit in
     for hr_path, lr_path in list_pairs(spec):
         try:
             if spec.kind == "paired":
@@ -333,10 +334,15 @@ def _load_source(spec: DatasetSpec, patch: int, scale: int) -> _Source:
                 lr_list.append(lr)
             elif spec.kind == "hr":
                 assert hr_path is not None
-                hr_list.append(_pad_to(_load_uint8(hr_path), patch, patch))
+                hr = _load_uint8(hr_path)
+                hr_list.append(_pad_to(hr, patch, patch))
             else:
                 assert lr_path is not None
-                lr_list.append(_pad_to(_load_uint8(lr_path), lr_patch, lr_patch))
+                lr = _load_uint8(lr_path)
+                lr_list.append(_pad_to(lr, lr_patch, lr_patch))
+            size = tuple((hr if spec.kind != "lr" else lr).shape[-2:])
+            if min(size) < (lr_patch if spec.kind == "lr" else patch):
+                small.append(f"{Path(hr_path or lr_path).name} {size[1]}x{size[0]}")
         except BlindSRError as exc:
             skipped.append(str(exc))
     if skipped:
@@ -345,7 +351,18 @@ def _load_source(spec: DatasetSpec, patch: int, scale: int) -> _Source:
         )
     if not hr_list and not lr_list:
         raise BlindSRError(f"dataset {spec.name} has no usable images ({skipped[0]})")
+    _warn_if_mostly_padded(spec.name, small, len(hr_list) or len(lr_list),
+                           f"{lr_patch}-pixel LR" if spec.kind == "lr" else f"{patch}-pixel HR")
     return _Source(spec.name, spec.kind, hr_list, lr_list)
+
+
+def _warn_if_mostly_padded(name: str, small: list[str], total: int, patch: str) -> None:
+    """Warn when more than a tenth of a source's images are smaller than the patch (one odd
+    image, as in T91, is not worth a warning): their crops are mostly reflected border."""
+    if len(small) * 10 > total:
+        warnings.warn(f"{name}: {len(small)} of {total} images are smaller than the {patch} "
+                      f"patch (first: {small[0]}) and are padded by reflection; use larger "
+                      "images or a smaller train.patch", stacklevel=4)
 
 
 def _sample_seed(seed: int, k: int) -> int:

@@ -75,6 +75,18 @@ def check_settings(settings: Settings) -> None:
         raise BlindSRError(f"blur (--blur) must be a positive number, got {blur!r}")
 
 
+def check_rgb_model(model: nn.Module) -> None:
+    """A one-line error for models that do not map RGB to RGB (images are upscaled as RGB;
+    gray images are expanded to three channels)."""
+    inner = getattr(model, "model", model)  # under self-ensemble
+    kwargs = getattr(model, "arch_kwargs", None) or getattr(inner, "arch_kwargs", None) or {}
+    channels = (kwargs.get("num_in_ch", 3), kwargs.get("num_out_ch", 3))
+    if channels != (3, 3):
+        name = getattr(model, "arch_name", type(model).__name__)
+        raise BlindSRError(f"{name} maps {channels[0]} to {channels[1]} channels; upscale and "
+                           "eval run RGB-to-RGB models (3 and 3)")
+
+
 def blur_code(model: nn.Module, sigma: float) -> torch.Tensor:
     """(1, code_dim) kernel code of a Gaussian blur of width ``sigma`` for a blur-conditioned
     model (AMNet, also under self-ensemble), in the units it was trained with."""
@@ -226,6 +238,7 @@ class Upscaler:
         self.dtype = pick_dtype(self.settings.dtype, self.device)
         bicubic_scale = math.ceil(self.settings.outscale or 4)
         self.model = zoo.load(model, scale=bicubic_scale, device=self.device)
+        check_rgb_model(self.model)
         self.model.to(dtype=self.dtype)
         self.channels_last = self.settings.channels_last and self.device.type != "mps"
         if self.channels_last:

@@ -124,7 +124,10 @@ def build_generator(cfg: Config, with_init: bool = True) -> nn.Module:
     if m.init and with_init:
         from blindsr.checkpoint import read_checkpoint
 
-        sd, _ = read_checkpoint(m.init_file())
+        try:
+            sd, meta = read_checkpoint(m.init_file())
+        except BlindSRError as e:
+            raise fail("model.init", str(e)) from None
         if m.grow:
             from blindsr.archs.grow import grow_state_dict
 
@@ -134,10 +137,52 @@ def build_generator(cfg: Config, with_init: bool = True) -> nn.Module:
                 raise fail("model.init", f"{m.init}: {e}") from None
         problem = archs.state_dict_mismatch(model, sd)
         if problem:
-            hint = "" if m.grow else "; model.grow: true starts a larger model from a smaller one"
-            raise fail("model.init", f"{m.init} does not fit {m.arch}({m.kwargs}): {problem}{hint}")
+            raise fail("model.init", f"{m.init} ({_describe_init(sd, meta)}) does not fit "
+                                     f"{m.arch}({m.kwargs}, scale={m.scale}): {problem}"
+                                     f"{_grow_hint(model, sd, meta, m.grow)}")
         model.load_state_dict(sd, strict=True)
     return model
+
+
+def _init_arch(sd: dict, meta: dict) -> tuple[str, dict] | None:
+    """(architecture, arguments) of an init checkpoint: recorded, or read from its tensors."""
+    from blindsr import archs
+
+    if meta.get("arch") and meta.get("kwargs"):
+        try:
+            return meta["arch"], {**json.loads(meta["kwargs"]), "scale": int(meta["scale"])}
+        except (KeyError, ValueError, TypeError):
+            pass
+    try:
+        name = archs.detect_arch(sd)
+        return name, archs.ARCHS[name].kwargs_from_state_dict(sd)
+    except BlindSRError:
+        return None
+
+
+def _describe_init(sd: dict, meta: dict) -> str:
+    found = _init_arch(sd, meta)
+    if found is None:
+        return "an unknown architecture"
+    name, kwargs = found
+    return f"{name}({', '.join(f'{k}={v}' for k, v in sorted(kwargs.items()))})"
+
+
+def _grow_hint(model: nn.Module, sd: dict, meta: dict, grow: bool) -> str:
+    """The model.grow hint, only where growing could work: the same growable architecture,
+    no growable argument larger than the model's and the others equal."""
+    from blindsr import archs
+
+    found = _init_arch(sd, meta)
+    spec = archs.ARCHS.get(model.arch_name)
+    if grow or found is None or spec is None or not spec.growable:
+        return ""
+    name, kwargs = found
+    own = {**model.arch_kwargs, "scale": model.scale}
+    if name != model.arch_name or set(kwargs) != set(own) or any(
+            kwargs[k] > own[k] if k in spec.growable else kwargs[k] != own[k] for k in own):
+        return ""
+    return "; model.grow: true starts a larger model from a smaller one"
 
 
 def resolve_optim(cfg: Config, strategy: Strategy) -> dict[str, OptimConfig]:

@@ -182,11 +182,28 @@ def _changed_keys(run: Run) -> list[str]:
     return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
 
 
+# Settings a resumed run cannot apply: its weights come from its own checkpoint.
+FIXED_ON_RESUME = ("model.init", "model.grow")
+
+
 def note_changes(run: Run) -> None:
-    """Tell the user which settings differ from the run folder's config."""
+    """Tell the user which settings differ from the run folder's config; those a resumed run
+    cannot apply (:data:`FIXED_ON_RESUME`) are put back to the run's own values, so that its
+    config and model record what it really started from."""
+    import yaml
+
     changed = _changed_keys(run)
-    if changed:
-        say(run, f"note: config changed since the last run: {', '.join(changed[:8])}")
+    fixed = [k for k in changed if k in FIXED_ON_RESUME]
+    if fixed:
+        old = (yaml.safe_load((run.run_dir / "config.yaml").read_text()) or {}).get("model")
+        for key in fixed:
+            field = key.split(".")[1]
+            setattr(run.cfg.model, field, (old or {}).get(field, {"grow": False}.get(field)))
+        say(run, f"note: not applied when resuming: {', '.join(fixed)} (the run goes on from "
+                 "its own checkpoint; set another name= to start from other weights)")
+    applied = [k for k in changed if k not in FIXED_ON_RESUME]
+    if applied:
+        say(run, f"note: config changed since the last run: {', '.join(applied[:8])}")
 
 
 def leave_finished_run(run: Run) -> None:

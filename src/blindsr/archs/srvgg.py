@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import BlindSRError
-from .common import ArchSpec, StateDict, check_kwargs, conv3x3, shape_of
+from .common import ArchSpec, StateDict, check_int, check_kwargs, conv3x3, shape_of
 
 NAME = "srvgg"
 SCALES = (1, 2, 3, 4, 8)
@@ -35,9 +35,11 @@ class SRVGGNetCompact(nn.Module):
     def __init__(self, num_in_ch: int = 3, num_out_ch: int = 3, num_feat: int = 64,
                  num_conv: int = 16, scale: int = 4) -> None:
         super().__init__()
-        self.arch_kwargs: dict[str, Any] = check_kwargs(
-            NAME, SCALES, num_in_ch=num_in_ch, num_out_ch=num_out_ch, num_feat=num_feat,
-            num_conv=num_conv, scale=scale)
+        self.arch_kwargs: dict[str, Any] = {
+            **check_kwargs(NAME, SCALES, num_in_ch=num_in_ch, num_out_ch=num_out_ch,
+                           num_feat=num_feat),
+            "num_conv": check_int(NAME, "num_conv", num_conv, minimum=0),
+            **check_kwargs(NAME, SCALES, scale=scale)}
         if num_out_ch != num_in_ch:
             raise BlindSRError(f"{NAME}: the global skip needs num_out_ch == num_in_ch, "
                                f"got {num_out_ch} and {num_in_ch}")
@@ -59,14 +61,18 @@ class SRVGGNetCompact(nn.Module):
 
 
 def detect(sd: StateDict) -> bool:
-    """Only ``body.N.weight`` / ``body.N.bias`` keys, ``body.0`` a conv and ``body.1`` a
-    PReLU's per-channel slopes."""
-    return (bool(sd) and all(_KEY.match(k) for k in sd) and len(shape_of(sd, "body.0.weight")) == 4
-            and "body.1.weight" in sd and len(shape_of(sd, "body.1.weight")) == 1)
+    """Only ``body.N.weight`` / ``body.N.bias`` keys and ``body.0`` a conv (``body.1`` then
+    holds the PReLU's slopes; files without them are recognised, to be refused by name)."""
+    first = sd.get("body.0.weight")
+    return first is not None and first.ndim == 4 and all(_KEY.match(k) for k in sd)
 
 
 def kwargs_from_state_dict(sd: StateDict) -> dict[str, Any]:
     """Read every constructor argument back from tensor shapes."""
+    if "body.1.weight" not in sd:
+        raise BlindSRError("srvgg: SRVGGNetCompact without PReLU weights (ReLU or LeakyReLU "
+                           "activations) is not supported; only the PReLU variant, that of "
+                           "Real-ESRGAN's released models")
     last = max(int(m.group(1)) for k in sd if (m := _KEY.match(k)))
     if last % 2:
         raise BlindSRError(f"srvgg: the last layer body.{last} is not a conv")
@@ -74,8 +80,9 @@ def kwargs_from_state_dict(sd: StateDict) -> dict[str, Any]:
     out_channels = shape_of(sd, f"body.{last}.weight")[0]
     scale = math.isqrt(out_channels // num_in_ch)
     if scale * scale * num_in_ch != out_channels:
-        raise BlindSRError(f"srvgg: the last conv has {out_channels} channels, not "
-                           f"{num_in_ch} x a square scale")
+        raise BlindSRError(f"srvgg: the last conv has {out_channels} channels, not the "
+                           f"{num_in_ch} input channels x scale^2 (the global skip needs as many "
+                           "output channels as input channels)")
     return {"num_in_ch": num_in_ch, "num_out_ch": num_in_ch, "num_feat": num_feat,
             "num_conv": last // 2 - 1, "scale": scale}
 
