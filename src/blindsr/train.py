@@ -137,50 +137,41 @@ def build_generator(cfg: Config, with_init: bool = True) -> nn.Module:
                 raise fail("model.init", f"{m.init}: {e}") from None
         problem = archs.state_dict_mismatch(model, sd)
         if problem:
-            raise fail("model.init", f"{m.init} ({_describe_init(sd, meta)}) does not fit "
+            init = _init_net(sd, meta, m.init_file())
+            raise fail("model.init", f"{m.init} ({_describe_init(init)}) does not fit "
                                      f"{m.arch}({m.kwargs}, scale={m.scale}): {problem}"
-                                     f"{_grow_hint(model, sd, meta, m.grow)}")
+                                     f"{_grow_hint(model, init, m.grow)}")
         model.load_state_dict(sd, strict=True)
     return model
 
 
-def _init_arch(sd: dict, meta: dict) -> tuple[str, dict] | None:
-    """(architecture, arguments) of an init checkpoint: recorded, or read from its tensors."""
-    from blindsr import archs
+def _init_net(sd: dict, meta: dict, path: Path) -> nn.Module | None:
+    """The model an init checkpoint holds (recorded or read from its tensors), or None."""
+    from blindsr.checkpoint import model_from_checkpoint
 
-    if meta.get("arch") and meta.get("kwargs"):
-        try:
-            return meta["arch"], {**json.loads(meta["kwargs"]), "scale": int(meta["scale"])}
-        except (KeyError, ValueError, TypeError):
-            pass
     try:
-        name = archs.detect_arch(sd)
-        return name, archs.ARCHS[name].kwargs_from_state_dict(sd)
+        return model_from_checkpoint(sd, meta, path)
     except BlindSRError:
         return None
 
 
-def _describe_init(sd: dict, meta: dict) -> str:
-    found = _init_arch(sd, meta)
-    if found is None:
-        return "an unknown architecture"
-    name, kwargs = found
-    return f"{name}({', '.join(f'{k}={v}' for k, v in sorted(kwargs.items()))})"
+def _describe_init(net: nn.Module | None) -> str:
+    from blindsr.describe import architecture
+
+    return "an unknown architecture" if net is None else architecture(net)
 
 
-def _grow_hint(model: nn.Module, sd: dict, meta: dict, grow: bool) -> str:
+def _grow_hint(model: nn.Module, init: nn.Module | None, grow: bool) -> str:
     """The model.grow hint, only where growing could work: the same growable architecture,
     no growable argument larger than the model's and the others equal."""
     from blindsr import archs
 
-    found = _init_arch(sd, meta)
     spec = archs.ARCHS.get(model.arch_name)
-    if grow or found is None or spec is None or not spec.growable:
+    if grow or init is None or spec is None or init.arch_name != model.arch_name:
         return ""
-    name, kwargs = found
-    own = {**model.arch_kwargs, "scale": model.scale}
-    if name != model.arch_name or set(kwargs) != set(own) or any(
-            kwargs[k] > own[k] if k in spec.growable else kwargs[k] != own[k] for k in own):
+    theirs, own = init.arch_kwargs, model.arch_kwargs
+    if not spec.growable or set(theirs) != set(own) or any(
+            theirs[k] > own[k] if k in spec.growable else theirs[k] != own[k] for k in own):
         return ""
     return "; model.grow: true starts a larger model from a smaller one"
 
