@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from blindsr import archs, checkpoint
+from blindsr import archs, checkpoint, zoo
 from blindsr.checkpoint import load_model, read_checkpoint, save_model, weights_digest
 from blindsr.errors import BlindSRError
 
@@ -220,10 +220,14 @@ def test_a_shipped_name_loads_when_no_such_file_exists(tmp_path, monkeypatch):
     assert not model.training and all(
         torch.equal(a, b) for a, b in zip(model.state_dict().values(),
                                           shipped.state_dict().values(), strict=True))
-    monkeypatch.chdir(tmp_path)  # a real file of that name wins over the shipped model
-    (tmp_path / "andnet-x4").mkdir()
-    with pytest.raises(BlindSRError, match="andnet-x4 is a folder, not a file"):
-        load_model("andnet-x4")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "andnet-x4").mkdir()  # a folder of that name does not hide the shipped model
+    assert load_model("andnet-x4").arch_kwargs == shipped.arch_kwargs
+    (tmp_path / "andnet-x4").rmdir()  # a file of that name wins over it, here and in zoo.load
+    save_model(archs.build("srresnet", num_feat=4, num_block=1), tmp_path / "x.safetensors")
+    (tmp_path / "x.safetensors").rename(tmp_path / "andnet-x4")
+    assert load_model("andnet-x4").arch_kwargs["num_feat"] == 4
+    assert zoo.load("andnet-x4").arch_kwargs["num_feat"] == 4
     with pytest.raises(BlindSRError, match="not found"):
         load_model("no-such-model")
     with pytest.raises(BlindSRError, match=r"bicubic has no checkpoint: use blindsr.zoo.load"):

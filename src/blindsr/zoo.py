@@ -63,9 +63,9 @@ def load(model: str | Path | nn.Module | None = None, scale: int = 4,
     if name == "bicubic":
         return Bicubic(scale).to(device)
     shipped = shipped_models()
-    if name in shipped:
-        return load_model(shipped[name].weights, device=device)
     path = Path(name).expanduser()
+    if name in shipped and not path.is_file():  # a file of that name wins, as in load_model
+        return load_model(shipped[name].weights, device=device)
     if not path.exists():
         known = ", ".join(["bicubic", *shipped])
         raise BlindSRError(f"{name}: no such model file or shipped model (shipped: {known}; "
