@@ -46,12 +46,21 @@ def config_path(run_name: str | None) -> str:
     return f"configs/{run_name}.yaml"
 
 
+def degradation_text(info: dict) -> str:
+    """The training summary's degradation; strategies that make their own LR (amnet, amgan)
+    train with degradation ``none``, which would read as clean pairs."""
+    degradation = info.get("degradation")
+    if degradation in (None, "none"):
+        return f"made by the strategy itself (`{info.get('strategy')}`; see below)"
+    return str(degradation)
+
+
 def training_rows(info: dict, hours: float) -> list[str]:
     """Card rows of a checkpoint's training summary."""
     return [
         f"| training config | `{config_path(info.get('config'))}` |",
         f"| strategy | `{info.get('strategy')}` |",
-        f"| degradation | {info.get('degradation')} |",
+        f"| degradation | {degradation_text(info)} |",
         f"| data | {', '.join(info.get('data', []))} |",
         f"| iterations | {info.get('iterations')} (batch {info.get('effective_batch')}, "
         f"HR patch {info.get('patch')}, EMA {info.get('ema')}, seed {info.get('seed')}) |",

@@ -192,6 +192,20 @@ def test_configs_sharing_a_run_name_are_the_same_run():
     assert not clashes, f"different configs write the same run folder: {clashes}"
 
 
+def test_configs_that_start_from_a_shipped_model_fit_its_weights():
+    from blindsr.shipped import shipped_models
+    from blindsr.train import build_generator
+
+    starting = [p for p in ALL_CONFIGS
+                if load_config(p, paths=False).model.init in shipped_models()]
+    assert len(starting) >= 5  # finetune_x4 and the AMGAN / AMNet-RL configs (amnet-x4)
+    for path in starting:
+        cfg = load_config(path, paths=False)
+        shipped = shipped_models()[cfg.model.init].weights
+        net = build_generator(cfg)  # a strict load: the config's model is the shipped one's
+        assert net.arch_name == load_config(path, paths=False).model.arch, (path, shipped)
+
+
 def test_shipped_configs_find_the_shared_data(shared, generated_data, monkeypatch):
     monkeypatch.setenv("BLINDSR_DATA", str(shared / "datasets"))
     # every dataset and validation set resolves (model.init, and the growth from it, points at
