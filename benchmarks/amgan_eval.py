@@ -49,7 +49,7 @@ import torch
 from torch import Tensor, nn
 
 from blindsr import data, io
-from blindsr.checkpoint import load_model, read_checkpoint
+from blindsr.checkpoint import checkpoint_file, load_model, read_checkpoint
 from blindsr.degrade.kernel_code import KernelCoder, blur_downsample, coder_of_model
 from blindsr.errors import BlindSRError
 from blindsr.machine import machine_description
@@ -259,7 +259,7 @@ def rl_comparison(synthetic: list[dict], rl: dict[str, str]) -> list[dict]:
 
 def budget(path: str) -> dict:
     """The training summary saved with a model (iterations, wall time, machine, ...)."""
-    _, meta = read_checkpoint(path)
+    _, meta = read_checkpoint(checkpoint_file(path))
     try:
         summary = json.loads(meta.get("summary", "{}"))
     except json.JSONDecodeError:

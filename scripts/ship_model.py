@@ -94,12 +94,15 @@ def usage_lines(name: str, arch: str | None = None) -> list[str]:
     """The card's "Using it" section: the commands that run, ensemble and deploy the model
     (``arch``: its architecture; AMNet graphs cannot be quantised and predict their code per
     call, so their export line says so)."""
-    export = ("# ONNX: run it on whole images (each tile would get its own blur estimate); "
-              "no --int8" if arch == "amnet" else "# ONNX; --int8: a third of the size")
+    export = ("# ONNX: estimates the blur per tile, so upscale it with --tile as large as the "
+              "image; no --int8" if arch == "amnet" else "# ONNX; --int8: a third of the size")
+    blur = ([f"blindsr upscale photo.jpg --model {name} --blur 2.0  # a blur width by hand "
+             "(higher: sharper)"] if arch == "amnet" else [])
     return [
         "## Using it", "", "```",
         f"blindsr upscale photo.jpg --model {name}      # tiled: any image size",
         f"blindsr upscale photo.jpg --model {name}+     # x8 self-ensemble: 8x the compute",
+        *blur,
         f"blindsr export --model {name} -o {name}.onnx  {export}",
         "```", "",
     ]

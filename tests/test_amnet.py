@@ -1,8 +1,10 @@
 """AMNet (kernel-modulated SR + kernel predictor) and the `amnet` strategy: modulation, code
 defaults, registry detection, files, upscale, predictor pretraining and loop steps with resume."""
 
+import importlib.util
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -206,8 +208,13 @@ def test_blur_setting_renders_with_the_code_of_that_width(tmp_path, rand_image, 
         Upscaler(model, Settings(device="cpu", blur=4.5))
     with pytest.raises(BlindSRError, match="must be a positive number"):
         Upscaler(model, Settings(device="cpu", blur=float("nan")))
-    with pytest.raises(BlindSRError, match="srresnet takes no kernel code"):
+    with pytest.raises(BlindSRError, match=r"this model \(srresnet\) takes no kernel code"):
         Upscaler(archs.build("srresnet", num_feat=4, num_block=1), Settings(blur=1.0))
+    for number in (np.float32(2.1), np.int64(2), 2):  # any real number, not only float
+        assert Upscaler(model, Settings(device="cpu", blur=number)).fixed_code.shape == (1, 1)
+    for bad in (10**400, True, "2"):
+        with pytest.raises(BlindSRError, match="must be a positive number"):
+            Upscaler(model, Settings(device="cpu", blur=bad))
     path = save_model(model, tmp_path / "am.safetensors")
     img = tmp_path / "in.png"
     from PIL import Image
@@ -218,6 +225,45 @@ def test_blur_setting_renders_with_the_code_of_that_width(tmp_path, rand_image, 
                  "--blur", "2.1", "-q"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("blindsr: error: blur (--blur) is for blur-conditioned models")
+
+def test_the_code_of_an_rgba_image_is_that_of_its_colour(rand_image):
+    from blindsr import io
+    from blindsr.inference import Settings, Upscaler
+
+    model = strengthen(tiny())
+    with torch.no_grad():
+        for p in model.predictor.parameters():
+            p.normal_(0, 0.3, generator=torch.Generator().manual_seed(3))
+    color = rand_image(1, 3, 16, 16)
+    alpha = torch.ones(1, 1, 16, 16)
+    alpha[..., :6] = 0  # a transparent band must not count as black image content
+    up = Upscaler(model, Settings(device="cpu"))
+    seen = []
+    up.upscale_tensor = lambda x, on_tiles=None, code=None, clamp=True: (
+        seen.append(code), torch.zeros(1, 3, 64, 64))[1]
+    up.upscale_image(io.ImageData(color=color, alpha=alpha, bit_depth=8))
+    torch.testing.assert_close(seen[0], model.image_code(color))
+
+
+@pytest.mark.skipif(not importlib.util.find_spec("onnxruntime"), reason="needs onnxruntime")
+def test_an_onnx_export_warns_when_tiles_would_each_estimate_the_blur(tmp_path, rand_image):
+    from blindsr.export import export_onnx
+    from blindsr.inference import Settings, Upscaler
+
+    model = strengthen(tiny())
+    model.record_code_units(coder_for(1, (0.2, 4.0)))
+    path = export_onnx(model, tmp_path / "am.onnx", check=False).path
+    x = rand_image(1, 3, 40, 40)
+    with pytest.warns(UserWarning, match=r"estimates the blur per tile, and a 40x40 image takes "
+                                         r"\d+ tiles: .* pass --tile 40 to run it whole"):
+        Upscaler(path, Settings(device="cpu", tile=16)).upscale_tensor(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Upscaler(path, Settings(device="cpu", tile=48)).upscale_tensor(x)  # one tile: quiet
+    with pytest.raises(BlindSRError, match="an ONNX export has no code input; use the "
+                                           ".safetensors model"):
+        Upscaler(path, Settings(device="cpu", blur=1.0))
+
 
 # -- the amnet strategy -------------------------------------------------------------------------
 

@@ -66,7 +66,7 @@ def test_a_run_folder_card_and_a_missing_source(ship, tmp_path, monkeypatch):
     _run(ship, monkeypatch, str(amnet), "--name", "tiny-am", "--summary", "s", "--notes",
          str(notes))
     card = (tmp_path / "weights" / "tiny-am.md").read_text()
-    assert "no --int8" in card and "## Choices" in card
+    assert "no --int8" in card and "## Choices" in card and "--model tiny-am --blur 2.0" in card
     assert "| degradation | made by the strategy itself (`amnet`; see below) |" in card
     assert card.index("## Using it") < card.index("## Choices")
     with pytest.raises(SystemExit, match="not found"):

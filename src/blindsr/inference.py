@@ -8,6 +8,8 @@ halved on out-of-memory); `upscale` is the Python entry point for arrays, PIL im
 from __future__ import annotations
 
 import math
+import numbers
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -70,9 +72,24 @@ def check_settings(settings: Settings) -> None:
         raise BlindSRError(f"outscale (--outscale) must be a number in (0, {MAX_OUTSCALE}], "
                            f"got {outscale!r}")
     blur = settings.blur
-    if blur is not None and not (isinstance(blur, (int, float)) and not isinstance(blur, bool)
-                                 and math.isfinite(blur) and blur > 0):
+    if blur is not None and not (isinstance(blur, numbers.Real) and not isinstance(blur, bool)
+                                 and _finite(blur) and blur > 0):
         raise BlindSRError(f"blur (--blur) must be a positive number, got {blur!r}")
+
+
+def _finite(value: numbers.Real) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
+def conditioned_arch(name: str | None) -> bool:
+    """Whether the architecture ``name`` takes a code it can also estimate (AMNet)."""
+    from blindsr import archs
+
+    spec = archs.ARCHS.get(name or "")
+    return spec is not None and callable(getattr(spec.constructor, "image_code", None))
 
 
 def check_rgb_model(model: nn.Module) -> None:
@@ -94,11 +111,15 @@ def blur_code(model: nn.Module, sigma: float) -> torch.Tensor:
 
     inner = model if hasattr(model, "sigma_range") else getattr(model, "model", model)
     if not callable(getattr(model, "image_code", None)) or not hasattr(inner, "sigma_range"):
-        name = getattr(model, "arch_name", type(model).__name__)
-        raise BlindSRError(f"blur (--blur) is for blur-conditioned models such as amnet; "
-                           f"{name} takes no kernel code")
+        if conditioned_arch(getattr(inner, "source_arch", None)):
+            raise BlindSRError("blur (--blur): an ONNX export has no code input; use the "
+                               ".safetensors model (e.g. amnet-x4) for --blur")
+        name = getattr(inner, "arch_name", type(inner).__name__)
+        raise BlindSRError(f"blur (--blur) is for blur-conditioned models (amnet-x4); this "
+                           f"model ({name}) takes no kernel code")
     coder = coder_of_model(inner)
     lo, hi = coder.sigma_range
+    sigma = float(sigma)
     if not lo <= sigma <= hi:
         raise BlindSRError(f"blur (--blur) {sigma:g} is outside the blur widths the model was "
                            f"trained on, sigma in [{lo:g}, {hi:g}]")
@@ -247,6 +268,8 @@ class Upscaler:
         self.scale = model_scale(self.model, self.device, self.dtype, self.multiple)
         self.tile = self.settings.tile or auto_tile(
             self.model, self.device, self.dtype, self.settings.batch)
+        # an ONNX export of AMNet estimates its code from each tile it is given
+        self.code_per_tile = conditioned_arch(getattr(self.model, "source_arch", None))
         self.fixed_code = (None if self.settings.blur is None
                            else blur_code(self.model, self.settings.blur))
 
@@ -294,6 +317,12 @@ class Upscaler:
         the output to [0, 1])."""
         code = self.image_code(x) if code is None else code
         forward = partial(self.forward, code=code, clamp=clamp)
+        if self.code_per_tile and self.count_tiles(*x.shape[-2:]) > 1:
+            warnings.warn(f"this ONNX export of {self.model.source_arch} estimates the blur per "
+                          f"tile, and a {x.shape[-1]}x{x.shape[-2]} image takes "
+                          f"{self.count_tiles(*x.shape[-2:])} tiles: tiles may disagree; pass "
+                          f"--tile {max(x.shape[-2:])} to run it whole, or use the .safetensors "
+                          "model", stacklevel=2)
         while True:
             try:
                 return run_tiled(forward, x, self.scale, self.tile,
@@ -338,10 +367,10 @@ class Upscaler:
         color = image.color.float()
         if image.gray:
             color = color.expand(-1, 3, -1, -1)
+        code = self.image_code(color.contiguous())  # the blur of the colour, not of the alpha
         if alpha is not None:
             color = color * alpha
         color = color.contiguous()
-        code = self.image_code(color)
         # with alpha, both passes stay unclamped until the division: overshoot at an edge then
         # cancels (a clamped alpha of 1 under a colour overshooting by 7 % tints the edge)
         sr = self.upscale_tensor(color, on_tiles, code, clamp=not mixed)
@@ -372,7 +401,8 @@ def upscale(image: Any, model: str | Path | nn.Module | None = None, **settings:
     """Upscale one image given as a path, numpy array, PIL image or `io.ImageData`.
 
     Returns the same kind as the input for arrays (same dtype) and PIL images, else `io.ImageData`.
-    Keyword settings are those of `Settings` (tile, tile_pad, batch, dtype, device, outscale).
+    Keyword settings are those of `Settings` (tile, tile_pad, batch, dtype, device, outscale,
+    channels_last, blur).
     """
     data = io.to_image_data(image)
     result = Upscaler(model, Settings(**settings)).upscale_image(data)

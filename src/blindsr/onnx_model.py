@@ -65,6 +65,7 @@ class OnnxModel(nn.Module):
         batch = shape[0]
         self.fixed_batch = batch if isinstance(batch, int) and batch > 0 else None
         meta = self.session.get_modelmeta().custom_metadata_map
+        self.source_arch = meta.get("arch")  # the exported architecture, when blindsr wrote it
         if meta.get("scale", "").isdigit():
             self.scale = int(meta["scale"])
         if meta.get("size_multiple", "").isdigit():
