@@ -123,7 +123,7 @@ def blur_code(model: nn.Module, sigma: float) -> torch.Tensor:
     if not lo <= sigma <= hi:
         raise BlindSRError(f"blur (--blur) {sigma:g} is outside the blur widths the model was "
                            f"trained on, sigma in [{lo:g}, {hi:g}]")
-    return coder.encode(float(sigma))
+    return coder.encode(sigma)
 
 
 def pick_device(name: str | None) -> torch.device:
