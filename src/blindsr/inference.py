@@ -317,10 +317,11 @@ class Upscaler:
         the output to [0, 1])."""
         code = self.image_code(x) if code is None else code
         forward = partial(self.forward, code=code, clamp=clamp)
-        if self.code_per_tile and self.count_tiles(*x.shape[-2:]) > 1:
+        n_tiles = self.count_tiles(*x.shape[-2:]) if self.code_per_tile else 1
+        if n_tiles > 1:
             warnings.warn(f"this ONNX export of {self.model.source_arch} estimates the blur per "
                           f"tile, and a {x.shape[-1]}x{x.shape[-2]} image takes "
-                          f"{self.count_tiles(*x.shape[-2:])} tiles: tiles may disagree; pass "
+                          f"{n_tiles} tiles: tiles may disagree; pass "
                           f"--tile {max(x.shape[-2:])} to run it whole, or use the .safetensors "
                           "model", stacklevel=2)
         while True:
