@@ -360,6 +360,16 @@ def test_non_finite_rewards_are_dropped(monkeypatch):
     logs = next(s.training_step(batch(), 0)).logs
     assert len(s.buffer) == 3 and logs["dropped"] == 1.0
     assert float(logs["reward"]) == pytest.approx(2.0)
+    assert s.idle_reason() is None  # the buffer fills a minibatch
+
+
+def test_an_idle_strategy_says_why():
+    s = make({"minibatch": 10})
+    assert list(s.training_step(batch(4), 0)) == []
+    assert s.idle_reason() == ("the replay buffer holds 4 transition(s), fewer than "
+                               "strategy.params.minibatch=10")
+    s.dropped = 3
+    assert s.idle_reason().endswith("; 3 non-finite reward(s) were dropped (reward psnr)")
 
 
 def test_target_networks_with_gamma_are_state_and_soft_updated():

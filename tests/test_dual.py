@@ -282,24 +282,26 @@ def test_lr_only_batches(rand_image):
     assert u.optimizers == ("generator",)
 
 
-def test_unpaired_ratio_is_checked_once_and_state_round_trips(rand_image):
-    def feed(s, has_hr, times):
-        for _ in range(times):
-            list(s.training_step(batch(rand_image, has_hr, size=4), 0))
+def test_unpaired_ratio_is_checked_against_the_data_weights_before_training():
+    make(unpaired_ratio=0.3).check_data({"paired": 0.7, "lr": 0.3})
+    make().check_data({"paired": 0.5, "lr": 0.5})  # no ratio given: any mix
+    with pytest.raises(BlindSRError, match="unpaired_ratio: is 0.3, but the data.train weights "
+                                           "give LR-only sources 0.500 of the samples"):
+        make(unpaired_ratio=0.3).check_data({"paired": 0.5, "lr": 0.5})
+    with pytest.raises(BlindSRError, match="give LR-only sources 0.000"):
+        make(unpaired_ratio=0.3).check_data({"hr": 1.0})
+    s = make()
+    assert s.state_dict() == {}
+    s.load_state_dict({"seen": 8, "unpaired": 2, "checked": False})  # an older checkpoint's
+    with pytest.raises(BlindSRError, match="has no state to load"):
+        s.load_state_dict({"rng": 1})
 
-    mix = (True,) * 45 + (False,) * 19  # 0.297 LR-only
-    s = make(lam=0.0, unpaired_ratio=0.3)
-    feed(s, mix, 4)  # 256 samples: checked, fine
-    assert s.state_dict() == {"seen": 256, "unpaired": 76, "checked": True}
-    s = make(lam=0.0, unpaired_ratio=0.3)
-    feed(s, (True,) * 64, 3)
-    state = s.state_dict()
-    t = make(lam=0.0, unpaired_ratio=0.3)
-    t.load_state_dict(state)
-    with pytest.raises(BlindSRError, match="unpaired_ratio: is 0.3, but 0.000 of the first 256"):
-        feed(t, (True,) * 64, 1)
-    with pytest.raises(BlindSRError, match="expected state with keys"):
-        t.load_state_dict({"rng": 1})
+
+def test_a_wrong_unpaired_ratio_stops_before_the_first_iteration(tmp_path):
+    cfg = tiny_config(tmp_path, "strategy.params.unpaired_ratio=0.9")
+    with pytest.raises(BlindSRError, match="unpaired_ratio: is 0.9, but the data.train weights"):
+        train(cfg, progress=False)
+    assert not list((tmp_path).rglob("checkpoints"))
 
 
 # ------------------------------------------------------------------------------ through the loop
@@ -337,8 +339,6 @@ def test_mixed_lr_only_data_trains_checkpoints_and_resumes(tmp_path):
     ckpts = result.run_dir / "checkpoints"
     first, _ = load_checkpoint(ckpts / "step_0000001")
     reference, state = load_checkpoint(ckpts / "step_0000002")
-    assert set(state["strategy"]) == {"seen", "unpaired", "checked"}
-    assert state["strategy"]["seen"] == 8
     assert any(not torch.equal(v, reference["dual"][k]) for k, v in first["dual"].items())
     shutil.rmtree(ckpts / "step_0000002")
     train(cfg, progress=False)  # resumes from step 1, dual models and their Adam included

@@ -50,6 +50,13 @@ def test_plot_cli_and_errors(tmp_path, capsys):
     write_metrics(tmp_path / "empty", [{"step": 1, "event": "x"}])
     with pytest.raises(BlindSRError, match="nothing to plot"):
         plot_run(tmp_path / "empty")
+    (tmp_path / "bad.jsonl").write_text("step,loss\n1,0.5\n")  # a CSV by mistake
+    assert main(["plot", str(tmp_path / "bad.jsonl")]) == 1
+    assert "not a metrics file (none of its 2 lines is a JSON object with a step)" in \
+        capsys.readouterr().err
+    (tmp_path / "binary.jsonl").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(BlindSRError, match="cannot read it as text"):
+        plot_run(tmp_path / "binary.jsonl")
 
 
 def test_plot_takes_the_metrics_file_and_refuses_bad_outputs_in_one_line(tmp_path, capsys):

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from blindsr.cli import main
+from blindsr.errors import BlindSRError
 from blindsr.evaluate import evaluate
 from blindsr.score import match_references, score_files
 
@@ -28,6 +29,26 @@ def test_outputs_score_the_same_numbers_as_eval(shared, tmp_path):
     table = {r.metric: r.value for r in evaluate(["bicubic"], "Set5", "clean", ["psnr", "ssim"])}
     for metric, value in report.means().items():
         assert value == pytest.approx(table[metric], abs=1e-4)  # float sums aside
+
+
+def test_a_shared_sets_name_is_its_hr_for_the_scale(shared, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("BLINDSR_DATA", str(shared / "datasets"))
+    set5 = shared / "datasets" / "Set5"
+    assert main(["upscale", str(set5 / "x3" / "LR"), "-o", str(tmp_path / "out"), "--model",
+                 "bicubic", "-q", "--outscale", "3"]) == 0
+    by_name = score_files([str(tmp_path / "out")], "set5", ["psnr"], 3, scale=3)
+    by_path = score_files([str(tmp_path / "out")], str(set5 / "x3" / "HR"), ["psnr"], 3)
+    assert len(by_name.images) == 5 and by_name.means() == by_path.means()
+    two = score_files([str(tmp_path / "out")], "Set5[:2]", ["psnr"], 3, scale=3)
+    assert len(two.images) == 2 and len(two.failures) == 3  # the others have no reference
+    assert main(["score", str(tmp_path / "out"), "--ref", "Set5"]) == 1  # x4 HR: other sizes
+    assert "output is 510x510, reference 512x512" in capsys.readouterr().err
+    with pytest.raises(BlindSRError, match="--ref RealSRSet: RealSRSet has LR images only"):
+        score_files([str(tmp_path / "out")], "RealSRSet", ["psnr"])
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "Set5").mkdir()  # an existing folder is a folder, not the shared set
+    with pytest.raises(BlindSRError, match="Set5: folder has no .png"):
+        score_files([str(tmp_path / "out")], "Set5", ["psnr"])
 
 
 def test_the_command_writes_json_csv_and_markdown(tmp_path, capsys):

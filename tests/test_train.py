@@ -237,6 +237,33 @@ def test_nan_losses_skip_updates_then_stop_clearly(tmp_path, data_dir, duo):
         assert torch.equal(nets["generator"][k], v)
 
 
+class Idle(Strategy):
+    """Yields no update (as an RL strategy whose replay buffer never fills)."""
+
+    name = "idle"
+
+    def training_step(self, batch, step):
+        return iter(())
+
+    def idle_reason(self):
+        return "waiting for data"
+
+
+def test_a_run_that_made_no_update_says_so(tmp_path, data_dir, monkeypatch, capsys):
+    monkeypatch.setitem(STRATEGIES, "idle", Idle)
+    cfg = tiny(tmp_path, data_dir, "strategy={name: idle}", "train.iterations=3")
+    before = build_generator(cfg).state_dict()
+    result = train(cfg, progress=False)
+    err = capsys.readouterr().err
+    assert ("warning: tiny: no update was made in 3 iteration(s), so the model is unchanged: "
+            "waiting for data") in err
+    rows = [json.loads(x) for x in (tmp_path / "runs/tiny/metrics.jsonl").read_text().splitlines()]
+    assert {"step": 3, "event": "no_updates", "iterations": 3} in rows
+    assert same(result.generator.state_dict(), before)
+    train(tiny(tmp_path / "b", data_dir, "train.iterations=3"), progress=False)
+    assert "no update" not in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------------ the CLI
 
 
@@ -408,6 +435,18 @@ def test_init_grows_a_smaller_checkpoint_into_the_configured_net(tmp_path, data_
 def test_help_after_the_config(capsys):
     assert main(["train", str(TINY), "--help"]) == 0
     assert "KEY=VALUE" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    ([], "error: the following argument is required: config (a YAML file"),
+    ([str(TINY), "--outputdir", "x"], "error: unrecognized arguments: --outputdir"),
+])
+def test_usage_mistakes_show_the_commands_usage(capsys, argv, message):
+    with pytest.raises(SystemExit) as e:
+        main(["train", *argv])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err
+    assert err.startswith("usage: blindsr train CONFIG [KEY=VALUE ...] [--resume]")
 
 
 class Recorder(Strategy):

@@ -22,11 +22,13 @@ def test_a_finished_run_is_left_as_it_is(tmp_path, data_dir, capsys):
     run = tmp_path / "runs" / "tiny"
     config, model = (run / "config.yaml").read_text(), (run / "model.safetensors").read_bytes()
     capsys.readouterr()
-    other = tiny(tmp_path, data_dir, "train.iterations=3", "optim.generator.lr=1e-3")
+    other = tiny(tmp_path, data_dir, "train.iterations=3", "optim.generator.lr=1e-3",
+                 "train.batch=3")
     assert train(other, progress=False).step == 4
     err = capsys.readouterr().err
     assert "already trained for 4 iterations" in err
-    assert "not applied: optim.generator.lr, train.iterations" in err
+    assert "not applied: optim.generator.lr, train.batch, train.iterations" in err
+    assert "resuming" not in err and "data order" not in err  # nothing is trained
     assert (run / "config.yaml").read_text() == config
     assert (run / "model.safetensors").read_bytes() == model
     (run / "model.safetensors").unlink()  # as if killed between the last checkpoint and it
@@ -43,6 +45,10 @@ def test_a_run_folder_of_another_model_says_what_differs(tmp_path, data_dir):
     message = str(err.value)
     assert "wrong shape: conv_first.weight" in message and "set another name=" in message
     assert "\n" not in message
+    finished = tiny(tmp_path, data_dir, "model.kwargs.num_feat=8")
+    with pytest.raises(BlindSRError, match="tiny: already trained for 4 iterations with another "
+                                           "generator network than the configured one"):
+        train(finished, progress=False)
 
 
 

@@ -59,8 +59,8 @@ def check_settings(settings: Settings) -> None:
         return isinstance(value, int) and not isinstance(value, bool) and value >= low
 
     if settings.tile is not None and not whole(settings.tile, MIN_TILE):
-        raise BlindSRError(f"tile (--tile) must be a whole number >= {MIN_TILE} or None, "
-                           f"got {settings.tile!r}")
+        raise BlindSRError(f"tile (--tile) must be a whole number >= {MIN_TILE} (or left out: "
+                           f"sized from free memory), got {settings.tile!r}")
     if not whole(settings.tile_pad, 0):
         raise BlindSRError(f"tile_pad (--tile-pad) must be a whole number >= 0, "
                            f"got {settings.tile_pad!r}")

@@ -30,13 +30,20 @@ def read_metrics(path: str | os.PathLike) -> list[dict]:
     if not path.is_file():
         raise BlindSRError(f"no metrics file: {path}")
     rows = []
-    for line in path.read_text().splitlines():
+    try:
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise BlindSRError(f"{path}: cannot read it as text ({e})") from None
+    for line in lines:
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
             continue
         if isinstance(row, dict) and isinstance(row.get("step"), (int, float)):
             rows.append(row)
+    if lines and not rows:
+        raise BlindSRError(f"{path}: not a metrics file (none of its {len(lines)} lines is a "
+                           "JSON object with a step)")
     return rows
 
 

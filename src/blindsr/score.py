@@ -10,6 +10,7 @@ decimal, as eval scores the network's output before it is saved as 8-bit.
 
     blindsr score results/ --ref ../shared/datasets/Set5/x4/HR --metrics psnr,ssim,lpips \\
         --crop-border 4 --strip-suffix _out
+    blindsr score results/ --ref Set5 --scale 4 --crop-border 4   # a shared set's HR, by name
 """
 
 from __future__ import annotations
@@ -117,11 +118,27 @@ def _aligned(out: Tensor, ref: Tensor, crop_ref: bool) -> tuple[Tensor, Tensor]:
     return out, ref
 
 
+def shared_references(reference: str, scale: int) -> list[Path] | None:
+    """The HR images of the shared dataset ``reference`` names (``Set5``, ``Set14[:5]``) as
+    prepared for ``scale`` (their HR is cropped to a multiple of it); None when it names no
+    shared dataset (an existing path or a glob is never taken for one)."""
+    from blindsr.data import SHARED_NAMES, list_pairs, resolve_dataset
+
+    name = reference.split("[", 1)[0].strip().lower()
+    if Path(reference).expanduser().exists() or name not in {k.lower() for k in SHARED_NAMES}:
+        return None
+    spec = resolve_dataset(reference, scale)
+    if spec.hr_dir is None:
+        raise BlindSRError(f"--ref {reference}: {spec.name} has LR images only, no references")
+    return [hr for hr, _ in list_pairs(spec)]
+
+
 def score_files(outputs: Sequence[str], reference: str | None = None,
                 metrics: Sequence[str] = ("psnr", "ssim"), crop_border: int = 0,
-                strip_suffix: str = "", crop_ref: bool = False) -> ScoreReport:
+                strip_suffix: str = "", crop_ref: bool = False, scale: int = 4) -> ScoreReport:
     """Score the images ``outputs`` (files, folders, globs) against ``reference`` (a folder,
-    file or glob of images matched by name) with ``metrics``; see the module docstring.
+    file or glob of images matched by name, or a shared dataset's name: its HR images for
+    ``scale``) with ``metrics``; see the module docstring.
     Unreadable or unmatched images are listed in ``failures`` and left out of the means (so a
     report may hold no image at all)."""
     from blindsr import io
@@ -138,9 +155,11 @@ def score_files(outputs: Sequence[str], reference: str | None = None,
     paths, missing = io.expand_inputs(list(outputs))
     report.failures += missing
     if reference is not None:
-        refs, ref_missing = io.expand_inputs([reference])
-        if ref_missing:
-            raise BlindSRError(ref_missing[0])
+        refs = shared_references(reference, scale)
+        if refs is None:
+            refs, ref_missing = io.expand_inputs([reference])
+            if ref_missing:
+                raise BlindSRError(ref_missing[0])
         pairs, unmatched = match_references(paths, refs, strip_suffix)
         report.failures += unmatched
     else:
@@ -193,7 +212,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "--crop-border). Without --ref, only no-reference metrics (niqe).")
     p.add_argument("outputs", nargs="+", metavar="IMAGES", help="image files, folders or globs")
     p.add_argument("--ref", default=None,
-                   help="reference images (folder, file or glob), matched by name")
+                   help="reference images (folder, file or glob), matched by name; or a shared "
+                        "dataset's name (Set5, Set14[:5]): its HR images for --scale")
+    p.add_argument("--scale", type=int, default=4,
+                   help="with a shared dataset's name as --ref: the scale its HR images were "
+                        "cropped for (default: 4)")
     p.add_argument("--metrics", default="psnr,ssim",
                    help="comma-separated: psnr, ssim, lpips, dists, niqe (default: psnr,ssim)")
     p.add_argument("--crop-border", type=int, default=0,
@@ -216,14 +239,15 @@ def run(args: argparse.Namespace) -> int:
         for path in output_paths(args.out):
             prepare_output(path, "--out file")
     report = score_files(args.outputs, args.ref, metrics, args.crop_border, args.strip_suffix,
-                         args.crop_ref)
+                         args.crop_ref, args.scale)
     for line in report.failures:
         print(f"blindsr: {line}", file=sys.stderr)
     if not report.images:
         raise BlindSRError(f"no image could be scored ({len(report.failures)} failed, above)")
     print(report.table())
     if args.out is not None:
-        meta = {"outputs": args.outputs, "ref": args.ref, "crop_border": args.crop_border,
+        meta = {"outputs": args.outputs, "ref": args.ref, "scale": args.scale,
+                "crop_border": args.crop_border,
                 "strip_suffix": args.strip_suffix, "crop_ref": args.crop_ref,
                 "y_channel": True, "blindsr": __version__}
         for path in write_report(report, args.out, meta):
@@ -232,4 +256,4 @@ def run(args: argparse.Namespace) -> int:
 
 
 __all__ = ["ScoreReport", "add_parser", "match_references", "output_paths", "run",
-           "score_files", "write_report"]
+           "score_files", "shared_references", "write_report"]

@@ -362,6 +362,7 @@ def apply_update(run: Run, update: Update, meter: Meter) -> bool:
             run.optimizers[n].step()
     if run.scaler is not None:
         run.scaler.update()
+    run.applied += 1
     return True
 
 
@@ -527,7 +528,11 @@ def _loader(run: Run) -> Iterator[dict[str, Tensor]]:
     if hr_only and cfg.degradation.kind == "none" and not run.strategy.degrades_itself():
         raise fail("degradation.kind", f"is none, but {hr_only[0]} has HR images only: use "
                                        "paired/LR data or choose random or preset")
-    run.strategy.check_data({spec.kind for spec, _ in sources})
+    total = sum(weight for _, weight in sources)
+    shares: dict[str, float] = {}
+    for spec, weight in sources:
+        shares[spec.kind] = shares.get(spec.kind, 0.0) + weight / total
+    run.strategy.check_data(shares)
     dataset = TrainSet(sources, cfg.train.patch, cfg.model.scale, seed=cfg.train.seed)
     return make_loader(dataset, cfg.train.batch, cfg.data.workers, start_step=run.step,
                        rank=run.info.rank, world=run.info.world,
@@ -539,7 +544,8 @@ def _loop(run: Run, loader: Iterator[dict[str, Tensor]]) -> None:
     meter = Meter()
     state = {"log_step": run.step, "log_time": time.perf_counter(), "postfix": 0.0}
     started = time.perf_counter()
-    base_wall = run.wall_time
+    base_wall, first_step = run.wall_time, run.step
+    last_logs: dict[str, Any] = {}
     while run.step < cfg.train.iterations and not run.stop_requested:
         for sched in run.schedulers.values():
             sched.set(run.step)
@@ -557,10 +563,23 @@ def _loop(run: Run, loader: Iterator[dict[str, Tensor]]) -> None:
         run.wall_time = base_wall + time.perf_counter() - started
         _handle_bad(run, ok)
         run.bar.update()
-        if time.perf_counter() - state["postfix"] > 1.0 and logs:
-            _postfix(run, logs)
+        last_logs = logs or last_logs
+        if time.perf_counter() - state["postfix"] > 1.0 and last_logs:
+            _postfix(run, last_logs)
             state["postfix"] = time.perf_counter()
         _after_iteration(run, batch, meter, state)
+    if last_logs:  # the bar's last words are the last step's
+        _postfix(run, last_logs)
+    if run.step > first_step and run.applied == 0:
+        _warn_no_updates(run, run.step - first_step)
+
+
+def _warn_no_updates(run: Run, iterations: int) -> None:
+    """Say (and log) that a run's iterations changed nothing, with the strategy's reason."""
+    reason = run.strategy.idle_reason()
+    run.metrics.write({"step": run.step, "event": "no_updates", "iterations": iterations})
+    say(run, f"warning: {run.cfg.name}: no update was made in {iterations} iteration(s), so "
+             f"the model is unchanged" + (f": {reason}" if reason else ""), run.info.is_main)
 
 
 @contextmanager
@@ -657,16 +676,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``blindsr train``."""
     p = sub.add_parser(
         "train", help="train a model from a YAML config (resumable, multi-process)",
+        usage="%(prog)s CONFIG [KEY=VALUE ...] [--resume] [--output-dir DIR] [-q]",
         description="Train from a YAML config. Overrides: key.sub=value (value parsed as YAML). "
                     "A run folder that already has checkpoints is resumed automatically. "
                     "Multi-process: torchrun --nproc_per_node=N -m blindsr train CONFIG "
                     "(effective batch = train.batch x N).")
-    p.add_argument("config", help="YAML config file")
+    p.add_argument("config", nargs="?", help="YAML config file")
     _add_options(p)
     # options may also follow the overrides: the rest is parsed again in run_command
     p.add_argument("overrides", nargs=argparse.REMAINDER, metavar="KEY=VALUE",
                    help="config overrides, e.g. train.iterations=2000 optim.generator.lr=1e-4")
-    p.set_defaults(run=run_command, print_help=p.print_help)
+    p.set_defaults(run=run_command, print_help=p.print_help, usage_error=p.error)
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -675,10 +695,14 @@ def run_command(args: argparse.Namespace) -> int:
     _add_options(rest)
     rest.add_argument("-h", "--help", action="store_true")
     rest.add_argument("overrides", nargs="*")
+    rest.error = args.usage_error  # one usage line, the command's, for every mistake
     more = rest.parse_intermixed_args(args.overrides)
     if more.help:  # `blindsr train CONFIG --help`
         args.print_help()
         return 0
+    if args.config is None:
+        args.usage_error("the following argument is required: config (a YAML file, e.g. "
+                         "configs/tiny.yaml)")
     overrides = list(more.overrides)
     output_dir = more.output_dir if more.output_dir is not None else args.output_dir
     if output_dir is not None:

@@ -55,6 +55,7 @@ def _restore(run: Run, path: Path) -> None:
     from blindsr.train_state import load_checkpoint, set_rng_state
 
     weights, state = load_checkpoint(path)
+    finished = int(state["step"]) >= run.cfg.train.iterations
     for name, net in [*run.networks.items(), (EMA_KEY, run.ema)]:
         if net is None:
             continue
@@ -62,6 +63,10 @@ def _restore(run: Run, path: Path) -> None:
         if sd is None:
             raise BlindSRError(f"checkpoint {path} has no weights for network {name!r}")
         mismatch = archs.state_dict_mismatch(net, sd)
+        if mismatch and finished:
+            raise BlindSRError(f"{run.cfg.name}: already trained for {state['step']} "
+                               f"iterations with another {name} network than the configured "
+                               f"one ({mismatch}); set another name= for a new run")
         if mismatch:
             raise BlindSRError(f"checkpoint {path}: the {name} weights do not fit the "
                                f"configured network ({mismatch}); this run folder holds "
@@ -81,7 +86,8 @@ def _restore(run: Run, path: Path) -> None:
         run.pool.load_state_dict({"filled": state["pool"]["filled"], "pool": {
             k: v.to(run.device) for k, v in state["pool"]["pool"].items()}})
     data = state["data"]
-    if data["world"] != run.info.world or data["batch"] != run.cfg.train.batch:
+    changed = data["world"] != run.info.world or data["batch"] != run.cfg.train.batch
+    if changed and not finished:  # a finished run trains no more: its data order is moot
         say(run, f"note: the checkpoint was made with {data['world']} process(es) x batch "
                  f"{data['batch']}; the data order differs from an uninterrupted run",
             run.info.is_main)
@@ -161,13 +167,13 @@ def start_or_resume(run: Run, resume: bool) -> None:
     if not distributed.all_equal(step, run.device):
         raise BlindSRError("processes see different checkpoints: the run folder must be on a "
                            "file system shared by all of them")
-    if ckpt is None:
+    if ckpt is None:  # a fresh start: every process takes rank 0's initial weights
         distributed.broadcast_modules(run.networks.values())
-        _make_ema(run)
-        return
     _make_ema(run)
-    _restore(run, ckpt)
-    say(run, f"resuming {run.cfg.name} from step {run.step} ({ckpt})", main)
+    if ckpt is not None:
+        _restore(run, ckpt)
+        if run.step < run.cfg.train.iterations:  # a finished run says so itself
+            say(run, f"resuming {run.cfg.name} from step {run.step} ({ckpt})", main)
 
 
 def _changed_keys(run: Run) -> list[str]:

@@ -57,6 +57,7 @@ class Run:
     step: int = 0
     wall_time: float = 0.0
     bad_steps: int = 0
+    applied: int = 0  # updates this process applied since it started (not checkpointed)
     best_psnr: float | None = None
     writer: Any = None
     metrics: MetricsLog | None = None

@@ -122,7 +122,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -389,6 +389,7 @@ class AMRL(Strategy):
         lo, hi = code_box(generator)
         self.lo, self.hi = lo.to(self.device), hi.to(self.device)
         self.held: list[dict[str, Tensor | float]] = []  # logs of update-less iterations
+        self.dropped = 0  # non-finite rewards dropped by this process
         reference = _frozen_copy(self.actor) if p.critic_reference else None
         self.critic = Critic(self.coder.code_dim, lo, hi, p.critic_feat, p.critic_hidden,
                              reference=reference)
@@ -435,8 +436,17 @@ class AMRL(Strategy):
                 if self.target_actor is not None and update_applied(update.loss, self.device):
                     soft_update(self.target_actor, self.actor, p.tau)
 
-    def check_data(self, kinds: set[str]) -> None:
-        if "lr" in kinds and self.reward.needs_hr:
+    def idle_reason(self) -> str | None:
+        p = self.params
+        if len(self.buffer) >= p.minibatch:
+            return None
+        dropped = (f"; {self.dropped} non-finite reward(s) were dropped (reward "
+                   f"{self.reward.name})" if self.dropped else "")
+        return (f"the replay buffer holds {len(self.buffer)} transition(s), fewer than "
+                f"strategy.params.minibatch={p.minibatch}{dropped}")
+
+    def check_data(self, shares: Mapping[str, float]) -> None:
+        if "lr" in shares and self.reward.needs_hr:
             raise fail("strategy.params.reward", f"{self.reward.name} needs HR, but data.train has "
                        "LR-only images: use a no-reference reward (neg_niqe or a callable) or "
                        "HR / paired data only")
@@ -566,6 +576,7 @@ class AMRL(Strategy):
         keep = torch.isfinite(stored)
         if not bool(keep.all()):
             logs["dropped"] = float((~keep).sum())
+            self.dropped += int((~keep).sum())
         self.buffer.push(lr[keep], a[keep], p.reward_scale * stored[keep])
         if bool(keep.any()):
             logs["reward"] = r[keep].mean()

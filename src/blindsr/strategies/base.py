@@ -89,10 +89,11 @@ class Strategy:
         """True when the strategy makes LR from HR itself (the loop leaves ``lr`` alone)."""
         return False
 
-    def check_data(self, kinds: set[str]) -> None:
-        """A one-line config error when the strategy cannot use data of these kinds ("hr",
-        "paired", "lr"); called once before training starts."""
-        if "lr" in kinds and not self.learns_from_lr_only:
+    def check_data(self, shares: Mapping[str, float]) -> None:
+        """A one-line config error when the strategy cannot use the training data; ``shares``:
+        the share of the samples each kind of data ("hr", "paired", "lr") gets by the
+        data.train weights. Called once before training starts."""
+        if "lr" in shares and not self.learns_from_lr_only:
             from blindsr.schema import fail
 
             users = "dual (DRN-Adapt) and amrl (with a no-reference reward)"
@@ -102,6 +103,11 @@ class Strategy:
     def training_step(self, batch: dict[str, Tensor], step: int) -> Iterator[Update]:
         """Yield the updates of training iteration ``step`` (0-based) on ``batch``."""
         raise NotImplementedError
+
+    def idle_reason(self) -> str | None:
+        """Why no update was yielded so far, if the strategy knows (said when a whole run
+        made none)."""
+        return None
 
     def state_dict(self) -> dict:
         """Non-network state to checkpoint (tensors and primitives only)."""

@@ -43,15 +43,14 @@ Choices where the paper is silent, and unpaired data:
   (``RUN/checkpoints/step_N``) or a run folder (its newest checkpoint) whose ``dual`` weights
   start the dual models; ``model.init`` starts P. A resumed run keeps its own checkpoint instead.
 - ``unpaired_ratio`` (rho, the paper uses 30%) is set by the data section's source weights (an
-  ``lr:`` source for the unpaired part); when given here, the strategy checks the observed share
-  of LR-only samples once, after 256 samples, and stops with a clear error if it is off by more
-  than 4 binomial standard deviations + 0.02. The share is logged as ``unpaired`` every step.
+  ``lr:`` source for the unpaired part); when given here, it is checked against the share those
+  weights give before training starts (a one-line error if they differ by more than
+  ``RATIO_TOLERANCE``). The observed share is logged as ``unpaired`` every step.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,7 +63,7 @@ from blindsr.ops.resize import imresize
 from blindsr.schema import bounded, fail
 from blindsr.strategies.base import Strategy, Update
 
-CHECK_AFTER = 256  # samples seen before the unpaired share is checked against unpaired_ratio
+RATIO_TOLERANCE = 0.005  # unpaired_ratio against the LR-only share of the data.train weights
 
 
 def _stages(scale: int) -> int:
@@ -274,7 +273,6 @@ class Dual(Strategy):
             self.duals = DualModels(scale, params.dual_feat, per_stage).to(self.device)
             if params.dual_init:
                 self._load_duals(params.dual_init)
-        self.seen, self.unpaired, self.checked = 0, 0, False
 
     def _load_duals(self, path: str) -> None:
         weights = load_dual_weights(path)
@@ -293,7 +291,6 @@ class Dual(Strategy):
 
     def training_step(self, batch: dict[str, Tensor], step: int) -> Iterator[Update]:
         lr, hr, paired = batch["lr"], batch["hr"], batch["has_hr"].bool()
-        self._count(paired)
         p = self.params
         if p.lam == 0 and not bool(paired.any()):
             return  # nothing to learn from LR-only samples without the dual loss
@@ -303,30 +300,19 @@ class Dual(Strategy):
         unpaired = (~paired).float().mean()
         yield Update(loss, names, {**logs, "l_total": loss.detach(), "unpaired": unpaired})
 
-    def _count(self, paired: Tensor) -> None:
-        """Track the LR-only share; check it once against ``unpaired_ratio``."""
-        self.seen += int(paired.numel())
-        self.unpaired += int((~paired).sum())
-        rho = self.params.unpaired_ratio
-        if rho is None or self.checked or self.seen < CHECK_AFTER:
-            return
-        self.checked = True
-        seen = self.unpaired / self.seen
-        if abs(seen - rho) > 4 * math.sqrt(rho * (1 - rho) / self.seen) + 0.02:
+    def check_data(self, shares: Mapping[str, float]) -> None:
+        super().check_data(shares)
+        rho, share = self.params.unpaired_ratio, shares.get("lr", 0.0)
+        if rho is not None and abs(share - rho) > RATIO_TOLERANCE:
             raise fail("strategy.params.unpaired_ratio",
-                       f"is {rho:g}, but {seen:.3f} of the first {self.seen} samples were "
-                       "LR-only: set the data.train weights so that the lr: sources carry "
-                       f"{rho:g} of the total")
-
-    def state_dict(self) -> dict:
-        return {"seen": self.seen, "unpaired": self.unpaired, "checked": self.checked}
+                       f"is {rho:g}, but the data.train weights give LR-only sources "
+                       f"{share:.3f} of the samples: set the weights so that the lr: sources "
+                       f"carry {rho:g} of the total, or leave unpaired_ratio out")
 
     def load_state_dict(self, state: dict) -> None:
-        if set(state) != {"seen", "unpaired", "checked"}:
-            raise BlindSRError("strategy 'dual': expected state with keys seen, unpaired, "
-                               f"checked; got {list(state)}")
-        self.seen, self.unpaired = int(state["seen"]), int(state["unpaired"])
-        self.checked = bool(state["checked"])
+        # checkpoints before the check moved to the config kept counters for it; nothing now
+        super().load_state_dict({k: v for k, v in state.items()
+                                 if k not in ("seen", "unpaired", "checked")})
 
 
 __all__ = ["Dual", "DualModels", "DualParams", "dual_regression_loss", "generator_outputs"]
