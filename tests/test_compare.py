@@ -75,6 +75,10 @@ def test_bad_requests_fail_in_one_line(tmp_path, hr_image, capsys):
         assert main(argv) == 1
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err
+    Image.new("RGB", (3, 5)).save(tmp_path / "tiny.png")
+    assert main(["compare", str(tmp_path / "tiny.png"), "--degrade", "bicubic", "--model",
+                 "bicubic", "-o", str(tmp_path / "t.png")]) == 1
+    assert "an image of 3x5 is smaller than the scale 4" in capsys.readouterr().err
 
 
 def test_bicubic_follows_the_scale_of_the_degradation(hr_image):

@@ -65,6 +65,9 @@ def test_degradation_seed_is_seed_plus_image_index(tmp_path):
         sr = Bicubic(4)(apply(hr, "b+n", 4, seed=5 + k))
         values.append(psnr(sr, hr, crop_border=4, y_channel=True).item())
     assert got == pytest.approx(sum(values) / 2, abs=1e-6)
+    # a subset scores its images as the whole set does: image k keeps seed + k
+    second = evaluate(["bicubic"], [f"{folder}[1:]"], ["b+n"], ["psnr"], device="cpu", seed=5)
+    assert second[0].value == pytest.approx(values[1], abs=1e-6)
 
 
 def test_paired_clean_uses_given_lr_and_other_presets_degrade_the_hr(tmp_path):
@@ -189,6 +192,7 @@ def test_bad_image_is_reported_and_the_rest_evaluated(tmp_path, capsys):
     got = evaluate(["bicubic"], [str(folder)], ["clean"], ["psnr"], device="cpu", report=report)
     assert got == expected
     assert len(report.failures) == 1 and "broken.png" in report.failures[0]
+    assert report.failures[0].startswith("hrset/broken: image skipped (the set's means leave it")
     assert main(["eval", "--model", "bicubic", "--data", str(folder), "--metrics", "psnr",
                  "-q"]) == 1
     captured = capsys.readouterr()

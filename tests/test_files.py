@@ -26,6 +26,24 @@ def test_check_output_refuses_a_file_name_that_cannot_be_honoured(output, single
         check_output(Path(output), single)
 
 
+def test_an_output_that_cannot_be_created_stops_the_run_before_any_work(tmp_path):
+    (tmp_path / "taken").write_text("a file")
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    calls = []
+
+    def job(image, advance):
+        calls.append(image)
+        return image
+
+    with pytest.raises(BlindSRError, match="-o folder .*taken exists and is not a folder"):
+        process_files([str(tmp_path / "a.png")], tmp_path / "taken", job)
+    with pytest.raises(BlindSRError, match="cannot create -o file .*: a part of it is a file"):
+        process_files([str(tmp_path / "a.png")], tmp_path / "taken" / "b.png", job)
+    assert calls == []
+    process_files([str(tmp_path / "a.png")], tmp_path / "new" / "deep", job, progress=False)
+    assert calls and (tmp_path / "new" / "deep" / "a.png").is_file()
+
+
 def test_check_output_and_ext_accept_folders_and_matching_files(tmp_path):
     for output, ext in [("out.jpeg", "jpg"), ("out.tiff", "tif"), ("results", "png"),
                         ("run.v2", "auto"), ("out.jpg", "auto")]:

@@ -255,3 +255,24 @@ def test_float_arrays_come_back_as_floats_not_rounded_to_levels():
     assert out.dtype == np.float32 and out.shape == (48, 40, 3)
     assert not np.allclose(out * 255, np.round(out * 255), atol=1e-3)
     assert 0 <= out.min() and out.max() <= 1
+
+
+def test_devices_by_name_or_as_torch_devices():
+    from blindsr.inference import pick_device
+
+    img = np.zeros((8, 8, 3), np.uint8)
+    a = upscale(img, model="bicubic", device=torch.device("cpu"))
+    assert np.array_equal(a, upscale(img, model="bicubic", device="cpu"))
+    assert pick_device(torch.device("cpu")) == torch.device("cpu")
+    with pytest.raises(BlindSRError, match="device .* must be a name such as cpu"):
+        upscale(img, model="bicubic", device=3)
+    with pytest.raises(BlindSRError, match="--device tpu: unknown device"):
+        pick_device("tpu")
+
+
+def test_a_boolean_mask_keeps_its_extent():
+    mask = np.zeros((16, 16), bool)
+    mask[4:12, 4:12] = True  # a quarter of the image
+    out = upscale(mask, model="bicubic")
+    assert out.dtype == np.bool_ and out.shape == (64, 64)
+    assert out.mean() == pytest.approx(0.25, abs=0.01)  # >0 would have grown it to ~0.32

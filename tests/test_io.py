@@ -652,3 +652,19 @@ def test_expand_inputs_recursive_glob(tmp_path):
 
 def test_extensions_constant():
     assert set(IMAGE_EXTENSIONS) == {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def test_large_png_metadata_does_not_stop_the_pixels(tmp_path):
+    from PIL import PngImagePlugin
+
+    from blindsr.io import _reason
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("XML:com.adobe.xmp", "x" * (20 * 2**20), zip=True)  # 20 MB of XMP
+    pixels = np.full((8, 6, 3), 100, np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "xmp.png", pnginfo=info)
+    limits = (PngImagePlugin.MAX_TEXT_CHUNK, PngImagePlugin.MAX_TEXT_MEMORY)
+    assert np.array_equal(to_numpy(read_image(tmp_path / "xmp.png")), pixels)
+    assert (PngImagePlugin.MAX_TEXT_CHUNK, PngImagePlugin.MAX_TEXT_MEMORY) == limits  # restored
+    bomb = ValueError("Decompressed data too large for PngImagePlugin.MAX_TEXT_CHUNK")
+    assert _reason(bomb).startswith("its text metadata (tEXt/zTXt/iTXt chunks) is too large")

@@ -130,3 +130,10 @@ def test_commands_that_need_gradients_refuse_onnx_files(exported, tmp_path, caps
                  "2", "--model", str(exported[1])]) == 1
     err = capsys.readouterr().err
     assert "the AND attack needs the restorer's gradients" in err and "Traceback" not in err
+
+
+def test_an_onnx_file_runs_in_float32_only(exported):
+    _, path = exported
+    with pytest.raises(BlindSRError, match=r"\(--dtype\) bf16: an ONNX model runs in float32"):
+        Upscaler(str(path), Settings(dtype="bf16"))
+    assert Upscaler(str(path), Settings(dtype="fp32")).scale == 2

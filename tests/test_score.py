@@ -39,6 +39,9 @@ def test_a_shared_sets_name_is_its_hr_for_the_scale(shared, tmp_path, monkeypatc
     by_name = score_files([str(tmp_path / "out")], "set5", ["psnr"], 3, scale=3)
     by_path = score_files([str(tmp_path / "out")], str(set5 / "x3" / "HR"), ["psnr"], 3)
     assert len(by_name.images) == 5 and by_name.means() == by_path.means()
+    # one path and a comma list, as on the command line; Path objects too
+    assert score_files(tmp_path / "out", set5 / "x3" / "HR", "psnr", 3).means() == \
+        by_path.means()
     two = score_files([str(tmp_path / "out")], "Set5[:2]", ["psnr"], 3, scale=3)
     assert len(two.images) == 2 and len(two.failures) == 3  # the others have no reference
     assert main(["score", str(tmp_path / "out"), "--ref", "Set5"]) == 1  # x4 HR: other sizes

@@ -90,6 +90,9 @@ def make_panels(image: str | Path, models: Sequence[str], degrade: str | None = 
     hr = None
     if degrade is not None:
         h, w = picture.shape[-2:]
+        if min(h, w) < scale:
+            raise BlindSRError(f"{image}: an image of {w}x{h} is smaller than the scale {scale}, "
+                               "so --degrade has nothing to make an LR from")
         hr = picture[..., : h // scale * scale, : w // scale * scale]
         lr = degradations.apply(hr, degrade, scale, seed=seed)
     else:

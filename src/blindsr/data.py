@@ -40,7 +40,7 @@ from blindsr.ops.sharpen import usm_sharpen
 
 __all__ = [
     "DatasetSpec", "PairPool", "SHARED_NAMES", "TrainSet", "corner_crops", "data_root",
-    "list_pairs", "make_loader", "resolve_dataset", "usm_sharpen",
+    "image_positions", "list_pairs", "make_loader", "resolve_dataset", "usm_sharpen",
 ]
 
 DATA_ENV = "BLINDSR_DATA"
@@ -238,6 +238,13 @@ def list_pairs(spec: DatasetSpec) -> list[tuple[Path | None, Path | None]]:
     if not kept:
         raise BlindSRError(f"dataset {spec.name} selects none of its {len(pairs)} images")
     return kept
+
+
+def image_positions(spec: DatasetSpec) -> list[int]:
+    """The places in the whole sorted set of the images :func:`list_pairs` returns (0, 1, ...
+    without a subset; 1, 3, ... for ``[1::2]``)."""
+    positions = list(range(len(_all_pairs(spec))))
+    return positions if spec.subset is None else positions[slice(*spec.subset)]
 
 
 def _all_pairs(spec: DatasetSpec) -> list[tuple[Path | None, Path | None]]:

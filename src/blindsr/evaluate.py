@@ -4,7 +4,8 @@ How each image is evaluated:
 
 - HR-only sets: the HR is cropped to a multiple of the scale and degraded on the fly with
   ``blindsr.degrade.apply(hr, preset, scale, seed + image_index)``, so the same call gives the same
-  numbers and every model sees the same LR.
+  numbers and every model sees the same LR (``image_index``: the image's place in the whole
+  sorted set, so a subset such as ``Set14[1::2]`` scores its images as the whole set does).
 - Paired sets (e.g. Set5, Set14): ``clean`` uses the given LR files as they are (for Set5/Set14 the
   MATLAB bicubic LR the papers use); any other preset degrades the HR on the fly as above.
 - LR-only sets (e.g. RealSRSet): the given LR only, in a column called ``given``; only no-reference
@@ -133,13 +134,15 @@ def evaluate(models: Mapping[str, str | Path | nn.Module] | Sequence[str],
         raise BlindSRError("no datasets to evaluate on")
     labels = _dataset_labels(specs, datasets)
     sets = [data.list_pairs(spec)[:max_images] for spec in specs]
+    # image k of the whole set is degraded with seed + k, in a subset too (Set5[1:] = Set5's)
+    positions = [data.image_positions(spec)[:max_images] for spec in specs]
     upscalers = {name: _upscaler(name, m, scale, device, tile) for name, m in models.items()}
     job = _Job(upscalers, _safe_names(list(models)), scale, border, seed,
                None if save_images is None else Path(save_images), report)
     bar = tqdm(total=sum(map(len, sets)), desc="eval", unit="img", disable=not progress)
-    for spec, label, pairs in zip(specs, labels, sets, strict=True):
+    for spec, label, pairs, indices in zip(specs, labels, sets, positions, strict=True):
         degs, mets = _plan(spec.kind, label, degradations, chosen, report)
-        for index, pair in enumerate(pairs):
+        for index, pair in zip(indices, pairs, strict=True):
             sample = _read_sample(spec.kind, pair, degs, label, report) if mets else None
             if sample is not None:
                 job.run(sample, label, index, (pair[1] or pair[0]).stem, degs, mets)
@@ -302,7 +305,8 @@ def _read_sample(kind: str, pair: tuple[Path | None, Path | None], degs: list[st
         hr = _read(hr_path) if kind != "lr" else None
         lr = _read(lr_path) if need_lr else None
     except BlindSRError as err:
-        report.fail(f"{label}: skipped: {err}")
+        stem = (lr_path or hr_path).stem
+        report.fail(f"{label}/{stem}: image skipped (the set's means leave it out): {err}")
         return None
     return _Sample(kind, hr, lr)
 

@@ -60,9 +60,13 @@ def names_a_file(output: Path) -> bool:
 
 
 def check_output(output: Path, single: bool) -> None:
-    """A one-line error now if ``-o`` names an image file that cannot be what the run writes:
-    an unwritable format, or one file for several inputs."""
+    """A one-line error now, before any image is processed, if ``-o`` cannot be what the run
+    writes: an unwritable format, one file for several inputs, or a place that cannot be
+    created (a file where the output folder should be, a read-only or missing location)."""
+    from blindsr.paths import prepare_output
+
     if not names_a_file(output):
+        prepare_output(output, "-o folder", folder=True)
         return
     suffix = output.suffix.lower()
     if suffix not in io.IMAGE_EXTENSIONS:
@@ -71,6 +75,7 @@ def check_output(output: Path, single: bool) -> None:
     if not single:
         raise BlindSRError(f"-o {output} names one file but there are several inputs: "
                            "give a folder")
+    prepare_output(output, "-o file")
 
 
 def check_ext(output: Path, ext: str) -> None:

@@ -25,6 +25,7 @@ from blindsr import io, zoo
 from blindsr.errors import BlindSRError, first_line
 from blindsr.files import Report, process_files
 from blindsr.machine import available_memory
+from blindsr.onnx_model import OnnxModel
 from blindsr.ops.resize import imresize
 from blindsr.tiling import run_tiled, tiles
 
@@ -45,7 +46,7 @@ class Settings:
     tile_pad: int = 16
     batch: int = 4
     dtype: str = "fp32"
-    device: str | None = None
+    device: str | torch.device | None = None
     outscale: float | None = None
     channels_last: bool = True
     # blur-conditioned models (AMNet): render for a Gaussian blur of this width (sigma, HR
@@ -126,8 +127,14 @@ def blur_code(model: nn.Module, sigma: float) -> torch.Tensor:
     return coder.encode(sigma)
 
 
-def pick_device(name: str | None) -> torch.device:
-    """The requested device, checked; by default CUDA, then MPS, then CPU."""
+def pick_device(name: str | torch.device | None) -> torch.device:
+    """The requested device (a name or a ``torch.device``), checked; by default CUDA, then MPS,
+    then CPU."""
+    if isinstance(name, torch.device):
+        name = str(name)
+    if name is not None and not isinstance(name, str):
+        raise BlindSRError(f"device (--device) must be a name such as cpu or cuda:0, "
+                           f"got {type(name).__name__}")
     if name is None:
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -260,6 +267,9 @@ class Upscaler:
         bicubic_scale = math.ceil(self.settings.outscale or 4)
         self.model = zoo.load(model, scale=bicubic_scale, device=self.device)
         check_rgb_model(self.model)
+        if isinstance(self.model, OnnxModel) and self.dtype != torch.float32:
+            raise BlindSRError(f"dtype (--dtype) {self.settings.dtype}: an ONNX model runs in "
+                               "float32 in ONNX Runtime; leave it at fp32")
         self.model.to(dtype=self.dtype)
         self.channels_last = self.settings.channels_last and self.device.type != "mps"
         if self.channels_last:
@@ -401,7 +411,8 @@ class Upscaler:
 def upscale(image: Any, model: str | Path | nn.Module | None = None, **settings: Any) -> Any:
     """Upscale one image given as a path, numpy array, PIL image or `io.ImageData`.
 
-    Returns the same kind as the input for arrays (same dtype) and PIL images, else `io.ImageData`.
+    Returns the same kind as the input for arrays (same dtype; a boolean mask comes back as the
+    mask of the pixels at least half on) and PIL images, else `io.ImageData`.
     Keyword settings are those of `Settings` (tile, tile_pad, batch, dtype, device, outscale,
     channels_last, blur).
     """
@@ -410,6 +421,8 @@ def upscale(image: Any, model: str | Path | nn.Module | None = None, **settings:
     if isinstance(image, np.ndarray):
         if np.issubdtype(image.dtype, np.floating):  # floats in, floats out, not rounded
             return io.to_numpy(result, floating=True).astype(image.dtype)
+        if image.dtype == np.bool_:  # not every level above 0, which would grow the mask
+            return io.to_numpy(result, floating=True) >= 0.5
         return io.to_numpy(result).astype(image.dtype)
     if type(image).__module__.startswith("PIL."):
         return io.to_pil(result)

@@ -58,6 +58,7 @@ _WRITE_FORMATS = {
 # Pillow plugins we let identify a file (JPEG also opens MPO camera files); never EPS & co.
 _READ_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP", "GIF", "PPM")
 _OPEN_LOCK = threading.Lock()
+PNG_TEXT_LIMIT = 64 * 2**20  # bytes of one decompressed PNG text chunk read at open
 
 
 @dataclass
@@ -165,18 +166,29 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     text = " ".join(str(exc).split())
+    if "MAX_TEXT_" in text:  # Pillow's guard against a zip bomb in PNG text chunks
+        return ("its text metadata (tEXt/zTXt/iTXt chunks) is too large to read safely; "
+                "strip the metadata (e.g. exiftool -all= FILE) and try again")
     return text if text else type(exc).__name__
 
 
 def _open(path: Path) -> Image.Image:
-    """Image.open without Pillow's own pixel limit: we apply ours (maybe higher) ourselves."""
+    """Image.open without Pillow's own pixel limit (we apply ours, maybe higher, ourselves) and
+    with room for large PNG metadata before the pixels (XMP of tens of MB: Pillow stops at 1 MB
+    of text per chunk)."""
+    from PIL import PngImagePlugin
+
     with _OPEN_LOCK:
-        saved = Image.MAX_IMAGE_PIXELS
+        saved = (Image.MAX_IMAGE_PIXELS, PngImagePlugin.MAX_TEXT_CHUNK,
+                 PngImagePlugin.MAX_TEXT_MEMORY)
         Image.MAX_IMAGE_PIXELS = None
+        PngImagePlugin.MAX_TEXT_CHUNK = max(saved[1], PNG_TEXT_LIMIT)
+        PngImagePlugin.MAX_TEXT_MEMORY = max(saved[2], 4 * PNG_TEXT_LIMIT)
         try:
             return Image.open(path, formats=_READ_FORMATS)
         finally:
-            Image.MAX_IMAGE_PIXELS = saved
+            (Image.MAX_IMAGE_PIXELS, PngImagePlugin.MAX_TEXT_CHUNK,
+             PngImagePlugin.MAX_TEXT_MEMORY) = saved
 
 
 def _check_pixels(path: Path, size: tuple[int, int], limit: int) -> None:

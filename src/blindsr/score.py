@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -133,17 +134,24 @@ def shared_references(reference: str, scale: int) -> list[Path] | None:
     return [hr for hr, _ in list_pairs(spec)]
 
 
-def score_files(outputs: Sequence[str], reference: str | None = None,
-                metrics: Sequence[str] = ("psnr", "ssim"), crop_border: int = 0,
+def score_files(outputs: str | os.PathLike | Sequence[str | os.PathLike],
+                reference: str | os.PathLike | None = None,
+                metrics: str | Sequence[str] = ("psnr", "ssim"), crop_border: int = 0,
                 strip_suffix: str = "", crop_ref: bool = False, scale: int = 4) -> ScoreReport:
-    """Score the images ``outputs`` (files, folders, globs) against ``reference`` (a folder,
-    file or glob of images matched by name, or a shared dataset's name: its HR images for
-    ``scale``) with ``metrics``; see the module docstring.
+    """Score the images ``outputs`` (files, folders, globs; one or a list) against ``reference``
+    (a folder, file or glob of images matched by name, or a shared dataset's name: its HR images
+    for ``scale``) with ``metrics`` (a list or ``"psnr,ssim"``); see the module docstring.
     Unreadable or unmatched images are listed in ``failures`` and left out of the means (so a
     report may hold no image at all)."""
     from blindsr import io
     from blindsr.evaluate import check_metrics, score_image
 
+    if isinstance(outputs, str | os.PathLike):  # one path, not its letters
+        outputs = [outputs]
+    if isinstance(metrics, str):  # "psnr,ssim" as on the command line
+        metrics = [m.strip() for m in metrics.split(",") if m.strip()]
+    outputs = [os.fspath(o) for o in outputs]
+    reference = os.fspath(reference) if reference is not None else None
     chosen: list[Metric] = check_metrics(metrics)
     if crop_border < 0:
         raise BlindSRError(f"--crop-border must be >= 0, got {crop_border}")
@@ -152,7 +160,7 @@ def score_files(outputs: Sequence[str], reference: str | None = None,
         raise BlindSRError(f"{', '.join(full_ref)} compare with references: give --ref "
                            "(or only no-reference metrics, e.g. niqe)")
     report = ScoreReport([m.name for m in chosen])
-    paths, missing = io.expand_inputs(list(outputs))
+    paths, missing = io.expand_inputs(outputs)
     report.failures += missing
     if reference is not None:
         refs = shared_references(reference, scale)
