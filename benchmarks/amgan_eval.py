@@ -29,8 +29,8 @@ whole LR image in one pass (no tiles, so the predictor sees the whole image):
 Writes ``OUT.json`` (every mean, per set / sigma / model) and ``OUT.md`` (the tables), OUT
 defaulting to ``benchmarks/results/amgan_eval``. Any model may be left out.
 
-    python benchmarks/amgan_eval.py --amnet runs/amnet_cpu/model.safetensors \\
-        --amnet-rl runs/amnet_rl_psnr/model.safetensors --amgan runs/amgan_cpu/model.safetensors \\
+    python benchmarks/amgan_eval.py --amnet amnet-x4 \\
+        --amnet-rl runs/amnet_rl_psnr/model.safetensors --amgan amgan-x4 \\
         --amgan-rl runs/amgan_rl_niqe/model.safetensors
     python benchmarks/amgan_eval.py ... --max-images 2 --sigmas 1.3   # a quick look
 """

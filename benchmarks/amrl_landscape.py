@@ -16,8 +16,7 @@ whole images (the evaluation's):
   LR, no HR, no known sigma) under a no-reference reward such as ``neg_niqe``: which way the
   real images want the codes moved.
 
-    python benchmarks/amrl_landscape.py --model runs/amnet_cpu/model.safetensors \\
-        --predictor runs/amnet_cpu/model.safetensors \\
+    python benchmarks/amrl_landscape.py --model amnet-x4 --predictor amnet-x4 \\
         --predictor runs/amnet_rl_psnr/model.safetensors
 """
 

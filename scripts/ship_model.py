@@ -134,7 +134,8 @@ def card(name: str, summary: str, meta: dict, run: Path | None, eval_md: str | N
         total_h = hours + stage.get("wall_time_s", 0) / 3600
         lines += [
             f"| initialised from | `{stage['path']}`: `{config_path(stage.get('config'))}`, "
-            f"{stage.get('iterations')} iterations on {stage.get('degradation')}, "
+            f"{stage.get('iterations')} iterations, degradation "
+            f"{degradation_text(stage).split(' (')[0]}, "
             f"{stage.get('wall_time_s', 0) / 3600:.2f} h |",
             f"| total | {stage.get('iterations', 0) + (info.get('iterations') or 0)} iterations, "
             f"{total_h:.2f} h |",
