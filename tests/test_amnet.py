@@ -257,6 +257,8 @@ def test_an_onnx_export_warns_when_tiles_would_each_estimate_the_blur(tmp_path, 
     with pytest.warns(UserWarning, match=r"estimates the blur per tile, and a 40x40 image takes "
                                          r"\d+ tiles: .* pass --tile 40 to run it whole"):
         Upscaler(path, Settings(device="cpu", tile=16)).upscale_tensor(x)
+    with pytest.warns(UserWarning, match="estimates the blur per tile"):  # self-ensemble too
+        Upscaler(f"{path}+", Settings(device="cpu", tile=16)).upscale_tensor(x)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         Upscaler(path, Settings(device="cpu", tile=48)).upscale_tensor(x)  # one tile: quiet

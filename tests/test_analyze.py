@@ -353,3 +353,13 @@ def test_a_graph_cut_before_the_layer_still_gives_its_gradient(rand_image):
     assert torch.allclose(grad, torch.full_like(grad, 2.0))  # d sum(2 b + x) / d b = 2
     both = analyze.layer_responses(net, {"a": net.a, "b": net.b}, x)
     assert torch.equal(both["b"][1], grad) and torch.equal(both["a"][1], torch.zeros_like(act))
+
+
+def test_an_onnx_file_is_refused_with_the_way_out(hr_folder, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from blindsr.export import export_onnx
+
+    path = export_onnx(_srresnet(), tmp_path / "m.onnx", check=False).path
+    with pytest.raises(BlindSRError, match="an ONNX file has no layers to analyse; give the "
+                                           ".safetensors it was exported from"):
+        analyze.analyze_channels([str(path)], str(hr_folder), "conv_first")

@@ -132,6 +132,18 @@ def test_degrade_random_config_file(tmp_path, capsys):
     assert main(["degrade", str(src), "-o", str(tmp_path / "o"), "--random",
                  "--config", str(bad)]) == 1
     assert "no_such_key" in capsys.readouterr().err
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("noise_range: [1, 30\n")
+    assert main(["degrade", str(src), "-o", str(tmp_path / "o"), "--random",
+                 "--config", str(broken)]) == 1
+    err = capsys.readouterr().err
+    assert "broken.yaml: invalid YAML at line" in err and len(err.strip().splitlines()) == 1
+    # options the chosen preset does not use are refused, not ignored
+    assert main(["degrade", str(src), "-o", str(tmp_path / "o"), "--config", str(bad)]) == 1
+    assert "is for --random (the pipeline's settings) or --preset and" in capsys.readouterr().err
+    assert main(["degrade", str(src), "-o", str(tmp_path / "o"), "--preset", "b+n+j",
+                 "--model", "andnet-x4"]) == 1
+    assert "--model andnet-x4: only --preset and attacks a model" in capsys.readouterr().err
 
 
 def test_degrade_unknown_preset(tmp_path, capsys):

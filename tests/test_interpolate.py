@@ -141,3 +141,7 @@ def test_an_unknown_model_name_lists_the_shipped_ones(tmp_path):
     with pytest.raises(BlindSRError, match=r"nosuch: no such model file or shipped model "
                                            r"\(shipped: .*blindsr-x4"):
         interpolate(a, "nosuch", 0.5)
+    (tmp_path / "run").mkdir()
+    with pytest.raises(BlindSRError, match=r"run is a folder, not a model file \(a run's model "
+                                           r"is .*run/model.safetensors\)"):
+        interpolate(a, tmp_path / "run", 0.5)

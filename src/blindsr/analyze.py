@@ -291,10 +291,14 @@ def _labels(models: Mapping[str, Any] | Sequence[Any]) -> dict[str, Any]:
 def _load_models(models: dict[str, Any], scale: int | None, device: Any) -> tuple[dict, int]:
     """Loaded models (eval, frozen, on ``device``) and the common scale."""
     from blindsr import zoo
+    from blindsr.onnx_model import OnnxModel
 
     loaded = {}
     for label, m in models.items():
         model = zoo.load(m, scale or 4, device)
+        if isinstance(model, OnnxModel):  # ONNX Runtime exposes no layer to hook
+            raise BlindSRError(f"{label}: an ONNX file has no layers to analyse; give the "
+                               ".safetensors it was exported from")
         for p in model.parameters():
             p.requires_grad_(False)
         loaded[label] = model

@@ -14,19 +14,12 @@ from blindsr.files import Report, process_files
 
 def load_random_config(path: str | Path | None):
     """The random second-order pipeline's settings, overridden by a YAML file when given."""
-    import yaml
-
+    from blindsr.config import read_yaml
     from blindsr.degrade import SecondOrderConfig
 
     if path is None:
         return SecondOrderConfig()
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as err:
-        raise BlindSRError(f"{path}: cannot read the degradation config ({err})") from None
-    if not isinstance(data, dict):
-        raise BlindSRError(f"{path}: the degradation config must be a mapping of keys to values")
-    return SecondOrderConfig.from_dict(data)
+    return SecondOrderConfig.from_dict(read_yaml(path))  # one-line errors, as for configs
 
 
 AND_SAMPLES = 3  # adversarial and random samples per grid
@@ -75,14 +68,11 @@ def and_grid(hr: torch.Tensor, restorer: torch.nn.Module, scale: int, seed: int,
 def load_and_params(path: str | Path | None) -> dict:
     """``and`` strategy params from a YAML file: a training config (its ``strategy.params``) or
     a plain mapping of params; ``{}`` without a file."""
-    import yaml
+    from blindsr.config import read_yaml
 
     if path is None:
         return {}
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as err:
-        raise BlindSRError(f"{path}: cannot read the AND params ({err})") from None
+    data = read_yaml(path)
     if isinstance(data, dict) and isinstance(data.get("strategy"), dict):
         strategy = data["strategy"].get("name")
         if strategy not in (None, "and"):
@@ -130,6 +120,12 @@ def degrade_files(inputs: list[str], output: str | Path, preset: str = "bicubic"
     if random and preset != "bicubic":
         raise BlindSRError(f"--random and --preset {preset}: choose one (--random draws every "
                            "degradation from the second-order pipeline)")
+    if config is not None and not random and preset != "and":
+        raise BlindSRError(f"--config {config} is for --random (the pipeline's settings) or "
+                           f"--preset and (its params); --preset {preset} takes none")
+    if model is not None and preset != "and":
+        raise BlindSRError(f"--model {model}: only --preset and attacks a model; --preset "
+                           f"{preset} does not use one")
     if preset == "and":
         restorer = _restorer(model, scale)
         params = load_and_params(config)

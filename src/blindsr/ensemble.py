@@ -48,14 +48,14 @@ class SelfEnsemble(nn.Module):
     """``model`` averaged over the eight flips and transposes of its input.
 
     Extra forward arguments (e.g. AMNet's kernel code) are passed on, repeated along the batch
-    when they have one row per sample. ``scale``, ``size_multiple`` and ``image_code`` are the
-    wrapped model's.
+    when they have one row per sample. ``scale``, ``size_multiple``, ``arch_name``,
+    ``source_arch`` (an ONNX file's) and ``image_code`` are the wrapped model's.
     """
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
-        for name in ("scale", "size_multiple", "arch_name"):
+        for name in ("scale", "size_multiple", "arch_name", "source_arch"):
             if hasattr(model, name):
                 setattr(self, name, getattr(model, name))
         if callable(getattr(model, "image_code", None)):

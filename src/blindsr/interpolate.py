@@ -39,6 +39,9 @@ def _load(model: str | os.PathLike[str] | nn.Module) -> nn.Module:
         if str(model) == "bicubic":
             raise BlindSRError("bicubic has no weights to interpolate")
         if _file_of(model) is None and not str(model).endswith("+"):
+            if Path(model).expanduser().is_dir():
+                raise BlindSRError(f"{model} is a folder, not a model file (a run's model is "
+                                   f"{Path(model) / 'model.safetensors'})")
             known = ", ".join(shipped_models())
             raise BlindSRError(f"{model}: no such model file or shipped model (shipped: {known})")
         return load_model(model)
