@@ -40,7 +40,7 @@ from blindsr.ops.sharpen import usm_sharpen
 
 __all__ = [
     "DatasetSpec", "PairPool", "SHARED_NAMES", "TrainSet", "corner_crops", "data_root",
-    "image_positions", "list_pairs", "make_loader", "resolve_dataset", "usm_sharpen",
+    "indexed_pairs", "list_pairs", "make_loader", "resolve_dataset", "usm_sharpen",
 ]
 
 DATA_ENV = "BLINDSR_DATA"
@@ -231,20 +231,19 @@ def _first(names: set[str]) -> str:
 def list_pairs(spec: DatasetSpec) -> list[tuple[Path | None, Path | None]]:
     """``(hr, lr)`` file pairs of a dataset, sorted by name (None on the side a kind lacks),
     restricted to its subset."""
-    pairs = _all_pairs(spec)
+    return [pair for _, pair in indexed_pairs(spec)]
+
+
+def indexed_pairs(spec: DatasetSpec) -> list[tuple[int, tuple[Path | None, Path | None]]]:
+    """:func:`list_pairs` with each pair's place in the whole sorted set (0, 1, ... without a
+    subset; 1, 3, ... for ``[1::2]``)."""
+    pairs = list(enumerate(_all_pairs(spec)))
     if spec.subset is None:
         return pairs
     kept = pairs[slice(*spec.subset)]
     if not kept:
         raise BlindSRError(f"dataset {spec.name} selects none of its {len(pairs)} images")
     return kept
-
-
-def image_positions(spec: DatasetSpec) -> list[int]:
-    """The places in the whole sorted set of the images :func:`list_pairs` returns (0, 1, ...
-    without a subset; 1, 3, ... for ``[1::2]``)."""
-    positions = list(range(len(_all_pairs(spec))))
-    return positions if spec.subset is None else positions[slice(*spec.subset)]
 
 
 def _all_pairs(spec: DatasetSpec) -> list[tuple[Path | None, Path | None]]:

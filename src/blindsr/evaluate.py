@@ -133,16 +133,15 @@ def evaluate(models: Mapping[str, str | Path | nn.Module] | Sequence[str],
     if not specs:
         raise BlindSRError("no datasets to evaluate on")
     labels = _dataset_labels(specs, datasets)
-    sets = [data.list_pairs(spec)[:max_images] for spec in specs]
     # image k of the whole set is degraded with seed + k, in a subset too (Set5[1:] = Set5's)
-    positions = [data.image_positions(spec)[:max_images] for spec in specs]
+    sets = [data.indexed_pairs(spec)[:max_images] for spec in specs]
     upscalers = {name: _upscaler(name, m, scale, device, tile) for name, m in models.items()}
     job = _Job(upscalers, _safe_names(list(models)), scale, border, seed,
                None if save_images is None else Path(save_images), report)
     bar = tqdm(total=sum(map(len, sets)), desc="eval", unit="img", disable=not progress)
-    for spec, label, pairs, indices in zip(specs, labels, sets, positions, strict=True):
+    for spec, label, pairs in zip(specs, labels, sets, strict=True):
         degs, mets = _plan(spec.kind, label, degradations, chosen, report)
-        for index, pair in zip(indices, pairs, strict=True):
+        for index, pair in pairs:
             sample = _read_sample(spec.kind, pair, degs, label, report) if mets else None
             if sample is not None:
                 job.run(sample, label, index, (pair[1] or pair[0]).stem, degs, mets)

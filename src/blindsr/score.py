@@ -242,11 +242,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``blindsr score``."""
-    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     if args.out is not None:
         for path in output_paths(args.out):
             prepare_output(path, "--out file")
-    report = score_files(args.outputs, args.ref, metrics, args.crop_border, args.strip_suffix,
+    report = score_files(args.outputs, args.ref, args.metrics, args.crop_border, args.strip_suffix,
                          args.crop_ref, args.scale)
     for line in report.failures:
         print(f"blindsr: {line}", file=sys.stderr)

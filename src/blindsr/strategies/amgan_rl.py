@@ -574,9 +574,10 @@ class AMRL(Strategy):
         if p.baseline != "none":
             stored = r - self.rewards(self.render(lr, self.baseline_code(lr, mu)), hr, lr)
         keep = torch.isfinite(stored)
-        if not bool(keep.all()):
-            logs["dropped"] = float((~keep).sum())
-            self.dropped += int((~keep).sum())
+        dropped = int((~keep).sum())
+        if dropped:
+            logs["dropped"] = float(dropped)
+            self.dropped += dropped
         self.buffer.push(lr[keep], a[keep], p.reward_scale * stored[keep])
         if bool(keep.any()):
             logs["reward"] = r[keep].mean()
