@@ -113,6 +113,38 @@ def shifted_real(renderer: torch.nn.Module, predictor: torch.nn.Module, lrs: lis
                 "images": len(kept)} for i, d in enumerate(shifts)}
 
 
+def real_crop_gains(renderer: torch.nn.Module, predictor: torch.nn.Module, lrs: list[Tensor],
+                    shifts: list[float], reward: str, size: int, per_image: int,
+                    seed: int) -> dict[float, dict[str, float]]:
+    """Per shift, the reward change against the unshifted code on ``per_image`` random
+    ``size``-pixel square crops of each LR image at least that large (codes from the
+    predictor's crop estimate, as the RL states get them): mean, std, share of crops that gain
+    and the crop count (crops whose reward is not finite at every shift are left out)."""
+    g = torch.Generator().manual_seed(seed)
+    rewards = shift_scorer(renderer, predictor, [*shifts, 0.0], reward)
+    gains: list[list[float]] = []
+    for lr in lrs:
+        h, w = lr.shape[-2:]
+        if min(h, w) < size:
+            continue
+        for _ in range(per_image):
+            y = int(torch.randint(h - size + 1, (1,), generator=g))
+            x = int(torch.randint(w - size + 1, (1,), generator=g))
+            crop = lr[..., y:y + size, x:x + size]
+            values = [float(r[0]) for r in rewards(crop, predictor.clamp_code(
+                predictor.predictor(crop)), None)]
+            if all(math.isfinite(v) for v in values):
+                gains.append([v - values[-1] for v in values[:-1]])
+    out = {}
+    for i, d in enumerate(shifts):
+        col = torch.tensor([row[i] for row in gains], dtype=torch.float64)
+        out[d] = {"mean_gain": float(col.mean()) if len(col) else math.nan,
+                  "std": float(col.std()) if len(col) > 1 else math.nan,
+                  "gaining": float((col > 0).double().mean()) if len(col) else math.nan,
+                  "crops": len(col)}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="the renderer (an amnet checkpoint)")
@@ -128,6 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--real", default=None, metavar="SET",
                    help="LR-only set whose whole images get the --shifts too (no-reference "
                         "reward only)")
+    p.add_argument("--real-crop-sizes", nargs="*", type=int, default=[], metavar="PX",
+                   help="also score the --shifts on random square LR crops of the --real "
+                        "images of these sizes (reward change per crop)")
+    p.add_argument("--real-crops", type=int, default=2, help="random crops per real image")
     p.add_argument("--crops", type=int, default=8, help="random crops per image")
     p.add_argument("--patch", type=int, default=96, help="HR crop size (the training patch)")
     p.add_argument("--max-images", type=int, default=None)
@@ -139,6 +175,12 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     if args.real and not (args.shifts and args.predictor):
         print("error: --real needs --shifts and a --predictor", file=sys.stderr)
+        return 1
+    if args.real_crop_sizes and not args.real:
+        print("error: --real-crop-sizes needs --real", file=sys.stderr)
+        return 1
+    if any(px < 1 for px in args.real_crop_sizes) or args.real_crops < 1:
+        print("error: --real-crop-sizes and --real-crops must be positive", file=sys.stderr)
         return 1
     try:
         if args.real and get_reward(args.reward).needs_hr:
@@ -164,10 +206,13 @@ def main(argv: list[str] | None = None) -> int:
                                          args.reward, False),
                         "whole": shifted(renderer, first, whole, sigma, args.shifts,
                                          args.reward, True)}
-            real = None
+            real, real_crops = None, {}
             if args.real:
                 lrs = [x for _, x in load_images(args.real, args.max_images, "lr")]
                 real = shifted_real(renderer, first, lrs, args.shifts, args.reward)
+                real_crops = {px: real_crop_gains(renderer, first, lrs, args.shifts, args.reward,
+                                                  px, args.real_crops, args.seed)
+                              for px in args.real_crop_sizes}
     except BlindSRError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -197,9 +242,18 @@ def main(argv: list[str] | None = None) -> int:
         print("|---|---" + "|---" * len(args.shifts) + "|")
         print(f"| {args.real} | {next(iter(real.values()))['images']} | "
               + " | ".join(f"{v['mean']:.3f}" for v in real.values()) + " |")
+    if real_crops:
+        print(f"\n{args.real}, random LR crops: reward change per crop against the unshifted "
+              "code, mean +- std (share of crops that gain)\n")
+        print("| LR crop | crops | " + " | ".join(f"{d:+g}" for d in args.shifts) + " |")
+        print("|---|---" + "|---" * len(args.shifts) + "|")
+        for px, cols in real_crops.items():
+            print(f"| {px} px | {next(iter(cols.values()))['crops']} | " + " | ".join(
+                f"{v['mean_gain']:+.3f} +- {v['std']:.3f} ({v['gaining']:.0%})"
+                for v in cols.values()) + " |")
     if args.out:
-        Path(args.out).write_text(json.dumps({"args": vars(args), "rows": rows, "real": real},
-                                             indent=1))
+        Path(args.out).write_text(json.dumps({"args": vars(args), "rows": rows, "real": real,
+                                              "real_crops": real_crops}, indent=1))
     return 0
 
 

@@ -118,3 +118,46 @@ def test_shifts_on_an_lr_only_set_use_a_no_reference_reward(tmp_path, monkeypatc
         assert script.main([*args, *bad]) == 1
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1
+
+
+def test_real_crop_gains_are_paired_changes_per_crop(tmp_path, monkeypatch, capsys):
+    (tmp_path / "sharpness.py").write_text(
+        "def score(sr, hr, lr):\n"
+        "    return sr.diff(dim=-1).abs().mean(dim=(1, 2, 3))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    script = load_benchmark("amrl_landscape")
+    renderer = tiny_amnet(tmp_path, "renderer", 0, code_matters=True)
+    hr = smooth_images(tmp_path / "set", n=1, size=48)
+    real = smooth_images(tmp_path / "real", n=2, size=24)
+    out = tmp_path / "landscape.json"
+    args = ["--model", str(renderer), "--predictor", str(renderer), "--data", str(hr),
+            "--sigmas", "2.0", "--offsets", "0", "--shifts", "-1", "0", "--crops", "1",
+            "--patch", "32", "--real", f"lr:{real}", "--reward", "sharpness:score"]
+    assert script.main([*args, "--real-crop-sizes", "12", "30", "--real-crops", "3",
+                        "--out", str(out)]) == 0
+    crops = json.loads(out.read_text())["real_crops"]
+    assert list(crops) == ["12", "30"]
+    assert crops["30"]["0.0"]["crops"] == 0  # no real image is 30 pixels wide
+    small = crops["12"]
+    assert small["0.0"]["crops"] == 6 and small["0.0"]["mean_gain"] == 0.0
+    # the same crops by hand: the first image's first crop, from the same seeded stream
+    model = load_model(renderer).eval()
+    coder = coder_for(1, (0.2, 4.0))
+    lrs = [x for _, x in script.load_images(f"lr:{real}", None, "lr")]
+    g = torch.Generator().manual_seed(0)
+    gains = []
+    with torch.no_grad():
+        for lr in lrs:
+            for _ in range(3):
+                y, x = (int(torch.randint(24 - 12 + 1, (1,), generator=g)) for _ in range(2))
+                crop = lr[..., y:y + 12, x:x + 12]
+                guess = coder.decode(model.clamp_code(model.predictor(crop))).float()
+                score = [float(model.render(crop, coder.encode((guess.reshape(-1) + d)
+                                                               .clamp(0.2, 4.0)).reshape(1, 1))
+                               .clamp(0, 1).diff(dim=-1).abs().mean()) for d in (-1.0, 0.0)]
+                gains.append(score[0] - score[1])
+    assert small["-1.0"]["mean_gain"] == pytest.approx(sum(gains) / 6, abs=1e-5)
+    assert small["-1.0"]["std"] > 0
+    assert "random LR crops" in capsys.readouterr().out
+    assert script.main([*args[:-6], "--real-crop-sizes", "12"]) == 1
+    assert "needs --real" in capsys.readouterr().err

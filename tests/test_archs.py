@@ -178,6 +178,15 @@ def test_from_state_dict_explicit_arch_and_kwargs():
     assert clone12.scale == 4 and clone12.arch_kwargs["num_in_ch"] == 12
 
 
+def test_from_state_dict_accepts_ddp_and_compile_prefixes(rand_image):
+    model = archs.build("srresnet", num_feat=8, num_block=2).eval()
+    wrapped = {f"module._orig_mod.{k}": v for k, v in model.state_dict().items()}
+    clone = archs.from_state_dict(wrapped).eval()
+    x = rand_image(1, 3, 5, 5)
+    assert torch.equal(clone(x), model(x))
+    assert set(archs.strip_wrapper_prefixes(wrapped)) == set(model.state_dict())
+
+
 def test_from_state_dict_errors():
     sd = archs.build("srresnet", num_feat=8, num_block=2).state_dict()
     with pytest.raises(BlindSRError, match="no known architecture"):

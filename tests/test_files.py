@@ -108,3 +108,32 @@ def test_a_failing_job_is_reported_with_its_file_and_the_rest_go_on(tmp_path):
     report = process_files([str(tmp_path / "a.png")], tmp_path / "out", named_job,
                            progress=False)
     assert report.failures == [f"{tmp_path / 'a.png'}: too small"]
+
+
+@pytest.mark.parametrize("suffix", ["/sub/x", "../../up", "a\\b"])
+def test_a_suffix_with_a_path_separator_is_refused_before_any_work(tmp_path, suffix):
+    Image.new("RGB", (4, 4)).save(tmp_path / "a.png")
+    with pytest.raises(BlindSRError, match="cannot hold a path separator"):
+        process_files([str(tmp_path / "a.png")], tmp_path / "out", lambda image, advance: image,
+                      suffix=suffix, progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_bad_pixel_limit_in_the_environment_is_one_error_for_the_run(tmp_path, monkeypatch):
+    for name in ("a.png", "b.png"):
+        Image.new("RGB", (4, 4)).save(tmp_path / name)
+    monkeypatch.setenv("BLINDSR_MAX_PIXELS", "abc")
+    with pytest.raises(BlindSRError, match="BLINDSR_MAX_PIXELS='abc' is not a whole number"):
+        process_files([str(tmp_path)], tmp_path / "out", lambda image, advance: image,
+                      progress=False)
+
+
+def test_a_colour_profile_survives_the_job(tmp_path):
+    from blindsr.inference import upscale_files
+
+    profile = b"\0" * 16 + b"RGB " + bytes(108)
+    Image.new("RGB", (6, 6), "red").save(tmp_path / "a.jpg", icc_profile=profile)
+    report = upscale_files([str(tmp_path / "a.jpg")], tmp_path / "out", "bicubic",
+                           progress=False)
+    with Image.open(report.written[0]) as out:
+        assert out.size == (24, 24) and out.info.get("icc_profile") == profile

@@ -228,6 +228,45 @@ def test_settings_no_run_can_use_are_refused(settings, message):
         Upscaler("bicubic", Settings(**settings))
 
 
+def test_numpy_scalars_are_settings_like_python_numbers():
+    image = np.random.default_rng(0).integers(0, 256, (20, 20, 3), dtype=np.uint8)
+    want = upscale(image, model="bicubic", outscale=2.0, tile=16, tile_pad=2, batch=2)
+    got = upscale(image, model="bicubic", outscale=np.float32(2.0), tile=np.int64(16),
+                  tile_pad=np.int64(2), batch=np.int32(2))
+    assert np.array_equal(got, want) and got.shape == (40, 40, 3)
+    settings = Settings(tile=np.int64(16), outscale=np.int64(3), blur=np.float32(1.5))
+    assert type(settings.tile) is int and type(settings.outscale) is float
+    assert type(settings.blur) is float
+
+
+def test_tensors_come_back_as_tensors_of_the_same_layout():
+    rng = np.random.default_rng(1)
+    rgba = rng.integers(0, 256, (2, 12, 10, 4), dtype=np.uint8)
+    rgba[..., 3] = 255
+    rgba[0, :4, :, 3] = 0  # partly clear: alpha goes through the model too
+    nchw = torch.from_numpy(rgba).permute(0, 3, 1, 2).double() / 255
+    out = upscale(nchw, model="bicubic")
+    assert out.shape == (2, 4, 48, 40) and out.dtype == torch.float64
+    for k in range(2):  # each image as its float numpy array would be upscaled
+        want = upscale(rgba[k].astype(np.float32) / 255, model="bicubic")
+        assert torch.allclose(out[k].permute(1, 2, 0).float(), torch.from_numpy(want), atol=1e-6)
+    gray = upscale(nchw[0, :1], model="bicubic")
+    assert gray.shape == (1, 48, 40)
+    for bad, message in [(torch.zeros(3, 4), "must be \\(C, H, W\\)"),
+                         (torch.zeros(5, 4, 4), "C in 1-4"),
+                         (torch.zeros(3, 4, 4, dtype=torch.uint8), "floats in \\[0, 1\\]"),
+                         (torch.full((3, 4, 4), 2.0), "finite values in \\[0, 1\\]")]:
+        with pytest.raises(BlindSRError, match=message):
+            upscale(bad, model="bicubic")
+
+
+def test_an_outscale_below_one_output_pixel_is_one_line():
+    image = np.zeros((20, 30, 3), np.uint8)
+    with pytest.raises(BlindSRError, match=r"--outscale 1e-09 makes this 30x20 image smaller "
+                                           "than one pixel"):
+        upscale(image, model="bicubic", outscale=1e-9)
+
+
 def test_a_model_without_a_scale_attribute_is_measured():
     image = np.zeros((16, 16, 3), np.uint8)
     image[:, 8:] = 255

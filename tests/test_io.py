@@ -609,7 +609,7 @@ def test_image_data_validation_and_properties():
 def test_expand_inputs(tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()
-    for name in ["b.png", "a.JPG", "c.webp", "notes.txt", ".hidden.png", "d.tiff"]:
+    for name in ["b.png", "a.JPG", "c.webp", "notes.txt", ".hidden.png", "d.tiff", "e.gif"]:
         (folder / name).write_bytes(b"x")
     (folder / "sub").mkdir()
     (folder / "sub" / "deep.png").write_bytes(b"x")
@@ -634,13 +634,24 @@ def test_expand_inputs(tmp_path):
         "b.png",
         "c.webp",
         "d.tiff",
+        "e.gif",  # read-only formats are found in folders and globs as well
         "single.bmp",
         "odd.dat",
     ]
     assert len(errors) == 3
     assert "missing.png" in errors[0] and "no such file" in errors[0]
     assert "*.gif" in errors[1] and "empty" in errors[2]
+    assert expand_inputs([str(folder / "*.gif")]) == ([folder / "e.gif"], [])
     assert all("\n" not in e for e in errors)
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="no symlinks")
+def test_a_symlink_is_an_input_of_its_own(tmp_path):
+    base = tmp_path / "base.png"
+    base.write_bytes(b"x")
+    (tmp_path / "link.png").symlink_to(base)
+    files, errors = expand_inputs([str(base), str(tmp_path / "link.png"), str(tmp_path)])
+    assert [p.name for p in files] == ["base.png", "link.png"] and errors == []
 
 
 def test_expand_inputs_recursive_glob(tmp_path):
@@ -668,3 +679,86 @@ def test_large_png_metadata_does_not_stop_the_pixels(tmp_path):
     assert (PngImagePlugin.MAX_TEXT_CHUNK, PngImagePlugin.MAX_TEXT_MEMORY) == limits  # restored
     bomb = ValueError("Decompressed data too large for PngImagePlugin.MAX_TEXT_CHUNK")
     assert _reason(bomb).startswith("its text metadata (tEXt/zTXt/iTXt chunks) is too large")
+
+
+# ----------------------------------------------------------------------- colour profiles, layouts
+
+
+def fake_profile(space: bytes) -> bytes:
+    """An ICC-shaped byte string: what the reader checks is the colour space at bytes 16-20."""
+    return b"\0" * 16 + space + bytes(range(108)) + b"tail"
+
+
+@pytest.mark.parametrize(("ext", "depth"), [(".png", 8), (".png", 16), (".jpg", 8),
+                                            (".webp", 8), (".tif", 8), (".tif", 16)])
+@pytest.mark.parametrize("c", [1, 3])
+def test_an_embedded_colour_profile_is_written_back(tmp_path, ext, depth, c):
+    if ext == ".webp" and c == 1:
+        pytest.skip("WebP stores gray as RGB")
+    space = b"RGB " if c == 3 else b"GRAY"
+    src = tmp_path / "src.png"
+    Image.fromarray(rand_array(c, 8)).save(src, icc_profile=fake_profile(space))
+    image = read_image(src)
+    assert image.icc_profile == fake_profile(space)
+    image.bit_depth = depth
+    write_image(tmp_path / f"out{ext}", image)
+    with Image.open(tmp_path / f"out{ext}") as back:
+        assert back.info.get("icc_profile") == fake_profile(space)
+    assert read_image(tmp_path / f"out{ext}").icc_profile == fake_profile(space)
+    assert to_pil(image).info["icc_profile"] == fake_profile(space)
+    assert to_image_data(to_pil(image)).icc_profile == fake_profile(space)
+
+
+def test_a_profile_that_does_not_fit_the_pixels_is_dropped(tmp_path):
+    Image.new("CMYK", (8, 8), (0, 255, 255, 0)).save(tmp_path / "c.jpg",
+                                                     icc_profile=fake_profile(b"CMYK"))
+    assert read_image(tmp_path / "c.jpg").icc_profile is None  # now RGB: the profile is wrong
+    image = ImageData(torch.rand(1, 1, 4, 4), None, 8, icc_profile=fake_profile(b"RGB "))
+    write_image(tmp_path / "gray.png", image)
+    with Image.open(tmp_path / "gray.png") as back:
+        assert "icc_profile" not in back.info
+    write_image(tmp_path / "x.bmp", ImageData(torch.rand(1, 3, 4, 4), None, 8,
+                                              icc_profile=fake_profile(b"RGB ")))
+    assert read_image(tmp_path / "x.bmp").icc_profile is None
+
+
+def planar_tiff16(path: Path, a: np.ndarray) -> None:
+    """A 16-bit RGB TIFF with PlanarConfiguration 2 (one strip per colour plane)."""
+    h, w, c = a.shape
+    planes = [np.ascontiguousarray(a[..., i]).astype("<u2").tobytes() for i in range(c)]
+    offsets = [8 + sum(map(len, planes[:i])) for i in range(c)]
+    data = b"".join(planes)
+    entries = [(256, 3, [w]), (257, 3, [h]), (258, 3, [16] * c), (259, 3, [1]), (262, 3, [2]),
+               (273, 4, offsets), (277, 3, [c]), (278, 3, [h]), (279, 4, list(map(len, planes))),
+               (284, 3, [2])]
+    ifd_at = 8 + len(data)
+    extra_at = ifd_at + 2 + 12 * len(entries) + 4
+    ifd, extra = struct.pack("<H", len(entries)), b""
+    for tag, kind, values in entries:
+        packed = struct.pack(f"<{len(values)}{'H' if kind == 3 else 'I'}", *values)
+        if len(packed) <= 4:
+            field = packed.ljust(4, b"\0")
+        else:
+            field, extra = struct.pack("<I", extra_at + len(extra)), extra + packed
+        ifd += struct.pack("<HHI", tag, kind, len(values)) + field
+    path.write_bytes(b"II*\0" + struct.pack("<I", ifd_at) + data + ifd + b"\0" * 4 + extra)
+
+
+def test_16bit_planar_tiff_is_refused_not_misread(tmp_path):
+    planar_tiff16(tmp_path / "planar.tif", rand_array(3, 16))
+    with pytest.raises(BlindSRError, match="separate colour planes") as err:
+        read_image(tmp_path / "planar.tif")
+    assert_one_line_error(err, "planar.tif")
+
+
+def test_only_the_first_frame_of_an_animation_is_used_and_said(tmp_path):
+    frames = [Image.new("RGB", (6, 4), colour) for colour in ("red", "blue", "green")]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    with pytest.warns(UserWarning, match="animation of 3 frames; only the first is used"):
+        image = read_image(tmp_path / "anim.gif")
+    assert to_numpy(image)[0, 0].tolist() == [255, 0, 0]
+
+
+def test_big_endian_arrays_are_read_as_their_values():
+    a = rand_array(3, 16)
+    assert np.array_equal(to_numpy(to_image_data(a.astype(">u2"))), a)

@@ -93,8 +93,12 @@ def user_module(monkeypatch):
     def wrong_count(sr, hr, lr):
         return torch.zeros(sr.shape[0] + 1)
 
+    def broken(sr, hr, lr):
+        raise ValueError("no luck\nsecond line")
+
     mod.brightness, mod.one_arg, mod.wrong_count, mod.number = (brightness, one_arg,
                                                                 wrong_count, 3)
+    mod.broken = broken
     monkeypatch.setitem(sys.modules, mod.__name__, mod)
     return mod
 
@@ -128,6 +132,15 @@ def test_wrong_output_shape_is_reported(user_module):
     bad = Reward("words", lambda sr, hr, lr: "abc")
     with pytest.raises(BlindSRError, match="not numbers"):
         bad(torch.rand(1, 3, 8, 8), None, torch.rand(1, 3, 2, 2))
+
+
+def test_a_failing_user_reward_is_one_line(user_module):
+    sr = torch.rand(1, 3, 8, 8)
+    for reward in (get_reward("blindsr_user_rewards:broken"), get_reward(user_module.broken)):
+        with pytest.raises(BlindSRError, match="raised ValueError: no luck$"):
+            reward(sr, None, sr)
+    with pytest.raises(ZeroDivisionError):  # the package's own rewards keep their tracebacks
+        Reward("own", lambda sr, hr, lr: 1 / 0)(sr, None, sr)
 
 
 def test_rewards_never_build_graphs():

@@ -353,7 +353,8 @@ def analyze_layers(
     model covers them all.
 
     ``layers``: module names; ``"all"`` stands for every conv layer of the first model that every
-    model has and runs exactly once (the others are listed under ``"left_out"``). Returns
+    model has and runs exactly once (the others, missing from a model or not run exactly once, are
+    listed under ``"left_out"``). Returns
     ``{"layers": [one analyze_channels result per layer], "summary": per layer and model the mean
     off-diagonal |cos|, the Gini coefficients and the dead channels, "left_out": [...], "files":
     [...]}``. With ``out``: every layer's JSON (and PNGs with ``plots``), plus
@@ -621,8 +622,8 @@ def _run_channels(args: argparse.Namespace) -> int:
     if len(layers) > 1:
         print(format_layer_table(result["summary"]))
     if result["left_out"]:
-        print(f"left out {len(result['left_out'])} conv layers that do not run exactly once in "
-              f"every model: {', '.join(result['left_out'][:4])}"
+        print(f"left out {len(result['left_out'])} conv layers that a model lacks or does not run "
+              f"exactly once: {', '.join(result['left_out'][:4])}"
               + (", ..." if len(result["left_out"]) > 4 else ""), file=sys.stderr)
     for line in layers[0]["skipped"]:
         print(f"skipped {line}", file=sys.stderr)

@@ -25,7 +25,6 @@ from .train_state import GENERATOR, GENERATOR_EMA, WEIGHTS_FORMAT
 
 FORMAT = "blindsr"
 WRAPPER_KEYS = ("params_ema", "params", "state_dict")  # first one present wins
-PREFIXES = ("module.", "_orig_mod.")  # DataParallel / DDP and torch.compile wrappers
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -124,15 +123,6 @@ def _read_torch(path: Path) -> dict[str, Tensor]:
     return obj
 
 
-def _strip_prefixes(sd: dict[str, Tensor]) -> dict[str, Tensor]:
-    out = {}
-    for key, value in sd.items():
-        for prefix in PREFIXES:
-            key = key.removeprefix(prefix)
-        out[key] = value
-    return out
-
-
 def _is_torch_file(path: Path) -> bool:
     """torch.save output (zip or legacy pickle) rather than safetensors, by magic bytes.
 
@@ -170,16 +160,16 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[st
     except BlindSRError:
         raise
     except Exception as e:  # corrupt files raise many kinds of errors
-        from blindsr.io import IMAGE_EXTENSIONS
+        from blindsr.io import READ_EXTENSIONS
 
         suffix = path.suffix.lower()
-        if suffix in (*IMAGE_EXTENSIONS, ".gif"):
+        if suffix in READ_EXTENSIONS:
             raise BlindSRError(f"{path}: an image, not a model file") from None
         why = first_line(e) if suffix == ".safetensors" else "neither safetensors nor torch.save"
         raise BlindSRError(f"{path}: unreadable checkpoint ({why})") from None
     if meta.get("format") == WEIGHTS_FORMAT:
         sd = _generator_of_training_checkpoint(sd, path)
-    return _strip_prefixes(sd), meta
+    return archs.strip_wrapper_prefixes(sd), meta
 
 
 def _generator_of_training_checkpoint(sd: dict[str, Tensor], path: Path) -> dict[str, Tensor]:

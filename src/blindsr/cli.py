@@ -31,13 +31,15 @@ def _add_upscale(sub: argparse._SubParsersAction) -> None:
                    help="final scale factor (default: the model's own)")
     p.add_argument("--tile", type=int, default=None,
                    help="tile size in input pixels (default: from free device memory)")
-    p.add_argument("--tile-pad", type=int, default=16, help="tile overlap in input pixels")
+    p.add_argument("--tile-pad", type=int, default=16,
+                   help="tile overlap in input pixels (default 16; a few pixels or none leaves "
+                        "visible seams)")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: best)")
     p.add_argument("--batch", type=int, default=4, help="tiles per forward pass")
     p.add_argument("--suffix", default="", help="appended to output file stems")
     p.add_argument("--ext", default="auto", choices=["auto", "png", "jpg", "webp", "tif"],
-                   help="output format (auto: same as the input)")
+                   help="output format (auto: same as the input; PNG for GIF/PPM inputs)")
     p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality")
     p.add_argument("--max-pixels", type=int, default=None,
                    help="refuse larger inputs (decompression-bomb guard; 0: no limit)")

@@ -35,7 +35,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from blindsr.errors import BlindSRError
-from blindsr.io import IMAGE_EXTENSIONS, read_image
+from blindsr.io import READ_EXTENSIONS, read_image
 from blindsr.ops.sharpen import usm_sharpen
 
 __all__ = [
@@ -204,12 +204,12 @@ def _images(folder: Path) -> list[Path]:
     try:
         files = sorted(
             p for p in folder.iterdir()
-            if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file()
+            if p.suffix.lower() in READ_EXTENSIONS and not p.name.startswith(".") and p.is_file()
         )
     except OSError as exc:
         raise BlindSRError(f"cannot list dataset folder {folder}: {exc.strerror or exc}") from exc
     if not files:
-        raise BlindSRError(f"dataset folder {folder} has no {'/'.join(IMAGE_EXTENSIONS)} images")
+        raise BlindSRError(f"dataset folder {folder} has no {'/'.join(READ_EXTENSIONS)} images")
     return files
 
 

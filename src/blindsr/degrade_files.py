@@ -153,7 +153,7 @@ def degrade_files(inputs: list[str], output: str | Path, preset: str = "bicubic"
             lr = degrade.apply(hr, preset, scale, seed=seed)
         if image.gray:
             lr = lr.mean(dim=1, keepdim=True)
-        return io.ImageData(color=lr, alpha=None, bit_depth=8)
+        return io.ImageData(color=lr, alpha=None, bit_depth=8, icc_profile=image.icc_profile)
 
     return process_files(inputs, output, job, verb="degraded", ext="png", max_pixels=max_pixels,
                          progress=progress)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -98,6 +99,10 @@ def process_files(inputs: list[str], output: str | Path,
     """
     from tqdm import tqdm
 
+    if any(sep in suffix for sep in ("/", "\\", os.sep, "\0")):
+        raise BlindSRError(f"--suffix {suffix!r}: a suffix is added to file names and cannot hold "
+                           "a path separator (use -o for another folder)")
+    max_pixels = io.max_pixel_limit(max_pixels)  # a bad limit is one error, not one per file
     report = Report(verb=verb)
     paths, missing = io.expand_inputs(inputs)
     report.failures.extend(missing)

@@ -53,6 +53,17 @@ class Settings:
     # pixels) instead of the model's own estimate: a sharpness knob, or the non-blind setting
     blur: float | None = None
 
+    def __post_init__(self) -> None:
+        """numpy scalars (``np.int64(64)``, ``np.float32(2.0)``) as the Python numbers they are."""
+        for name in ("tile", "tile_pad", "batch"):
+            value = getattr(self, name)
+            if isinstance(value, numbers.Integral) and not isinstance(value, (bool, int)):
+                setattr(self, name, int(value))
+        for name in ("outscale", "blur"):
+            value = getattr(self, name)
+            if isinstance(value, numbers.Real) and not isinstance(value, (bool, int, float)):
+                setattr(self, name, float(value))
+
 
 def check_settings(settings: Settings) -> None:
     """One-line errors for settings no run can use (each names its command-line option)."""
@@ -355,6 +366,9 @@ class Upscaler:
         more host memory than is free (a huge --outscale, for instance)."""
         outscale = self.settings.outscale or self.scale
         out_h, out_w = round(height * outscale), round(width * outscale)
+        if out_h < 1 or out_w < 1:
+            raise BlindSRError(f"--outscale {outscale:g} makes this {width}x{height} image "
+                               "smaller than one pixel")
         pixels = max(out_h * out_w, height * width * self.scale**2)
         need = BYTES_PER_OUTPUT_PIXEL * pixels * passes
         free = available_memory()
@@ -405,17 +419,22 @@ class Upscaler:
         sr = sr.clamp_(0, 1)
         if image.gray:
             sr = sr.mean(dim=1, keepdim=True)
-        return io.ImageData(color=sr, alpha=out_alpha, bit_depth=image.bit_depth)
+        return io.ImageData(color=sr, alpha=out_alpha, bit_depth=image.bit_depth,
+                            icc_profile=image.icc_profile)
 
 
 def upscale(image: Any, model: str | Path | nn.Module | None = None, **settings: Any) -> Any:
-    """Upscale one image given as a path, numpy array, PIL image or `io.ImageData`.
+    """Upscale one image given as a path, numpy array, PIL image, float tensor or `io.ImageData`.
 
     Returns the same kind as the input for arrays (same dtype; a boolean mask comes back as the
-    mask of the pixels at least half on) and PIL images, else `io.ImageData`.
+    mask of the pixels at least half on), PIL images and tensors (``(C, H, W)`` or ``(N, C, H,
+    W)`` floats in [0, 1], C in 1-4 with alpha last for 2 and 4: the same layout, dtype and
+    device back; a batch is upscaled image by image), else `io.ImageData`.
     Keyword settings are those of `Settings` (tile, tile_pad, batch, dtype, device, outscale,
     channels_last, blur).
     """
+    if isinstance(image, torch.Tensor):
+        return _upscale_tensors(image, Upscaler(model, Settings(**settings)))
     data = io.to_image_data(image)
     result = Upscaler(model, Settings(**settings)).upscale_image(data)
     if isinstance(image, np.ndarray):
@@ -427,6 +446,30 @@ def upscale(image: Any, model: str | Path | nn.Module | None = None, **settings:
     if type(image).__module__.startswith("PIL."):
         return io.to_pil(result)
     return result
+
+
+def _upscale_tensors(x: torch.Tensor, upscaler: Upscaler) -> torch.Tensor:
+    """:func:`upscale` for a (C, H, W) or (N, C, H, W) float tensor in [0, 1]."""
+    batch = x if x.ndim == 4 else x[None] if x.ndim == 3 else None
+    if batch is None or batch.shape[1] not in (1, 2, 3, 4) or 0 in batch.shape:
+        raise BlindSRError(f"a tensor image must be (C, H, W) or (N, C, H, W) with C in 1-4, "
+                           f"got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise BlindSRError(f"a tensor image must hold floats in [0, 1], got {x.dtype} (divide "
+                           "8-bit values by 255)")
+    values = batch.detach().float().cpu()
+    if not (torch.isfinite(values).all() and values.min() >= 0 and values.max() <= 1):
+        raise BlindSRError("a tensor image must hold finite values in [0, 1]")
+    c = values.shape[1]
+    outs = []
+    for one in values:
+        colour, alpha = (one[:-1], one[-1:]) if c in (2, 4) else (one, None)
+        result = upscaler.upscale_image(io.ImageData(colour[None], None if alpha is None
+                                                     else alpha[None], 8))
+        parts = [result.color] + ([result.alpha] if result.alpha is not None else [])
+        outs.append(torch.cat(parts, dim=1))
+    out = torch.cat(outs).to(device=x.device, dtype=x.dtype)
+    return out if x.ndim == 4 else out[0]
 
 
 def upscale_files(inputs: list[str], output: str | Path, model: str | Path | None = None,

@@ -14,6 +14,10 @@ Writing (:func:`write_image`) takes the format from the extension and keeps what
 - gray stays gray, except in WebP (RGB only). 16-bit gray+alpha TIFF is stored as RGBA because
   Pillow cannot read 16-bit gray+alpha TIFF back.
 - JPEG uses 4:4:4 chroma at quality >= 90; WebP at quality 100 is lossless.
+- an embedded ICC colour profile is read into ``ImageData.icc_profile`` and written back into
+  PNG, JPEG, WebP and TIFF (not BMP) when it fits the pixels (an RGB profile on RGB, a gray one on
+  gray; a CMYK profile is dropped with the conversion to RGB). Other metadata (EXIF, DPI, text)
+  is not carried: the orientation is already applied to the pixels.
 
 Pillow truncates 16-bit RGB(A) and gray+alpha to 8 bits, so those are read by decoding the file
 twice with Pillow's own C decoders, for the high and then the low byte of each sample (no extra
@@ -30,6 +34,7 @@ import secrets
 import struct
 import sys
 import threading
+import warnings
 import zlib
 from dataclasses import dataclass
 from io import BytesIO
@@ -43,6 +48,9 @@ from PIL import Image, UnidentifiedImageError, features
 from .errors import BlindSRError
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+# read as well (first frame of an animated GIF), written as PNG
+READ_ONLY_EXTENSIONS: tuple[str, ...] = (".gif", ".ppm", ".pgm", ".pbm", ".pnm")
+READ_EXTENSIONS: tuple[str, ...] = (*IMAGE_EXTENSIONS, *READ_ONLY_EXTENSIONS)
 DEFAULT_MAX_PIXELS: int = 178_956_970  # Pillow's decompression-bomb error threshold
 MAX_PIXELS_ENV = "BLINDSR_MAX_PIXELS"
 
@@ -66,13 +74,15 @@ class ImageData:
     """An image as tensors: ``color`` (1, C, H, W) with C in (1, 3); ``alpha`` (1, 1, H, W) or None.
 
     Values are in [0, 1]; alpha is straight. ``bit_depth`` (8 or 16) is that of the source file and
-    decides the depth written back where the format allows it.
+    decides the depth written back where the format allows it. ``icc_profile``: the source's
+    embedded colour profile (raw ICC bytes), written back with the image where it fits.
     """
 
     color: torch.Tensor
     alpha: torch.Tensor | None
     bit_depth: int
     path: Path | None = None
+    icc_profile: bytes | None = None
 
     def __post_init__(self) -> None:
         c = self.color
@@ -116,12 +126,14 @@ def read_image(path: str | os.PathLike[str], max_pixels: int | None = None) -> I
     limit = max_pixel_limit(max_pixels)
     _check_readable(path)
     try:
-        color, alpha, depth = _read_arrays(path, limit)
+        color, alpha, depth, icc = _read_arrays(path, limit)
     except BlindSRError:
         raise
     except Exception as exc:  # Pillow raises many types (OSError, SyntaxError, ValueError, ...)
         raise BlindSRError(f"cannot read image {path}: {_reason(exc)}") from exc
-    return _from_arrays(color, alpha, depth, path)
+    image = _from_arrays(color, alpha, depth, path)
+    image.icc_profile = icc if profile_fits(icc, image.color.shape[1]) else None
+    return image
 
 
 def max_pixel_limit(max_pixels: int | None = None) -> int:
@@ -204,15 +216,43 @@ def _check_pixels(path: Path, size: tuple[int, int], limit: int) -> None:
 Arrays = tuple[np.ndarray, "np.ndarray | None", int]
 
 
-def _read_arrays(path: Path, limit: int) -> Arrays:
-    """Decode to (color HxWxC, alpha HxW or None, bit depth), EXIF orientation applied."""
+def _read_arrays(path: Path, limit: int) -> tuple[np.ndarray, np.ndarray | None, int,
+                                                  bytes | None]:
+    """Decode to (color HxWxC, alpha HxW or None, bit depth, ICC profile), EXIF orientation
+    applied."""
     with _open(path) as im:
         _check_pixels(path, im.size, limit)
+        _check_layout(im)
         color, alpha, depth = _decode(im, path)
         orientation = _orientation(im)
+        icc = im.info.get("icc_profile") or None
+        frames = getattr(im, "n_frames", 1)
+    if frames > 1:
+        warnings.warn(f"{path}: an animation of {frames} frames; only the first is used",
+                      stacklevel=3)
     color = _orient(color, orientation)
     alpha = None if alpha is None else _orient(alpha, orientation)
-    return color, alpha, depth
+    return color, alpha, depth, icc if isinstance(icc, bytes) else None
+
+
+def _check_layout(im: Image.Image) -> None:
+    """Refuse what Pillow would decode to wrong pixels without an error."""
+    if im.format != "TIFF":
+        return
+    tags = getattr(im, "tag_v2", {})
+    bits = tags.get(258, (8,))
+    bits = bits if isinstance(bits, tuple) else (bits,)
+    if tags.get(284, 1) == 2 and any(b > 8 for b in bits):
+        raise ValueError("16-bit TIFF with separate colour planes (PlanarConfiguration 2) is not "
+                         "supported; save it with contiguous samples")
+
+
+def profile_fits(icc: bytes | None, channels: int) -> bool:
+    """Whether an ICC profile describes pixels of ``channels`` colour channels (its header's
+    colour space: 'RGB ' for 3, 'GRAY' for 1)."""
+    if not icc or len(icc) < 20:
+        return False
+    return icc[16:20] == (b"RGB " if channels == 3 else b"GRAY")
 
 
 # Pillow keeps only the high byte of these 16-bit layouts; decoding again with the opposite byte
@@ -398,10 +438,14 @@ def _encode(image: ImageData, fmt: str, quality: int) -> bytes:
     if alpha is not None and fmt in ("JPEG", "BMP"):
         color, alpha = _over_white(color, alpha), None
     arr = _quantize(color, alpha, depth)
+    icc = image.icc_profile if profile_fits(image.icc_profile, color.shape[1]) else None
     if depth == 16:
-        return _png16(arr) if fmt == "PNG" else _tiff16(arr)
+        return _png16(arr, icc) if fmt == "PNG" else _tiff16(arr, icc)
+    options = _save_options(fmt, quality)
+    if icc is not None and fmt != "BMP" and not (fmt == "WEBP" and color.shape[1] == 1):
+        options["icc_profile"] = icc
     buf = BytesIO()
-    _pil_from_array(arr).save(buf, format=fmt, **_save_options(fmt, quality))
+    _pil_from_array(arr).save(buf, format=fmt, **options)
     return buf.getvalue()
 
 
@@ -423,8 +467,9 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-def _png16(arr: np.ndarray) -> bytes:
-    """16-bit PNG (gray, gray+alpha, RGB, RGBA) with the Sub filter on every row."""
+def _png16(arr: np.ndarray, icc: bytes | None = None) -> bytes:
+    """16-bit PNG (gray, gray+alpha, RGB, RGBA) with the Sub filter on every row, and an iCCP
+    chunk for ``icc``."""
     h, w, c = arr.shape
     raw = arr.astype(">u2").view(np.uint8).reshape(h, w * c * 2)
     rows = np.empty((h, raw.shape[1] + 1), np.uint8)
@@ -435,13 +480,15 @@ def _png16(arr: np.ndarray) -> bytes:
     idat = z.compress(rows.tobytes()) + z.flush()
     ihdr = struct.pack(">IIBBBBB", w, h, 16, {1: 0, 2: 4, 3: 2, 4: 6}[c], 0, 0, 0)
     chunks = [_png_chunk(b"IDAT", idat[i : i + (1 << 20)]) for i in range(0, len(idat), 1 << 20)]
-    parts = [b"\x89PNG\r\n\x1a\n", _png_chunk(b"IHDR", ihdr), *chunks, _png_chunk(b"IEND", b"")]
+    profile = [] if icc is None else [_png_chunk(b"iCCP", b"ICC Profile\0\0" + zlib.compress(icc))]
+    parts = [b"\x89PNG\r\n\x1a\n", _png_chunk(b"IHDR", ihdr), *profile, *chunks,
+             _png_chunk(b"IEND", b"")]
     return b"".join(parts)
 
 
-def _tiff16(arr: np.ndarray) -> bytes:
+def _tiff16(arr: np.ndarray, icc: bytes | None = None) -> bytes:
     """16-bit little-endian TIFF in strips; with libtiff in Pillow (to read it back), Adobe deflate
-    with the horizontal-differencing predictor."""
+    with the horizontal-differencing predictor; ``icc`` as the ICC profile tag (34675)."""
     if arr.shape[-1] == 2:  # Pillow cannot read 16-bit gray+alpha TIFF: store RGBA
         arr = arr[..., [0, 0, 0, 1]]
     h, w, c = arr.shape
@@ -477,16 +524,21 @@ def _tiff16(arr: np.ndarray) -> bytes:
         (284, 3, [1]),
         (317, 3, [2 if deflate else 1]),
     ] + ([(338, 3, [2])] if c == 4 else [])  # extra sample: unassociated (straight) alpha
+    if icc is not None:
+        entries.append((34675, 7, icc))  # type 7: undefined bytes
     ifd_at = len(body)
     extra_at = ifd_at + 2 + 12 * len(entries) + 4
     ifd, extra = bytearray(struct.pack("<H", len(entries))), bytearray()
     for tag, kind, values in entries:
-        packed = struct.pack(f"<{len(values)}{'H' if kind == 3 else 'I'}", *values)
+        if kind == 7:
+            packed = bytes(values)
+        else:
+            packed = struct.pack(f"<{len(values)}{'H' if kind == 3 else 'I'}", *values)
         if len(packed) <= 4:
             field = packed.ljust(4, b"\0")
         else:
             field = struct.pack("<I", extra_at + len(extra))
-            extra += packed
+            extra += packed + b"\0" * (len(packed) % 2)  # values start on a word boundary
         ifd += struct.pack("<HHI", tag, kind, len(values)) + field
     ifd += struct.pack("<I", 0)
     body[:8] = b"II*\0" + struct.pack("<I", ifd_at)
@@ -526,9 +578,12 @@ def to_image_data(obj: Any) -> ImageData:
         return _from_numpy(obj)
     if isinstance(obj, Image.Image):
         try:
-            return _from_arrays(*_decode(obj, None))
+            image = _from_arrays(*_decode(obj, None))
         except Exception as exc:
             raise BlindSRError(f"cannot use PIL image: {_reason(exc)}") from exc
+        icc = obj.info.get("icc_profile")
+        image.icc_profile = icc if profile_fits(icc, image.color.shape[1]) else None
+        return image
     raise BlindSRError(
         f"cannot use {type(obj).__name__} as an image: expected a path, a numpy array, "
         "a PIL image or ImageData"
@@ -536,6 +591,8 @@ def to_image_data(obj: Any) -> ImageData:
 
 
 def _from_numpy(a: np.ndarray) -> ImageData:
+    if not a.dtype.isnative:  # big-endian data on this machine, e.g. '>u2'
+        a = a.astype(a.dtype.newbyteorder("="))
     if a.ndim == 2:
         a = a[..., None]
     if a.ndim != 3 or a.shape[2] not in (1, 2, 3, 4) or 0 in a.shape:
@@ -577,8 +634,12 @@ def to_pil(image: ImageData) -> Image.Image:
     (PIL has no other 16-bit modes)."""
     _check_image_data(image, "to_pil")
     if image.bit_depth == 16 and image.gray and image.alpha is None:
-        return Image.fromarray(_quantize(image.color, None, 16)[..., 0])  # uint16: I;16
-    return _pil_from_array(_quantize(image.color, image.alpha, 8))
+        im = Image.fromarray(_quantize(image.color, None, 16)[..., 0])  # uint16: I;16
+    else:
+        im = _pil_from_array(_quantize(image.color, image.alpha, 8))
+    if profile_fits(image.icc_profile, image.color.shape[1]):
+        im.info["icc_profile"] = image.icc_profile
+    return im
 
 
 def _check_image_data(image: Any, who: str) -> None:
@@ -605,7 +666,7 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
                 errors.append(f"{text}: cannot list folder: {exc.strerror or exc}")
             else:
                 if not files:
-                    errors.append(f"{text}: folder has no {'/'.join(IMAGE_EXTENSIONS)} images")
+                    errors.append(f"{text}: folder has no {'/'.join(READ_EXTENSIONS)} images")
         elif p.is_file():
             files = [p]
         elif any(ch in text for ch in "*?["):
@@ -621,14 +682,16 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
 
 
 def _is_image_file(p: Path) -> bool:
-    return p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file()
+    return p.suffix.lower() in READ_EXTENSIONS and not p.name.startswith(".") and p.is_file()
 
 
 def _unique(paths: list[Path]) -> list[Path]:
-    seen: set[Path] = set()
+    """Without repeats of one path (a file named twice, or by a folder and a glob); a symlink
+    is another input, with its own output name."""
+    seen: set[str] = set()
     out = []
     for p in paths:
-        key = p.resolve()
+        key = os.path.normcase(os.path.abspath(p))
         if key not in seen:
             seen.add(key)
             out.append(p)

@@ -20,7 +20,8 @@ differentiable). :func:`get_reward` resolves a spec:
   gets ``hr=None`` when no HR exists and must return N numbers (a tensor, array or list).
 - A :class:`Reward` or any callable with that signature is taken as is.
 
-Rewards needing HR raise a one-line :class:`~blindsr.errors.BlindSRError` when it is missing.
+Rewards needing HR raise a one-line :class:`~blindsr.errors.BlindSRError` when it is missing; an
+exception inside a user's callable becomes one too (``reward 'mod:fn' raised ValueError: ...``).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from blindsr.errors import BlindSRError
+from blindsr.errors import BlindSRError, first_line
 
 RewardFn = Callable[[Tensor, Tensor | None, Tensor], object]
 PSNR_CAP = 100.0
@@ -47,6 +48,7 @@ class Reward:
     name: str
     fn: RewardFn
     needs_hr: bool = False
+    user: bool = False  # a user's function: its exceptions become one-line errors
 
     def __call__(self, sr: Tensor, hr: Tensor | None, lr: Tensor) -> Tensor:
         """The reward of each sample (no gradients), checked to be N numbers."""
@@ -54,7 +56,15 @@ class Reward:
             raise BlindSRError(f"reward {self.name!r} needs the HR image, and there is none "
                                "(use neg_niqe or a callable for LR-only data)")
         with torch.no_grad():
-            out = self.fn(sr, hr, lr)
+            try:
+                out = self.fn(sr, hr, lr)
+            except BlindSRError:
+                raise
+            except Exception as e:
+                if not self.user:
+                    raise
+                raise BlindSRError(f"reward {self.name!r} raised {type(e).__name__}: "
+                                   f"{first_line(e)}") from None
         try:
             values = torch.as_tensor(out).detach()
         except (TypeError, ValueError, RuntimeError):
@@ -140,7 +150,7 @@ def get_reward(spec: str | Reward | RewardFn = DEFAULT_REWARD) -> Reward:
     if callable(spec):
         name = getattr(spec, "__qualname__", type(spec).__name__)
         _check_signature(spec, name)
-        return Reward(name, spec)
+        return Reward(name, spec, user=True)
     if not isinstance(spec, str) or not spec.strip():
         raise BlindSRError(f"reward must be a name or 'module.path:function', got {spec!r}")
     text = spec.strip()
@@ -148,7 +158,7 @@ def get_reward(spec: str | Reward | RewardFn = DEFAULT_REWARD) -> Reward:
         return BUILTIN[text.lower()]
     fn = _import(text)
     _check_signature(fn, text)
-    return Reward(text, fn)
+    return Reward(text, fn, user=True)
 
 
 __all__ = ["BUILTIN", "DEFAULT_REWARD", "PSNR_CAP", "Reward", "get_reward", "neg_lpips",

@@ -26,7 +26,23 @@ ALIASES: dict[str, tuple[str, dict[int, dict[str, Any]]]] = {
 }
 
 __all__ = ["ARCHS", "ArchSpec", "arch_names", "build", "detect_arch", "from_state_dict",
-           "state_dict_mismatch"]
+           "state_dict_mismatch", "strip_wrapper_prefixes"]
+
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel / DDP and torch.compile wrappers
+
+
+def strip_wrapper_prefixes(sd: StateDict) -> dict:
+    """``sd`` with the key prefixes of DataParallel / DDP (``module.``) and torch.compile
+    (``_orig_mod.``) removed, however nested."""
+    out = {}
+    for key, value in sd.items():
+        stripped = None
+        while stripped != key:
+            stripped = key
+            for prefix in WRAPPER_PREFIXES:
+                key = key.removeprefix(prefix)
+        out[key] = value
+    return out
 
 
 def arch_names() -> list[str]:
@@ -100,8 +116,9 @@ def from_state_dict(
     """Build the model ``sd`` belongs to and load it strictly.
 
     ``arch`` is detected from key names when not given; ``kwargs`` are read from tensor shapes
-    when not given.
+    when not given. Keys saved from a DDP or torch.compile wrapper are accepted.
     """
+    sd = strip_wrapper_prefixes(sd)
     name = arch if arch is not None else detect_arch(sd)
     spec = _spec(name)
     if kwargs is None:
