@@ -93,7 +93,7 @@ def test_unmatched_and_bad_inputs(tmp_path, capsys):
     rc = main(["score", str(tmp_path / "out"), "--ref", str(tmp_path / "ref")])
     captured = capsys.readouterr()
     assert rc == 1 and "no reference named b" in captured.err and "a.png" in captured.out
-    assert main(["score", str(tmp_path / "out")]) == 1
+    assert main(["score", str(tmp_path / "out"), "--metrics", "psnr,ssim"]) == 1
     assert "psnr, ssim compare with references: give --ref" in capsys.readouterr().err
     assert main(["score", str(tmp_path / "out"), "--ref", str(tmp_path / "none")]) == 1
     assert "no such file or folder" in capsys.readouterr().err
@@ -132,3 +132,27 @@ def test_an_output_folder_in_the_way_is_refused_before_scoring(tmp_path, capsys)
                  "-o", str(tmp_path / "res")]) == 1
     captured = capsys.readouterr()
     assert "res.csv is a folder" in captured.err and captured.out == ""
+
+
+def test_command_defaults_follow_eval_and_the_references(shared, tmp_path, monkeypatch,
+                                                           capsys):
+    monkeypatch.setenv("BLINDSR_DATA", str(shared / "datasets"))
+    set5 = shared / "datasets" / "Set5" / "x4"
+    assert main(["upscale", str(set5 / "LR" / "img_001.png"), "-o", str(tmp_path / "out"),
+                 "--model", "bicubic", "-q"]) == 0
+    capsys.readouterr()
+    # a shared set by name: eval's border (the scale) and metrics, unless told otherwise
+    for extra, border in [([], 4), (["--crop-border", "0"], 0)]:
+        assert main(["score", str(tmp_path / "out"), "--ref", "Set5", "-o",
+                     str(tmp_path / f"s{border}.json"), *extra]) == 0
+        data = json.loads((tmp_path / f"s{border}.json").read_text())
+        assert data["meta"]["crop_border"] == border and set(data["mean"]) == {"psnr", "ssim"}
+        want = score_files(tmp_path / "out", set5 / "HR", "psnr,ssim", border)
+        assert data["mean"] == pytest.approx(want.means())
+    # a folder of references: no border unless asked (its scale is unknown)
+    assert main(["score", str(tmp_path / "out"), "--ref", str(set5 / "HR"), "-o",
+                 str(tmp_path / "folder.json")]) == 0
+    assert json.loads((tmp_path / "folder.json").read_text())["meta"]["crop_border"] == 0
+    # no references: NIQE
+    assert main(["score", str(tmp_path / "out")]) == 0
+    assert "| image | niqe |" in capsys.readouterr().out

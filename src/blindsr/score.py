@@ -10,7 +10,8 @@ decimal, as eval scores the network's output before it is saved as 8-bit.
 
     blindsr score results/ --ref ../shared/datasets/Set5/x4/HR --metrics psnr,ssim,lpips \\
         --crop-border 4 --strip-suffix _out
-    blindsr score results/ --ref Set5 --scale 4 --crop-border 4   # a shared set's HR, by name
+    blindsr score results/ --ref Set5 --scale 4   # a shared set's HR, by name (border: the scale)
+    blindsr score real_results/                   # no references: NIQE
 """
 
 from __future__ import annotations
@@ -119,14 +120,21 @@ def _aligned(out: Tensor, ref: Tensor, crop_ref: bool) -> tuple[Tensor, Tensor]:
     return out, ref
 
 
+def names_shared_set(reference: str) -> bool:
+    """Whether ``reference`` names a shared dataset (``Set5``, ``Set14[:5]``) rather than a path."""
+    from blindsr.data import SHARED_NAMES
+
+    name = reference.split("[", 1)[0].strip().lower()
+    return not Path(reference).expanduser().exists() and name in {k.lower() for k in SHARED_NAMES}
+
+
 def shared_references(reference: str, scale: int) -> list[Path] | None:
     """The HR images of the shared dataset ``reference`` names (``Set5``, ``Set14[:5]``) as
     prepared for ``scale`` (their HR is cropped to a multiple of it); None when it names no
     shared dataset (an existing path or a glob is never taken for one)."""
-    from blindsr.data import SHARED_NAMES, list_pairs, resolve_dataset
+    from blindsr.data import list_pairs, resolve_dataset
 
-    name = reference.split("[", 1)[0].strip().lower()
-    if Path(reference).expanduser().exists() or name not in {k.lower() for k in SHARED_NAMES}:
+    if not names_shared_set(reference):
         return None
     spec = resolve_dataset(reference, scale)
     if spec.hr_dir is None:
@@ -217,7 +225,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "score", help="score existing images (any method's outputs) against references",
         description="Score images that already exist against references matched by file name, "
                     "with blindsr eval's metrics and conventions (PSNR/SSIM on Y after "
-                    "--crop-border). Without --ref, only no-reference metrics (niqe).")
+                    "--crop-border). Without --ref, only no-reference metrics (niqe, the "
+                    "default then).")
     p.add_argument("outputs", nargs="+", metavar="IMAGES", help="image files, folders or globs")
     p.add_argument("--ref", default=None,
                    help="reference images (folder, file or glob), matched by name; or a shared "
@@ -225,11 +234,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scale", type=int, default=4,
                    help="with a shared dataset's name as --ref: the scale its HR images were "
                         "cropped for (default: 4)")
-    p.add_argument("--metrics", default="psnr,ssim",
-                   help="comma-separated: psnr, ssim, lpips, dists, niqe (default: psnr,ssim)")
-    p.add_argument("--crop-border", type=int, default=0,
+    p.add_argument("--metrics", default=None,
+                   help="comma-separated: psnr, ssim, lpips, dists, niqe (default: psnr,ssim "
+                        "with --ref, niqe without)")
+    p.add_argument("--crop-border", type=int, default=None,
                    help="pixels shaved off each side before every metric (blindsr eval and the "
-                        "SR literature use the scale; default: 0)")
+                        "SR literature use the scale; default: --scale when --ref names a shared "
+                        "set, as eval does, else 0)")
     p.add_argument("--strip-suffix", default="",
                    help="taken off output names before matching (e.g. _out, _x4)")
     p.add_argument("--crop-ref", action="store_true",
@@ -245,6 +256,11 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None:
         for path in output_paths(args.out):
             prepare_output(path, "--out file")
+    if args.metrics is None:
+        args.metrics = "psnr,ssim" if args.ref is not None else "niqe"
+    if args.crop_border is None:
+        shared = args.ref is not None and names_shared_set(args.ref)
+        args.crop_border = args.scale if shared else 0
     report = score_files(args.outputs, args.ref, args.metrics, args.crop_border, args.strip_suffix,
                          args.crop_ref, args.scale)
     for line in report.failures:
@@ -263,4 +279,4 @@ def run(args: argparse.Namespace) -> int:
 
 
 __all__ = ["ScoreReport", "add_parser", "match_references", "output_paths", "run",
-           "score_files", "shared_references", "write_report"]
+           "names_shared_set", "score_files", "shared_references", "write_report"]
