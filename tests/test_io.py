@@ -652,6 +652,9 @@ def test_a_symlink_is_an_input_of_its_own(tmp_path):
     (tmp_path / "link.png").symlink_to(base)
     files, errors = expand_inputs([str(base), str(tmp_path / "link.png"), str(tmp_path)])
     assert [p.name for p in files] == ["base.png", "link.png"] and errors == []
+    (tmp_path.parent / f"{tmp_path.name}_alias").symlink_to(tmp_path)  # a folder link: same files
+    files, errors = expand_inputs([str(tmp_path), str(tmp_path.parent / f"{tmp_path.name}_alias")])
+    assert [p.name for p in files] == ["base.png", "link.png"] and errors == []
 
 
 def test_expand_inputs_recursive_glob(tmp_path):
@@ -757,6 +760,27 @@ def test_only_the_first_frame_of_an_animation_is_used_and_said(tmp_path):
     with pytest.warns(UserWarning, match="animation of 3 frames; only the first is used"):
         image = read_image(tmp_path / "anim.gif")
     assert to_numpy(image)[0, 0].tolist() == [255, 0, 0]
+
+
+def test_a_cut_animation_and_a_camera_mpo_read_without_a_false_warning(tmp_path, recwarn):
+    frames = [Image.fromarray(rand_array(3, 8, seed=k, h=40, w=40)) for k in range(3)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    data = (tmp_path / "anim.gif").read_bytes()
+    first = read_image(tmp_path / "anim.gif")
+    recwarn.clear()
+    (tmp_path / "cut.gif").write_bytes(data[: len(data) * 2 // 3])  # the first frame is whole
+    assert torch.equal(read_image(tmp_path / "cut.gif").color, first.color)
+    frames[0].save(tmp_path / "cam.jpg", format="MPO", save_all=True, append_images=frames[1:2])
+    assert read_image(tmp_path / "cam.jpg").width == 40
+    assert not [w for w in recwarn if "animation" in str(w.message)]
+
+
+def test_16bit_gray_alpha_tiff_carries_no_gray_profile_on_its_rgba(tmp_path):
+    image = ImageData(torch.rand(1, 1, 4, 5), torch.rand(1, 1, 4, 5), 16,
+                      icc_profile=fake_profile(b"GRAY"))
+    write_image(tmp_path / "ga.tif", image)
+    with Image.open(tmp_path / "ga.tif") as back:
+        assert back.mode == "RGBA" and "icc_profile" not in back.info
 
 
 def test_big_endian_arrays_are_read_as_their_values():

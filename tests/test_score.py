@@ -156,3 +156,9 @@ def test_command_defaults_follow_eval_and_the_references(shared, tmp_path, monke
     # no references: NIQE
     assert main(["score", str(tmp_path / "out")]) == 0
     assert "| image | niqe |" in capsys.readouterr().out
+    # the Python API has the same defaults
+    api = score_files(tmp_path / "out", "Set5")
+    assert api.crop_border == 4 and api.means() == pytest.approx(
+        json.loads((tmp_path / "s4.json").read_text())["mean"])
+    assert score_files(tmp_path / "out").metrics == ["niqe"]
+    assert score_files(tmp_path / "out", set5 / "HR").crop_border == 0

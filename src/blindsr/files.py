@@ -35,7 +35,7 @@ class Report:
 
 # Extensions that make ``-o`` name a file rather than a folder: those written, and other image
 # formats a user might ask for (refused with a clear error instead of becoming a folder name).
-FILE_EXTENSIONS = (*io.IMAGE_EXTENSIONS, ".gif", ".ppm", ".pgm", ".heic", ".avif", ".jp2", ".jxl")
+FILE_EXTENSIONS = (*io.READ_EXTENSIONS, ".heic", ".avif", ".jp2", ".jxl")
 SAME_FORMAT = {".jpeg": ".jpg", ".tiff": ".tif"}
 
 

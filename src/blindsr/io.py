@@ -1,6 +1,7 @@
 """Image files <-> float tensors: the only module that knows formats, bit depth, alpha and EXIF.
 
-Reading (:func:`read_image`) accepts PNG, JPEG, BMP, TIFF and WebP (and GIF, PPM given by path):
+Reading (:func:`read_image`) accepts PNG, JPEG, BMP, TIFF and WebP, and GIF and PPM/PGM/PBM
+(first frame of an animation; written back as PNG):
 8 and 16 bits per channel, 1-bit, gray, gray+alpha, RGB, RGBA, palette (tRNS -> alpha), CMYK and
 YCbCr (-> RGB); the EXIF orientation is applied. The rest of blindsr sees :class:`ImageData`:
 float32 tensors in [0, 1], colour (1, C, H, W) with C = 1 or 3, and straight (not premultiplied)
@@ -226,13 +227,24 @@ def _read_arrays(path: Path, limit: int) -> tuple[np.ndarray, np.ndarray | None,
         color, alpha, depth = _decode(im, path)
         orientation = _orientation(im)
         icc = im.info.get("icc_profile") or None
-        frames = getattr(im, "n_frames", 1)
+        frames = _animation_frames(im)
     if frames > 1:
         warnings.warn(f"{path}: an animation of {frames} frames; only the first is used",
                       stacklevel=3)
     color = _orient(color, orientation)
     alpha = None if alpha is None else _orient(alpha, orientation)
     return color, alpha, depth, icc if isinstance(icc, bytes) else None
+
+
+def _animation_frames(im: Image.Image) -> int:
+    """Frames of an animated GIF, PNG or WebP; 1 for anything else (a camera's MPO JPEG, a
+    multi-page TIFF) or when a damaged file cannot say (its first frame decoded)."""
+    if im.format not in ("GIF", "PNG", "WEBP"):
+        return 1
+    try:
+        return int(im.n_frames) if getattr(im, "is_animated", False) else 1
+    except Exception:  # a file cut after its first frame
+        return 1
 
 
 def _check_layout(im: Image.Image) -> None:
@@ -439,6 +451,8 @@ def _encode(image: ImageData, fmt: str, quality: int) -> bytes:
         color, alpha = _over_white(color, alpha), None
     arr = _quantize(color, alpha, depth)
     icc = image.icc_profile if profile_fits(image.icc_profile, color.shape[1]) else None
+    if depth == 16 and fmt == "TIFF" and color.shape[1] == 1 and alpha is not None:
+        icc = None  # stored as RGBA (see _tiff16): a gray profile would not fit
     if depth == 16:
         return _png16(arr, icc) if fmt == "PNG" else _tiff16(arr, icc)
     options = _save_options(fmt, quality)
@@ -691,7 +705,7 @@ def _unique(paths: list[Path]) -> list[Path]:
     seen: set[str] = set()
     out = []
     for p in paths:
-        key = os.path.normcase(os.path.abspath(p))
+        key = os.path.normcase(os.path.join(Path(p).absolute().parent.resolve(), Path(p).name))
         if key not in seen:
             seen.add(key)
             out.append(p)

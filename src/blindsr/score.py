@@ -46,6 +46,7 @@ class ScoreReport:
     metrics: list[str]
     images: dict[str, dict[str, float]] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
+    crop_border: int = 0
 
     def means(self) -> dict[str, float]:
         """The mean of each metric over the images that have it."""
@@ -144,18 +145,26 @@ def shared_references(reference: str, scale: int) -> list[Path] | None:
 
 def score_files(outputs: str | os.PathLike | Sequence[str | os.PathLike],
                 reference: str | os.PathLike | None = None,
-                metrics: str | Sequence[str] = ("psnr", "ssim"), crop_border: int = 0,
+                metrics: str | Sequence[str] | None = None, crop_border: int | None = None,
                 strip_suffix: str = "", crop_ref: bool = False, scale: int = 4) -> ScoreReport:
     """Score the images ``outputs`` (files, folders, globs; one or a list) against ``reference``
     (a folder, file or glob of images matched by name, or a shared dataset's name: its HR images
-    for ``scale``) with ``metrics`` (a list or ``"psnr,ssim"``); see the module docstring.
-    Unreadable or unmatched images are listed in ``failures`` and left out of the means (so a
-    report may hold no image at all)."""
+    for ``scale``) with ``metrics`` (a list or ``"psnr,ssim"``; default psnr and ssim with a
+    reference, niqe without); see the module docstring. ``crop_border`` defaults to ``scale``
+    for a shared dataset's name (eval's convention) and to 0 otherwise (a folder's scale is
+    unknown). Unreadable or unmatched images are listed in ``failures`` and left out of the
+    means (so a report may hold no image at all)."""
     from blindsr import io
     from blindsr.evaluate import check_metrics, score_image
 
     if isinstance(outputs, str | os.PathLike):  # one path, not its letters
         outputs = [outputs]
+    if metrics is None:
+        metrics = ["psnr", "ssim"] if reference is not None else ["niqe"]
+    if crop_border is None:
+        shared = reference is not None and names_shared_set(os.fspath(reference))
+        crop_border = scale if shared else 0
+    io.max_pixel_limit()  # a bad $BLINDSR_MAX_PIXELS is one error, not one per image
     if isinstance(metrics, str):  # "psnr,ssim" as on the command line
         metrics = [m.strip() for m in metrics.split(",") if m.strip()]
     outputs = [os.fspath(o) for o in outputs]
@@ -167,7 +176,7 @@ def score_files(outputs: str | os.PathLike | Sequence[str | os.PathLike],
     if full_ref and reference is None:
         raise BlindSRError(f"{', '.join(full_ref)} compare with references: give --ref "
                            "(or only no-reference metrics, e.g. niqe)")
-    report = ScoreReport([m.name for m in chosen])
+    report = ScoreReport([m.name for m in chosen], crop_border=crop_border)
     paths, missing = io.expand_inputs(outputs)
     report.failures += missing
     if reference is not None:
@@ -256,11 +265,6 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None:
         for path in output_paths(args.out):
             prepare_output(path, "--out file")
-    if args.metrics is None:
-        args.metrics = "psnr,ssim" if args.ref is not None else "niqe"
-    if args.crop_border is None:
-        shared = args.ref is not None and names_shared_set(args.ref)
-        args.crop_border = args.scale if shared else 0
     report = score_files(args.outputs, args.ref, args.metrics, args.crop_border, args.strip_suffix,
                          args.crop_ref, args.scale)
     for line in report.failures:
@@ -270,7 +274,7 @@ def run(args: argparse.Namespace) -> int:
     print(report.table())
     if args.out is not None:
         meta = {"outputs": args.outputs, "ref": args.ref, "scale": args.scale,
-                "crop_border": args.crop_border,
+                "crop_border": report.crop_border,
                 "strip_suffix": args.strip_suffix, "crop_ref": args.crop_ref,
                 "y_channel": True, "blindsr": __version__}
         for path in write_report(report, args.out, meta):
