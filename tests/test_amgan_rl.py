@@ -311,6 +311,32 @@ def test_actor_sees_its_projection_straight_through_and_a_per_dimension_penalty(
                for p in s.actor.parameters())
 
 
+def test_the_anchor_pulls_the_actor_toward_the_supervised_code():
+    plain, anchored = make(), make({"anchor_weight": 3.0})
+    s_lr, _ = anchored.degrade(batch()["hr"])
+    with torch.no_grad():  # move the actor off the supervised code (the critic's reference)
+        anchored.actor.head.bias.add_(1.0)
+        plain.actor.head.bias.add_(1.0)
+    anchored.critic.load_state_dict(plain.critic.state_dict())
+    u, base = anchored.actor_update(s_lr), plain.actor_update(s_lr)
+    with torch.no_grad():
+        mu = anchored.actor(s_lr).float()
+        ref = anchored.project(anchored.critic.reference(s_lr).float())
+    width = anchored.hi - anchored.lo
+    anchor = ((mu - ref) / width).square().sum(dim=1).mean()
+    assert float(anchor) > 1e-3 and float(u.logs["anchor"]) == pytest.approx(float(anchor))
+    assert float(u.loss.detach()) == pytest.approx(float(base.loss.detach()) + 3.0 * float(anchor),
+                                                   rel=1e-5)
+    assert "anchor" not in base.logs
+    u.loss.backward()  # its gradient moves mu back toward ref
+    base.loss.backward()
+    extra = anchored.actor.head.bias.grad - plain.actor.head.bias.grad
+    assert torch.all(extra * torch.sign((mu - ref).mean()) > 0)
+    with pytest.raises(BlindSRError, match="anchor_weight: needs critic_reference"):
+        AMRL.parse_params({"reward": "psnr", "critic_reference": False, "baseline": "actor",
+                           "anchor_weight": 1.0})
+
+
 def test_rendering_and_rewards_ignore_the_loops_autocast():
     s = make()
     b = batch()
