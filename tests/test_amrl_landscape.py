@@ -90,7 +90,10 @@ def test_shifted_codes_of_the_first_predictor(tmp_path, capsys):
     assert "renderer.safetensors's codes moved by an offset" in capsys.readouterr().out
 
 
-def test_shifts_on_an_lr_only_set_use_a_no_reference_reward(tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def real_setup(tmp_path, monkeypatch):
+    """(script, renderer, LR-only folder, arguments) for shifts on a real set under a
+    no-reference reward (a sharpness callable)."""
     (tmp_path / "sharpness.py").write_text(
         "def score(sr, hr, lr):\n"
         "    return sr.diff(dim=-1).abs().mean(dim=(1, 2, 3))\n")
@@ -99,10 +102,15 @@ def test_shifts_on_an_lr_only_set_use_a_no_reference_reward(tmp_path, monkeypatc
     renderer = tiny_amnet(tmp_path, "renderer", 0, code_matters=True)
     hr = smooth_images(tmp_path / "set", n=2, size=48)
     real = smooth_images(tmp_path / "real", n=2, size=24)
-    out = tmp_path / "landscape.json"
     args = ["--model", str(renderer), "--predictor", str(renderer), "--data", str(hr),
             "--sigmas", "2.0", "--offsets", "0", "--shifts", "-1", "0", "--crops", "1",
             "--patch", "32", "--real", f"lr:{real}", "--reward", "sharpness:score"]
+    return script, renderer, real, args
+
+
+def test_shifts_on_an_lr_only_set_use_a_no_reference_reward(tmp_path, real_setup, capsys):
+    script, renderer, real, args = real_setup
+    out = tmp_path / "landscape.json"
     assert script.main([*args, "--out", str(out)]) == 0
     result = json.loads(out.read_text())["real"]
     assert list(result) == ["-1.0", "0.0"] and result["0.0"]["images"] == 2
@@ -120,19 +128,9 @@ def test_shifts_on_an_lr_only_set_use_a_no_reference_reward(tmp_path, monkeypatc
         assert message in err and err.count("\n") == 1
 
 
-def test_real_crop_gains_are_paired_changes_per_crop(tmp_path, monkeypatch, capsys):
-    (tmp_path / "sharpness.py").write_text(
-        "def score(sr, hr, lr):\n"
-        "    return sr.diff(dim=-1).abs().mean(dim=(1, 2, 3))\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    script = load_benchmark("amrl_landscape")
-    renderer = tiny_amnet(tmp_path, "renderer", 0, code_matters=True)
-    hr = smooth_images(tmp_path / "set", n=1, size=48)
-    real = smooth_images(tmp_path / "real", n=2, size=24)
+def test_real_crop_gains_are_paired_changes_per_crop(tmp_path, real_setup, capsys):
+    script, renderer, real, args = real_setup
     out = tmp_path / "landscape.json"
-    args = ["--model", str(renderer), "--predictor", str(renderer), "--data", str(hr),
-            "--sigmas", "2.0", "--offsets", "0", "--shifts", "-1", "0", "--crops", "1",
-            "--patch", "32", "--real", f"lr:{real}", "--reward", "sharpness:score"]
     assert script.main([*args, "--real-crop-sizes", "12", "30", "--real-crops", "3",
                         "--out", str(out)]) == 0
     crops = json.loads(out.read_text())["real_crops"]
