@@ -35,7 +35,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from blindsr.errors import BlindSRError
-from blindsr.io import READ_EXTENSIONS, read_image
+from blindsr.io import READ_EXTENSIONS, is_image_file, read_image
 from blindsr.ops.sharpen import usm_sharpen
 
 __all__ = [
@@ -203,8 +203,7 @@ def _images(folder: Path) -> list[Path]:
         raise BlindSRError(f"dataset folder not found: {folder}")
     try:
         files = sorted(
-            p for p in folder.iterdir()
-            if p.suffix.lower() in READ_EXTENSIONS and not p.name.startswith(".") and p.is_file()
+            p for p in folder.iterdir() if is_image_file(p)
         )
     except OSError as exc:
         raise BlindSRError(f"cannot list dataset folder {folder}: {exc.strerror or exc}") from exc

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -99,7 +98,7 @@ def process_files(inputs: list[str], output: str | Path,
     """
     from tqdm import tqdm
 
-    if any(sep in suffix for sep in ("/", "\\", os.sep, "\0")):
+    if any(sep in suffix for sep in ("/", "\\", "\0")):
         raise BlindSRError(f"--suffix {suffix!r}: a suffix is added to file names and cannot hold "
                            "a path separator (use -o for another folder)")
     max_pixels = io.max_pixel_limit(max_pixels)  # a bad limit is one error, not one per file

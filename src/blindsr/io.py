@@ -132,9 +132,7 @@ def read_image(path: str | os.PathLike[str], max_pixels: int | None = None) -> I
         raise
     except Exception as exc:  # Pillow raises many types (OSError, SyntaxError, ValueError, ...)
         raise BlindSRError(f"cannot read image {path}: {_reason(exc)}") from exc
-    image = _from_arrays(color, alpha, depth, path)
-    image.icc_profile = icc if profile_fits(icc, image.color.shape[1]) else None
-    return image
+    return _from_arrays(color, alpha, depth, path, icc)
 
 
 def max_pixel_limit(max_pixels: int | None = None) -> int:
@@ -217,10 +215,9 @@ def _check_pixels(path: Path, size: tuple[int, int], limit: int) -> None:
 Arrays = tuple[np.ndarray, "np.ndarray | None", int]
 
 
-def _read_arrays(path: Path, limit: int) -> tuple[np.ndarray, np.ndarray | None, int,
-                                                  bytes | None]:
-    """Decode to (color HxWxC, alpha HxW or None, bit depth, ICC profile), EXIF orientation
-    applied."""
+def _read_arrays(path: Path, limit: int) -> tuple[np.ndarray, np.ndarray | None, int, Any]:
+    """Decode to (color HxWxC, alpha HxW or None, bit depth, the file's ICC profile entry),
+    EXIF orientation applied."""
     with _open(path) as im:
         _check_pixels(path, im.size, limit)
         _check_layout(im)
@@ -233,7 +230,7 @@ def _read_arrays(path: Path, limit: int) -> tuple[np.ndarray, np.ndarray | None,
                       stacklevel=3)
     color = _orient(color, orientation)
     alpha = None if alpha is None else _orient(alpha, orientation)
-    return color, alpha, depth, icc if isinstance(icc, bytes) else None
+    return color, alpha, depth, icc
 
 
 def _animation_frames(im: Image.Image) -> int:
@@ -400,11 +397,14 @@ def _to_tensor(a: np.ndarray, scale: float) -> torch.Tensor:
 
 
 def _from_arrays(
-    color: np.ndarray, alpha: np.ndarray | None, depth: int, path: Path | None = None
+    color: np.ndarray, alpha: np.ndarray | None, depth: int, path: Path | None = None,
+    icc: Any = None,
 ) -> ImageData:
+    """ImageData from decoded arrays; ``icc`` is kept when it is a profile that fits the pixels."""
     scale = 255.0 if depth == 8 else 65535.0
     a = None if alpha is None else _to_tensor(alpha[..., None], scale)
-    return ImageData(_to_tensor(color, scale), a, depth, path)
+    profile = icc if isinstance(icc, bytes) and profile_fits(icc, color.shape[-1]) else None
+    return ImageData(_to_tensor(color, scale), a, depth, path, profile)
 
 
 # ----------------------------------------------------------------------------------------- writing
@@ -451,8 +451,6 @@ def _encode(image: ImageData, fmt: str, quality: int) -> bytes:
         color, alpha = _over_white(color, alpha), None
     arr = _quantize(color, alpha, depth)
     icc = image.icc_profile if profile_fits(image.icc_profile, color.shape[1]) else None
-    if depth == 16 and fmt == "TIFF" and color.shape[1] == 1 and alpha is not None:
-        icc = None  # stored as RGBA (see _tiff16): a gray profile would not fit
     if depth == 16:
         return _png16(arr, icc) if fmt == "PNG" else _tiff16(arr, icc)
     options = _save_options(fmt, quality)
@@ -504,7 +502,7 @@ def _tiff16(arr: np.ndarray, icc: bytes | None = None) -> bytes:
     """16-bit little-endian TIFF in strips; with libtiff in Pillow (to read it back), Adobe deflate
     with the horizontal-differencing predictor; ``icc`` as the ICC profile tag (34675)."""
     if arr.shape[-1] == 2:  # Pillow cannot read 16-bit gray+alpha TIFF: store RGBA
-        arr = arr[..., [0, 0, 0, 1]]
+        arr, icc = arr[..., [0, 0, 0, 1]], None  # (and a gray profile would not fit RGB)
     h, w, c = arr.shape
     deflate = features.check("libtiff")
     if deflate:  # predictor 2: each sample minus the same sample of the previous pixel, mod 2**16
@@ -592,12 +590,9 @@ def to_image_data(obj: Any) -> ImageData:
         return _from_numpy(obj)
     if isinstance(obj, Image.Image):
         try:
-            image = _from_arrays(*_decode(obj, None))
+            return _from_arrays(*_decode(obj, None), icc=obj.info.get("icc_profile"))
         except Exception as exc:
             raise BlindSRError(f"cannot use PIL image: {_reason(exc)}") from exc
-        icc = obj.info.get("icc_profile")
-        image.icc_profile = icc if profile_fits(icc, image.color.shape[1]) else None
-        return image
     raise BlindSRError(
         f"cannot use {type(obj).__name__} as an image: expected a path, a numpy array, "
         "a PIL image or ImageData"
@@ -674,7 +669,7 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
         p = Path(text)
         if p.is_dir():
             try:
-                files = sorted(q for q in p.iterdir() if _is_image_file(q))
+                files = sorted(q for q in p.iterdir() if is_image_file(q))
             except OSError as exc:
                 files = []
                 errors.append(f"{text}: cannot list folder: {exc.strerror or exc}")
@@ -685,7 +680,7 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
             files = [p]
         elif any(ch in text for ch in "*?["):
             matches = sorted(glob.glob(text, recursive=True))
-            files = [Path(m) for m in matches if _is_image_file(Path(m))]
+            files = [Path(m) for m in matches if is_image_file(Path(m))]
             if not files:
                 errors.append(f"{text}: no image files match this pattern")
         else:
@@ -695,7 +690,8 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
     return _unique(found), errors
 
 
-def _is_image_file(p: Path) -> bool:
+def is_image_file(p: Path) -> bool:
+    """A visible file with an extension :func:`read_image` reads."""
     return p.suffix.lower() in READ_EXTENSIONS and not p.name.startswith(".") and p.is_file()
 
 
@@ -705,7 +701,7 @@ def _unique(paths: list[Path]) -> list[Path]:
     seen: set[str] = set()
     out = []
     for p in paths:
-        key = os.path.normcase(os.path.join(Path(p).absolute().parent.resolve(), Path(p).name))
+        key = os.path.normcase(p.parent.resolve() / p.name)
         if key not in seen:
             seen.add(key)
             out.append(p)

@@ -547,10 +547,12 @@ class AMRL(Strategy):
     def baseline_code(self, lr: Tensor, mu: Tensor) -> Tensor:
         """The baseline action for each state: the frozen initial predictor's code (``reference``)
         or the actor's own (``actor``), projected onto the family."""
-        if self.params.baseline == "reference":
-            with torch.no_grad():
-                return self.project(self.critic.reference(lr).float())
-        return self.project(mu)
+        return self.reference_code(lr) if self.params.baseline == "reference" else self.project(mu)
+
+    def reference_code(self, lr: Tensor) -> Tensor:
+        """The frozen initial (supervised) predictor's code for each state, on the family."""
+        with torch.no_grad():
+            return self.project(self.critic.reference(lr).float())
 
     def rewards(self, sr: Tensor, hr: Tensor | None, lr: Tensor) -> Tensor:
         """The reward of each sample: the first ``len(hr)`` against their HR, the rest (LR-only
@@ -636,9 +638,7 @@ class AMRL(Strategy):
         loss = -q.mean() + self.params.box_weight * off
         logs = {"q_actor": q.detach().mean(), "off_family": off.detach()}
         if self.params.anchor_weight > 0:
-            with torch.no_grad():
-                ref = self.project(self.critic.reference(s).float())
-            anchor = ((mu - ref) / width).square().sum(dim=1).mean()
+            anchor = ((mu - self.reference_code(s)) / width).square().sum(dim=1).mean()
             loss = loss + self.params.anchor_weight * anchor
             logs["anchor"] = anchor.detach()
         return Update(loss, ("generator",), {"l_actor": loss.detach(), **logs})
