@@ -87,12 +87,20 @@ def test_compress_end_to_end(setup, method, decode, capsys):
     ({"--model": "missing.safetensors"}, "checkpoint not found"),
     ({"--data": "no/such/folder"}, "not found"),
     ({"--batch": "0"}, "batch must be >= 1"),
+    ({"--lam": "nan"}, "lam must be a finite number, got nan"),
+    ({"--alpha-lr": "inf"}, "alpha_lr must be a finite number, got inf"),
+    ({"--model": "nan"}, "the model has non-finite weights (head.weight); nothing written"),
 ])
 def test_bad_input_gives_one_line_errors(setup, change, message, capsys):
     path, data, tmp = setup
     if change.get("--model") == "srresnet":
         other = archs.build("srresnet", num_feat=4, num_block=1, scale=4)
         change["--model"] = str(save_model(other, tmp / "sr.safetensors"))
+    elif change.get("--model") == "nan":
+        broken = blindsr.load_model(path)
+        with torch.no_grad():
+            broken.head.weight[0, 0, 0, 0] = float("nan")
+        change["--model"] = str(save_model(broken, tmp / "nan.safetensors"))
     elif change.get("--model"):
         change["--model"] = str(tmp / change["--model"])
     opts = {"--model": str(path), "--data": str(data), "--ratio": "0.5",
@@ -109,11 +117,15 @@ def test_an_output_that_cannot_be_created_is_refused_before_the_work(setup, caps
 
     path, data, tmp = setup
     (tmp / "afile").write_text("x")
-    monkeypatch.setattr(pipeline, "compress_file", lambda *a, **k: pytest.fail("compressed"))
-    rc = cli.main(["compress", *FAST, "--model", str(path), "--data", str(data), "--ratio", "0.5",
-                   "-o", str(tmp / "afile" / "x.safetensors")])
-    err = capsys.readouterr().err.strip()
-    assert rc == 1 and "cannot create output file" in err and len(err.splitlines()) == 1
+    (tmp / "report.json").mkdir()  # the report beside the model cannot be written
+    monkeypatch.setattr(pipeline, "compress", lambda *a, **k: pytest.fail("compressed"))
+    for out, message in (("afile/x.safetensors", "cannot create output file"),
+                         ("report.safetensors", "report file " + str(tmp / "report.json"))):
+        rc = cli.main(["compress", *FAST, "--model", str(path), "--data", str(data),
+                       "--ratio", "0.5", "-o", str(tmp / out)])
+        err = capsys.readouterr().err.strip()
+        assert rc == 1 and message in err and len(err.splitlines()) == 1
+    assert not (tmp / "report.safetensors").exists()
 
 
 def test_the_benchmark_script_runs_on_a_tiny_model(setup):

@@ -14,6 +14,7 @@ from blindsr.config import (
     from_plain,
     load_config,
     parse_config,
+    read_yaml,
     save_config,
     to_plain,
 )
@@ -92,7 +93,12 @@ def test_defaults_and_types():
     ({"train": {"ema": 1.0}}, "train.ema: must be < 1"),
     ({"train": {"amp": "fp61"}}, "(did you mean 'fp16'?)"),
     ({"train": {"patch": 30}}, "train.patch: must be a multiple of model.scale (4)"),
-    ({"train": {"device": "gpu7"}}, "train.device: not a device name"),
+    ({"train": {"device": "gpu7"}}, "train.device: not a training device: 'gpu7'"),
+    ({"train": {"device": "meta"}}, "train.device: not a training device: 'meta'"),
+    ({"train": {"seed": 2**64}}, "train.seed: must be < 9223372036854775808"),
+    ({"val": {"seed": -1}}, "val.seed: must be >= 0"),
+    ({"strategy": {"name": "and", "params": {"seed": 2**63}}},
+     "strategy.params.seed: must be < 9223372036854775808"),
     ({"strategy": {"params": {"los": "l2"}}},
      "unknown key 'strategy.params.los' (did you mean 'loss'?); allowed: loss, weight, eps"),
     ({"strategy": {"params": {"loss": "l3"}}}, "strategy.params.loss: must be one of l1, l2"),
@@ -104,6 +110,10 @@ def test_defaults_and_types():
     ({"schedule": {"type": "cosine", "periods": [10, 10], "restart_weights": [1]}},
      "schedule.restart_weights: needs one weight per period (2)"),
     ({"schedule": {"milestones": [5]}}, "schedule.milestones: does not apply"),
+    ({"schedule": {"type": "cosine", "periods": [400, 500]}},
+     "schedule.periods: cover 900 iterations, fewer than train.iterations (1000): the lr"),
+    ({"optim": {"generator": {"schedule": {"type": "cosine", "periods": [2]}}}},
+     "optim.generator.schedule.periods: cover 2 iterations"),
     ({"val": {"every": 10}}, "val.sets: list validation sets"),
     ({"model": {"kwargs": {"scale": 2}}}, "set the scale with model.scale"),
     ({"data": {"train": []}}, "data.train: list at least one dataset"),
@@ -156,6 +166,44 @@ def test_load_config_names_run_after_file_and_checks_paths(tmp_path):
     (tmp_path / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00")
     with pytest.raises(BlindSRError, match="not a text file"):
         load_config(tmp_path / "image.png")
+
+
+def test_overrides_given_as_one_string_are_refused(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("data: {train: [{path: T91}]}\n")
+    with pytest.raises(BlindSRError, match="overrides must be a list of key=value strings, got "
+                                           "the string 'train.iterations=2'"):
+        load_config(path, "train.iterations=2", paths=False)
+
+
+def test_a_key_given_twice_is_refused(tmp_path):
+    path = tmp_path / "twice.yaml"
+    path.write_text("train:\n  batch: 2\nval: {every: 0}\ntrain:\n  iterations: 2\n")
+    with pytest.raises(BlindSRError, match="twice.yaml: invalid YAML at line 4: duplicate "
+                                           "key 'train'"):
+        load_config(path, paths=False)
+    path.write_text("base: &b {every: 0, seed: 1}\nval:\n  <<: *b\n  seed: 2\n")
+    assert read_yaml(path)["val"] == {"every": 0, "seed": 2}  # a merged key may be set again
+
+
+def test_validation_sets_without_images_are_refused_before_training(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text(f"data:\n  train: [{{path: {tmp_path}}}]\n")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BlindSRError, match=r"val.sets\[0\]: dataset folder .*empty has no"):
+        load_config(path, ["val.every=10", f"val.sets=[{tmp_path / 'empty'}]"])
+    with pytest.raises(BlindSRError, match=r"val.sets\[0\]: dataset Set5\[5:9\] selects none"):
+        load_config(path, ["val.every=10", "val.sets=['Set5[5:9]']"])
+
+
+def test_home_folders_expand_in_paths_and_unknown_users_are_one_line(tmp_path, monkeypatch):
+    path = tmp_path / "exp.yaml"
+    path.write_text(f"data:\n  train: [{{path: {tmp_path}}}]\n")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert load_config(path, ["output_dir=~/runs"]).run_dir == tmp_path / "runs" / "exp"
+    with pytest.raises(BlindSRError, match="model.init: cannot expand '~nosuchuser' in "
+                                           "~nosuchuser/x.safetensors: no such user"):
+        load_config(path, ["model.init=~nosuchuser/x.safetensors"])
 
 
 def test_a_config_that_leaves_out_data_names_the_missing_section(tmp_path):

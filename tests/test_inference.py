@@ -307,6 +307,9 @@ def test_devices_by_name_or_as_torch_devices():
         upscale(img, model="bicubic", device=3)
     with pytest.raises(BlindSRError, match="--device tpu: unknown device"):
         pick_device("tpu")
+    for name in ("meta", "xpu"):  # torch parses these, blindsr cannot run on them
+        with pytest.raises(BlindSRError, match=f"--device {name}: not supported here"):
+            pick_device(name)
 
 
 def test_a_boolean_mask_keeps_its_extent():

@@ -63,3 +63,45 @@ def test_a_training_checkpoint_loads_as_its_generator(tmp_path, data_dir):
     raw = load_model(tmp_path / "runs/raw/checkpoints/step_0000004/weights.safetensors")
     for k, v in no_ema.generator.state_dict().items():
         assert torch.equal(raw.state_dict()[k], v), k
+
+
+def test_a_run_folder_in_use_is_refused_and_released_after_the_run(tmp_path, data_dir):
+    import fcntl
+
+    run = tmp_path / "runs" / "tiny"
+    run.mkdir(parents=True)
+    with open(run / ".lock", "w") as other:  # another process training this run
+        other.write("4242\n")
+        other.flush()
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(BlindSRError, match="tiny is in use by another training "
+                                               r"\(process 4242\); wait for it"):
+            train(tiny(tmp_path, data_dir), progress=False)
+    assert not (run / "checkpoints").exists()  # nothing of the other run was touched
+    assert train(tiny(tmp_path, data_dir), progress=False).step == 4
+    with open(run / ".lock") as f:  # the finished run holds the lock no more
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def test_a_file_where_the_checkpoints_go_is_refused_before_training(tmp_path, data_dir):
+    run = tmp_path / "runs" / "tiny"
+    run.mkdir(parents=True)
+    (run / "checkpoints").write_text("")
+    with pytest.raises(BlindSRError, match="checkpoint folder .*checkpoints exists and is not "
+                                           "a folder"):
+        train(tiny(tmp_path, data_dir), progress=False)
+    assert not (run / "metrics.jsonl").exists()
+
+
+def test_a_failed_validation_keeps_the_checkpoint_due_at_its_step(tmp_path, data_dir,
+                                                                   monkeypatch):
+    from blindsr import train as train_module
+
+    def broken(run):
+        raise BlindSRError("validation images vanished")
+
+    monkeypatch.setattr(train_module, "validate", broken)
+    cfg = tiny(tmp_path, data_dir, "val.every=2", "train.checkpoint_every=2", "val.sets=[Set5]")
+    with pytest.raises(BlindSRError, match="vanished"):
+        train(cfg, progress=False)
+    assert (tmp_path / "runs/tiny/checkpoints/step_0000002").is_dir()

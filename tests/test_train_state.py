@@ -7,6 +7,9 @@ from torch import nn
 
 from blindsr.errors import BlindSRError
 from blindsr.train_state import (
+    STATE_KEYS,
+    decode_tree,
+    encode_tree,
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
@@ -35,7 +38,7 @@ def test_round_trip_is_exact_and_tensors_only(tmp_path):
     net, opt, weights, state = nets_and_state()
     path = save_checkpoint(tmp_path, 7, weights, state, keep=3)
     assert path == step_dir(tmp_path, 7) == tmp_path / "checkpoints" / "step_0000007"
-    assert sorted(p.name for p in path.iterdir()) == ["state.pt", "weights.safetensors"]
+    assert sorted(p.name for p in path.iterdir()) == ["state.safetensors", "weights.safetensors"]
     loaded, st = load_checkpoint(path)
     assert set(loaded) == {"generator", "generator_ema"}
     for k, v in net.state_dict().items():
@@ -80,18 +83,68 @@ def test_prune_keeps_the_newest(tmp_path):
     assert not list((tmp_path / "checkpoints").glob("*.del"))
 
 
-def test_damaged_checkpoints_give_a_clear_error(tmp_path):
+def test_the_state_tree_keeps_tuples_int_keys_and_special_floats():
+    tree = {"betas": (0.9, 0.99), "state": {0: {"step": torch.tensor(3.0)}},
+            "$odd": [None, True], "inf": float("inf"),
+            "ints": torch.arange(4, dtype=torch.int64), "empty": torch.zeros(0)}
+    tensors, skeleton = encode_tree(tree)
+    back = decode_tree(skeleton, tensors)
+    assert back["betas"] == (0.9, 0.99) and isinstance(back["betas"], tuple)
+    assert list(back["state"]) == [0] and torch.equal(back["state"][0]["step"], torch.tensor(3.0))
+    assert back["$odd"] == [None, True] and back["inf"] == float("inf")
+    assert back["ints"].dtype == torch.int64 and back["empty"].shape == (0,)
+    with pytest.raises(BlindSRError, match="holds a Linear"):
+        encode_tree({"net": nn.Linear(1, 1)})
+
+
+@pytest.mark.parametrize("damage", ["state", "weights", "empty_header"])
+def test_damaged_checkpoints_give_a_clear_error(tmp_path, damage):
     _, _, weights, state = nets_and_state()
     path = save_checkpoint(tmp_path, 1, weights, state, keep=1)
-    (path / "state.pt").write_bytes(b"garbage")
-    with pytest.raises(BlindSRError, match="step_0000001 is unreadable .*delete it"):
+    if damage == "state":
+        (path / "state.safetensors").write_bytes(b"garbage")
+    elif damage == "weights":
+        (path / "weights.safetensors").write_bytes(b"{}\n")
+    else:
+        (path / "state.safetensors").write_bytes((8).to_bytes(8, "little") + b"{}      ")
+    with pytest.raises(BlindSRError, match=r"step_0000001 is unreadable \([^()]+\); delete it"):
         load_checkpoint(path)
 
 
-def test_pickled_objects_are_refused(tmp_path):
+def test_a_state_without_what_a_resume_reads_is_refused(tmp_path):
+    from safetensors.torch import save_file
+
     _, _, weights, state = nets_and_state()
     path = save_checkpoint(tmp_path, 1, weights, state, keep=1)
-    torch.save({"format_version": 1, "evil": nn.Linear(1, 1)}, path / "state.pt")
+    tensors, skeleton = encode_tree({"step": 1})
+    save_file(tensors, path / "state.safetensors", metadata={
+        "format": "blindsr-train-state-tree", "version": "1", "tree": skeleton})
+    assert load_checkpoint(path)[1] == {"step": 1}
+    with pytest.raises(BlindSRError, match="incomplete \\(no optimizers, schedulers"):
+        load_checkpoint(path, need=STATE_KEYS)
+
+
+def legacy_checkpoint(tmp_path, state):
+    """A checkpoint as written before state.safetensors: torch.save into state.pt."""
+    _, _, weights, full = nets_and_state()
+    path = save_checkpoint(tmp_path, 1, weights, full, keep=1)
+    (path / "state.safetensors").unlink()
+    torch.save(state, path / "state.pt")
+    return path
+
+
+def test_legacy_torch_save_states_still_load(tmp_path):
+    _, _, _, state = nets_and_state()
+    keys = ("schedulers", "scaler", "data", "pool", "wall_time", "bad_steps", "best_psnr")
+    path = legacy_checkpoint(tmp_path, {**state, **dict.fromkeys(keys), "step": 1,
+                                        "format_version": 1})
+    assert latest_checkpoint(tmp_path) == path
+    _, st = load_checkpoint(path)
+    assert st["step"] == 1 and torch.equal(st["strategy"]["buffer"], torch.arange(3))
+
+
+def test_pickled_objects_are_refused(tmp_path):
+    path = legacy_checkpoint(tmp_path, {"format_version": 1, "evil": nn.Linear(1, 1)})
     with pytest.raises(BlindSRError, match="unreadable"):
         load_checkpoint(path)
 

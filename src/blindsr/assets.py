@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from blindsr.errors import BlindSRError
-from blindsr.paths import prepare_output
+from blindsr.paths import prepare_output, user_path
 
 if TYPE_CHECKING:  # torch is imported on use: `blindsr --help` imports this module
     from torch import Tensor
@@ -231,9 +231,9 @@ ASSETS: dict[str, Asset] = {
 def cache_dir(directory: str | os.PathLike[str] | None = None) -> Path:
     """The asset folder: ``directory`` if given, else ``$BLINDSR_CACHE``, else ~/.cache/blindsr."""
     if directory is not None:
-        return Path(directory).expanduser()
+        return user_path(directory)
     env = os.environ.get(CACHE_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "blindsr"
+    return user_path(env) if env else Path.home() / ".cache" / "blindsr"
 
 
 def _asset(name: str) -> Asset:
@@ -454,7 +454,7 @@ def load_weights_file(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     import torch
     from torch import Tensor
 
-    p = Path(path).expanduser()
+    p = user_path(path)
     if not p.is_file():
         raise BlindSRError(f"weight file not found: {p}")
     try:

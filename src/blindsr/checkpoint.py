@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from . import archs
 from .errors import BlindSRError, first_line
-from .paths import require_file
+from .paths import require_file, user_path
 from .train_state import GENERATOR, GENERATOR_EMA, WEIGHTS_FORMAT
 
 FORMAT = "blindsr"
@@ -211,7 +211,7 @@ def checkpoint_file(name: str | os.PathLike) -> Path:
     """The file ``name`` stands for: a file at that path (``~`` expanded) when there is one,
     else the weights of the shipped model of that name (e.g. ``blindsr-x4``), else the path
     (for the caller's 'not found' error)."""
-    path = Path(name).expanduser()
+    path = user_path(name)
     if path.is_file():
         return path
     from blindsr.shipped import shipped_models

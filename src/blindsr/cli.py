@@ -16,6 +16,7 @@ from pathlib import Path
 from blindsr import __version__
 from blindsr.allocator import keep_freed_memory
 from blindsr.errors import BlindSRError
+from blindsr.paths import user_path
 
 
 def _add_upscale(sub: argparse._SubParsersAction) -> None:
@@ -125,10 +126,10 @@ def _run_models(args: argparse.Namespace) -> int:
             print("bicubic: MATLAB-style bicubic interpolation (any scale); always available.")
             return 0
         if args.name not in shipped:
-            if Path(args.name).expanduser().exists():
+            if user_path(args.name).exists():
                 from blindsr.describe import describe
 
-                print(describe(Path(args.name).expanduser()))
+                print(describe(user_path(args.name)))
                 return 0
             raise BlindSRError(f"{args.name}: no such shipped model or model file "
                                f"(shipped: {', '.join(['bicubic', *shipped])})")

@@ -20,8 +20,8 @@ from typing import Any, Literal
 import yaml
 
 from blindsr.errors import BlindSRError
-from blindsr.paths import require_file
-from blindsr.schema import bounded, fail, from_plain, join_path, to_plain
+from blindsr.paths import require_file, user_path
+from blindsr.schema import SEED_LIMIT, bounded, fail, from_plain, join_path, to_plain
 
 # ---------------------------------------------------------------------------------------------
 # Sections
@@ -180,7 +180,7 @@ class TrainConfig:
     amp: Literal["none", "bf16", "fp16"] = "none"
     channels_last: bool = False
     grad_clip: float | None = bounded(None, gt=0)  # max total gradient norm per optimiser
-    seed: int = bounded(0, ge=0)
+    seed: int = bounded(0, ge=0, lt=SEED_LIMIT)
     device: str | None = None  # None: cuda when available, else cpu
     checkpoint_every: int = bounded(1000, ge=0)  # 0: only at the end
     keep_checkpoints: int = bounded(3, ge=1)
@@ -191,10 +191,12 @@ class TrainConfig:
             import torch
 
             try:
-                torch.device(self.device)
+                kind = torch.device(self.device).type
             except (RuntimeError, ValueError):
-                raise fail(join_path(path, "device"),
-                           f"not a device name: {self.device!r} (cpu, cuda, cuda:N, mps)") from None
+                kind = None
+            if kind not in ("cpu", "cuda", "mps"):
+                raise fail(join_path(path, "device"), f"not a training device: {self.device!r} "
+                                                      "(cpu, cuda, cuda:N, mps)")
 
 
 @dataclass
@@ -204,7 +206,7 @@ class ValConfig:
     degradations: list[str] = field(default_factory=lambda: ["clean"])
     crop_border: int | None = bounded(None, ge=0)  # None: the scale
     max_images: int | None = bounded(None, gt=0)
-    seed: int = bounded(0, ge=0)
+    seed: int = bounded(0, ge=0, lt=SEED_LIMIT)
 
     def check(self, path: str) -> None:
         if self.every and not self.sets:
@@ -253,10 +255,19 @@ class Config:
                                       f"({self.model.scale}), got {self.train.patch}")
         if self.train.amp == "fp16" and self.train.device == "cpu":
             raise fail("train.amp", "fp16 is not supported on the CPU; use bf16 or none")
+        schedules = [("schedule", self.schedule)] + [
+            (f"optim.{name}.schedule", o.schedule) for name, o in self.optim.items() if o.schedule]
+        for where, schedule in schedules:
+            total = sum(schedule.periods)
+            if schedule.periods and total < self.train.iterations:
+                raise fail(f"{where}.periods", f"cover {total} iterations, fewer than "
+                           f"train.iterations ({self.train.iterations}): the lr would stay at "
+                           "eta_min for the rest")
 
     @property
     def run_dir(self) -> Path:
-        return Path(self.output_dir) / self.name
+        """``output_dir / name``, a leading ``~`` expanded (configs pass no shell)."""
+        return user_path(self.output_dir) / self.name
 
     @property
     def strategy_params(self) -> Any:
@@ -308,11 +319,36 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the
+    last one silently, so a second ``train:`` section would replace the first whole)."""
+
+
+def _unique_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # "<<: *base": merged keys may be reset
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            duplicate = key in seen
+            seen.add(key)
+        except TypeError:  # an unhashable key: the base loader says so itself
+            continue
+        if duplicate:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
 def read_yaml(path: str | Path) -> dict:
     """A YAML mapping from a file, with one-line errors."""
     path = require_file(path, "config file")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_StrictLoader)  # a SafeLoader
     except UnicodeDecodeError:
         raise BlindSRError(f"{path}: not a text file (a YAML config was expected)") from None
     except yaml.YAMLError as e:
@@ -338,7 +374,7 @@ def parse_config(raw: Mapping[str, Any]) -> Config:
 
 def check_paths(cfg: Config) -> None:
     """Every training and validation dataset resolves (shared name or existing folder)."""
-    from blindsr.data import resolve_dataset
+    from blindsr.data import list_pairs, resolve_dataset
 
     for i, src in enumerate(cfg.data.train):
         try:
@@ -353,6 +389,10 @@ def check_paths(cfg: Config) -> None:
         if spec.kind == "lr":
             raise fail(f"val.sets[{i}]", f"{name} has LR images only; validation scores "
                                          "PSNR/SSIM against HR images")
+        try:  # an empty folder or subset would only fail at the first validation
+            list_pairs(spec)
+        except BlindSRError as e:
+            raise fail(f"val.sets[{i}]", str(e)) from None
     if cfg.model.init is not None:
         _check_init(cfg)
 
@@ -365,7 +405,9 @@ def _check_init(cfg: Config) -> None:
 
     try:
         init = cfg.model.init_file()
-    except BlindSRError:  # bicubic
+    except BlindSRError as e:
+        if cfg.model.init != "bicubic":  # a path that cannot be expanded
+            raise fail("model.init", str(e)) from None
         raise fail("model.init", f"{cfg.model.init} has no weights to start from (leave "
                                  "model.init out to train from scratch)") from None
     if init.is_file() or latest_checkpoint(cfg.run_dir) is not None:
@@ -384,6 +426,9 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
 
     ``paths``: also check that datasets and the init checkpoint exist.
     """
+    if isinstance(overrides, str):
+        raise BlindSRError(f"overrides must be a list of key=value strings, got the string "
+                           f"{overrides!r}")
     raw = apply_overrides(read_yaml(path), list(overrides))
     if not raw.get("name"):
         raw["name"] = Path(path).stem

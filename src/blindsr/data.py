@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from blindsr.errors import BlindSRError
 from blindsr.io import READ_EXTENSIONS, is_image_file, read_image
 from blindsr.ops.sharpen import usm_sharpen
+from blindsr.paths import user_path
 
 __all__ = [
     "DatasetSpec", "PairPool", "SHARED_NAMES", "TrainSet", "corner_crops", "data_root",
@@ -64,7 +65,7 @@ _SUBSET = re.compile(r"(.*\S)\s*\[([-\d\s]*:[-\d\s:]*)\]")  # "name[a:b:c]"
 def _root_candidates() -> list[tuple[Path, str]]:
     env = os.environ.get(DATA_ENV, "").strip()
     if env:
-        return [(Path(env).expanduser(), f"${DATA_ENV}")]
+        return [(user_path(env), f"${DATA_ENV}")]
     repo = Path(__file__).resolve().parents[2]
     return [
         (Path.cwd().parent / "shared" / "datasets", "../shared/datasets from the working folder"),
@@ -130,7 +131,7 @@ def _subdir(folder: Path, name: str) -> Path | None:
 
 
 def _folder(text: str) -> DatasetSpec:
-    path = Path(text).expanduser()
+    path = user_path(text)
     if not path.exists():
         shared = ", ".join(SHARED_NAMES)
         raise BlindSRError(
@@ -182,7 +183,7 @@ def resolve_dataset(name_or_path: str, scale: int) -> DatasetSpec:
         inner = resolve_dataset(text[3:], scale)
         folder = inner.lr_dir if inner.lr_dir is not None else inner.hr_dir
         return DatasetSpec(inner.name, "lr", None, folder, inner.subset)
-    exists = Path(text).expanduser().exists()
+    exists = user_path(text).exists()
     subset = None if exists else _parse_subset(text)
     if subset is not None:
         base, written, bounds = subset

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 from blindsr import __version__
 from blindsr.errors import BlindSRError, first_line
-from blindsr.paths import prepare_output
+from blindsr.paths import prepare_output, user_path
 
 if TYPE_CHECKING:  # torch is imported on use, so that `blindsr --help` stays light
     from torch import nn
@@ -89,7 +89,7 @@ def _load(model: str | Path | nn.Module | None) -> nn.Module:
         base, ensembled = split_name(name)
         if base == "bicubic":
             raise BlindSRError("bicubic is not exported: use your runtime's own resize")
-        if ensembled and not Path(name).expanduser().exists():
+        if ensembled and not user_path(name).exists():
             raise BlindSRError(f"{name}: self-ensemble is not exported; export {base} and "
                                "average its flips and transposes in your runtime")
         if is_onnx(name):

@@ -138,6 +138,9 @@ def blur_code(model: nn.Module, sigma: float) -> torch.Tensor:
     return coder.encode(sigma)
 
 
+DEVICE_TYPES = ("cpu", "cuda", "mps")  # what blindsr runs on (not meta, xpu, ...)
+
+
 def pick_device(name: str | torch.device | None) -> torch.device:
     """The requested device (a name or a ``torch.device``), checked; by default CUDA, then MPS,
     then CPU."""
@@ -158,9 +161,16 @@ def pick_device(name: str | torch.device | None) -> torch.device:
                               and torch.backends.mps.is_available()):
         raise BlindSRError("--device mps: MPS is not available on this machine")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError as err:
         raise BlindSRError(f"--device {name}: unknown device ({err})") from None
+    if device.type not in DEVICE_TYPES:
+        raise BlindSRError(f"--device {name}: not supported here (cpu, cuda, cuda:N or mps)")
+    if device.type == "cuda" and device.index is not None \
+            and device.index >= torch.cuda.device_count():
+        raise BlindSRError(f"--device {name}: this machine has {torch.cuda.device_count()} "
+                           "CUDA device(s)")
+    return device
 
 
 def pick_dtype(name: str, device: torch.device) -> torch.dtype:

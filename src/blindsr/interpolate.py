@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from blindsr.errors import BlindSRError
-from blindsr.paths import prepare_output
+from blindsr.paths import prepare_output, user_path
 from blindsr.shipped import shipped_models
 
 if TYPE_CHECKING:  # torch is imported on use, so that `blindsr --help` stays light
@@ -39,7 +39,7 @@ def _load(model: str | os.PathLike[str] | nn.Module) -> nn.Module:
         if str(model) == "bicubic":
             raise BlindSRError("bicubic has no weights to interpolate")
         if _file_of(model) is None and not str(model).endswith("+"):
-            if Path(model).expanduser().is_dir():
+            if user_path(model).is_dir():
                 raise BlindSRError(f"{model} is a folder, not a model file (a run's model is "
                                    f"{Path(model) / 'model.safetensors'})")
             known = ", ".join(shipped_models())

@@ -11,6 +11,16 @@ from pathlib import Path
 from blindsr.errors import BlindSRError
 
 
+def user_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` with a leading ``~`` / ``~user`` expanded; a one-line error for an unknown user
+    (``Path.expanduser`` raises a bare RuntimeError there)."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:
+        raise BlindSRError(f"cannot expand {str(path).split(os.sep)[0]!r} in {path}: no such "
+                           "user or home folder") from None
+
+
 def require_file(path: str | os.PathLike[str], what: str) -> Path:
     """``path`` as a Path if it is an existing file; else a one-line error naming ``what``."""
     path = Path(path)

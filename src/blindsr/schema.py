@@ -24,6 +24,9 @@ from blindsr.errors import BlindSRError
 # Field helpers
 
 
+SEED_LIMIT = 2**63  # seeds are < this: torch takes 64-bit seeds, and offsets are added to them
+
+
 def bounded(default: Any = dataclasses.MISSING, *, gt: float | None = None,
             ge: float | None = None, lt: float | None = None, le: float | None = None,
             **kw: Any) -> Any:

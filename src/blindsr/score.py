@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from blindsr import __version__
 from blindsr.errors import BlindSRError
-from blindsr.paths import prepare_output
+from blindsr.paths import prepare_output, user_path
 
 if TYPE_CHECKING:  # torch is imported on use, so that `blindsr --help` stays light
     from torch import Tensor
@@ -126,7 +126,7 @@ def names_shared_set(reference: str) -> bool:
     from blindsr.data import SHARED_NAMES
 
     name = reference.split("[", 1)[0].strip().lower()
-    return not Path(reference).expanduser().exists() and name in {k.lower() for k in SHARED_NAMES}
+    return not user_path(reference).exists() and name in {k.lower() for k in SHARED_NAMES}
 
 
 def shared_references(reference: str, scale: int) -> list[Path] | None:

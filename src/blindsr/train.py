@@ -43,11 +43,12 @@ from blindsr.config import (
 )
 from blindsr.errors import BlindSRError
 from blindsr.optim import Scheduler, ema_decay, ema_update, make_optimizer
-from blindsr.paths import prepare_output
 from blindsr.train_logs import Meter, MetricsLog, sample_grid
 from blindsr.train_resume import (
+    claim_run_folder,
     leave_finished_run,
     note_changes,
+    release_run_folder,
     save_run,
     start_or_resume,
     summary,
@@ -477,7 +478,12 @@ def _after_iteration(run: Run, batch: dict[str, Tensor], meter: Meter, state: di
         grid = sample_grid(run.eval_model, _shown_batch(run, batch), cfg.model.scale)
         run.writer.add_image("samples/lr_sr_hr", grid, run.step)
     if main and cfg.val.every and _every(run.step, cfg.val.every):
-        validate(run)
+        try:
+            validate(run)
+        except BlindSRError:  # keep the checkpoint due at this step before stopping
+            if _every(run.step, cfg.train.checkpoint_every):
+                save_run(run)
+            raise
     if _every(run.step, cfg.train.checkpoint_every):
         save_run(run)
     state["log_time"] += time.perf_counter() - paused
@@ -489,9 +495,7 @@ def _after_iteration(run: Run, batch: dict[str, Tensor], meter: Meter, state: di
 
 def _open_logs(run: Run, resumed: bool, progress: bool) -> None:
     main = run.info.is_main
-    if main:
-        prepare_output(run.run_dir, "run folder", folder=True)
-        run.run_dir.mkdir(parents=True, exist_ok=True)
+    if main:  # the run folder exists: claim_run_folder made it
         if resumed:
             note_changes(run)
         elif (run.run_dir / "metrics.jsonl").is_file():
@@ -635,6 +639,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> TrainResu
     run = None
     try:
         run = _build(cfg, info, device)
+        claim_run_folder(run)
         _make_pool(run)
         start_or_resume(run, resume)
         if run.step >= cfg.train.iterations:
@@ -658,6 +663,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> TrainResu
                            dict(run.networks), run.best_psnr)
     finally:
         if run is not None:
+            release_run_folder(run)
             if run.bar is not None:
                 run.bar.close()
             if run.writer is not None:

@@ -52,9 +52,9 @@ def _weights(run: Run) -> dict[str, dict[str, Tensor]]:
 
 def _restore(run: Run, path: Path) -> None:
     from blindsr import archs
-    from blindsr.train_state import load_checkpoint, set_rng_state
+    from blindsr.train_state import STATE_KEYS, load_checkpoint, set_rng_state
 
-    weights, state = load_checkpoint(path)
+    weights, state = load_checkpoint(path, need=STATE_KEYS)
     finished = int(state["step"]) >= run.cfg.train.iterations
     for name, net in [*run.networks.items(), (EMA_KEY, run.ema)]:
         if net is None:
@@ -149,6 +149,54 @@ def _make_ema(run: Run) -> None:
         run.ema = copy.deepcopy(run.generator).eval()
         for p in run.ema.parameters():
             p.requires_grad_(False)
+
+
+LOCK = ".lock"  # in the run folder: held (flock) by the process training it
+
+
+def claim_run_folder(run: Run) -> None:
+    """Create the run folder and hold an exclusive lock on it while this process trains
+    (main process; released when it exits or :func:`release_run_folder` runs), so that a second
+    training of the same run stops with one line instead of racing this one's checkpoints."""
+    import os
+
+    from blindsr.paths import prepare_output
+    from blindsr.train_state import CHECKPOINTS
+
+    if not run.info.is_main:
+        return
+    prepare_output(run.run_dir, "run folder", folder=True)
+    prepare_output(run.run_dir / CHECKPOINTS, "checkpoint folder", folder=True)
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): no guard
+        return
+    try:
+        f = open(run.run_dir / LOCK, "a+")  # noqa: SIM115 (held for the whole run)
+    except OSError as e:
+        raise BlindSRError(f"cannot write in the run folder {run.run_dir}: "
+                           f"{e.strerror or e}") from None
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        pid = f.read().strip() or "?"
+        f.close()
+        raise BlindSRError(f"{run.run_dir} is in use by another training (process {pid}); "
+                           "wait for it to finish, or set another name= for a new run") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    run.lock = f
+
+
+def release_run_folder(run: Run) -> None:
+    """Let go of the lock :func:`claim_run_folder` took."""
+    if run.lock is not None:
+        run.lock.close()
+        run.lock = None
 
 
 def start_or_resume(run: Run, resume: bool) -> None:

@@ -63,6 +63,7 @@ class Run:
     metrics: MetricsLog | None = None
     bar: Any = None
     stop_requested: bool = False  # set by a first Ctrl-C: checkpoint and stop
+    lock: Any = None  # the open lock file of the run folder (main process)
 
     @property
     def generator(self) -> nn.Module:

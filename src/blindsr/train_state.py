@@ -4,9 +4,12 @@ Layout of one checkpoint, ``RUN/checkpoints/step_0001000/``:
 
 - ``weights.safetensors``: every network's raw weights with its name as key prefix
   (``generator.conv_first.weight``, ``generator_ema.…``, ``discriminator.…``);
-- ``state.pt``: ``torch.save`` of plain containers holding only tensors and primitives
-  (optimisers, schedulers, GradScaler, strategy state, step, RNG states, data position), read back
-  with ``torch.load(weights_only=True)`` only.
+- ``state.safetensors``: the rest of the training state (optimisers, schedulers, GradScaler,
+  strategy state, step, RNG states, data position): plain containers of tensors and primitives,
+  the tensors stored as safetensors and the containers around them as JSON in the file's
+  metadata (:func:`encode_tree` / :func:`decode_tree`). Nothing is ever unpickled. Checkpoints
+  written before this format hold ``state.pt`` (``torch.save``), still read, with
+  ``torch.load(weights_only=True)`` only.
 
 A checkpoint is written into ``step_XXXXXXX.tmp/`` (files fsynced), then renamed to
 ``step_XXXXXXX``: a folder with that exact name is always complete. Old ones are renamed to
@@ -15,6 +18,7 @@ A checkpoint is written into ``step_XXXXXXX.tmp/`` (files fsynced), then renamed
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import random
@@ -25,7 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 from torch import Tensor
 
@@ -35,8 +39,12 @@ CHECKPOINTS = "checkpoints"
 WEIGHTS = "weights.safetensors"
 WEIGHTS_FORMAT = "blindsr-train-state"  # the format metadata of WEIGHTS files
 GENERATOR, GENERATOR_EMA = "generator", "generator_ema"  # their inference networks' prefixes
-STATE = "state.pt"
+STATE = "state.safetensors"
+LEGACY_STATE = "state.pt"  # torch.save state of checkpoints written before state.safetensors
+STATE_FORMAT = "blindsr-train-state-tree"  # the format metadata of STATE files
 FORMAT_VERSION = 1
+STATE_KEYS = ("optimizers", "schedulers", "scaler", "strategy", "rng", "data", "pool",
+              "wall_time", "bad_steps", "best_psnr", "step")  # what a resumed run reads
 _NAME = re.compile(r"step_(\d{7,})")
 
 
@@ -53,9 +61,17 @@ def list_checkpoints(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
     found = []
     for p in folder.iterdir():
         m = _NAME.fullmatch(p.name)
-        if m and p.is_dir() and (p / WEIGHTS).is_file() and (p / STATE).is_file():
+        if m and p.is_dir() and (p / WEIGHTS).is_file() and _state_file(p) is not None:
             found.append((int(m.group(1)), p))
     return sorted(found)
+
+
+def _state_file(folder: Path) -> Path | None:
+    """The state file of a checkpoint folder (the legacy ``state.pt`` too), or None."""
+    for name in (STATE, LEGACY_STATE):
+        if (folder / name).is_file():
+            return folder / name
+    return None
 
 
 def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
@@ -143,7 +159,7 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int,
     A complete checkpoint of the same step is left as it is.
     """
     final = step_dir(run_dir, step)
-    if final.is_dir() and (final / WEIGHTS).is_file() and (final / STATE).is_file():
+    if final.is_dir() and (final / WEIGHTS).is_file() and _state_file(final) is not None:
         return final
     tmp = final.with_name(final.name + ".tmp")
     if tmp.exists():
@@ -151,10 +167,9 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int,
     tmp.mkdir(parents=True)
     meta = {"format": WEIGHTS_FORMAT, "version": str(FORMAT_VERSION), "step": str(step)}
     _write(tmp / WEIGHTS, safetensors_bytes(flatten_weights(weights), metadata=meta))
-    with open(tmp / STATE, "wb") as f:
-        torch.save({**state, "format_version": FORMAT_VERSION, "step": step}, f)
-        f.flush()
-        os.fsync(f.fileno())
+    tensors, skeleton = encode_tree({**state, "step": step})
+    meta = {"format": STATE_FORMAT, "version": str(FORMAT_VERSION), "tree": skeleton}
+    _write(tmp / STATE, safetensors_bytes(tensors, metadata=meta))
     _fsync_dir(tmp)
     if final.exists():  # an incomplete folder of that name (not written by this module)
         shutil.rmtree(final)
@@ -172,21 +187,105 @@ def prune(run_dir: str | os.PathLike, keep: int) -> None:
         shutil.rmtree(doomed, ignore_errors=True)
 
 
-def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, dict[str, Tensor]], dict]:
-    """``(weights by network, state)`` of one checkpoint folder; never unpickles objects."""
+def load_checkpoint(path: str | os.PathLike, need: tuple[str, ...] = ()
+                    ) -> tuple[dict[str, dict[str, Tensor]], dict]:
+    """``(weights by network, state)`` of one checkpoint folder; never unpickles objects.
+    ``need``: state keys that must be present (:data:`STATE_KEYS` for a resume)."""
     path = Path(path)
+    state_file = _state_file(path) or path / STATE
     try:
         with safe_open(str(path / WEIGHTS), framework="pt", device="cpu") as f:
             flat = {k: f.get_tensor(k) for k in f.keys()}
-        state = torch.load(path / STATE, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, pickle.UnpicklingError, ValueError, EOFError) as e:
-        raise BlindSRError(f"checkpoint {path} is unreadable ({first_line(e)}); delete it to "
-                           "resume from the one before") from None
-    version = state.get("format_version") if isinstance(state, dict) else None
+        if state_file.name == LEGACY_STATE:
+            state = torch.load(state_file, map_location="cpu", weights_only=True)
+            version = state.get("format_version") if isinstance(state, dict) else None
+        else:
+            state, version = _read_state(state_file)
+    except (OSError, RuntimeError, pickle.UnpicklingError, ValueError, EOFError,
+            SafetensorError) as e:
+        why = first_line(e).split(" (", 1)[0].rstrip(":. ")
+        raise BlindSRError(f"checkpoint {path} is unreadable ({why}); delete it to resume "
+                           "from the one before") from None
     if version != FORMAT_VERSION:
         raise BlindSRError(f"checkpoint {path}: not a blindsr training state of format "
                            f"{FORMAT_VERSION} (found {version})")
+    missing = [k for k in need if k not in state]
+    if missing:
+        raise BlindSRError(f"checkpoint {path} is incomplete (no {', '.join(missing)}); delete "
+                           "it to resume from the one before")
     return unflatten_weights(flat), state
+
+
+def _read_state(path: Path) -> tuple[dict, int | None]:
+    """The state tree of a ``state.safetensors`` file and its format version."""
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        meta = f.metadata() or {}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    if meta.get("format") != STATE_FORMAT or "tree" not in meta:
+        raise ValueError("not a blindsr training state")
+    state = decode_tree(meta["tree"], tensors)
+    if not isinstance(state, dict):
+        raise ValueError("not a blindsr training state")
+    return state, int(meta["version"]) if str(meta.get("version", "")).isdigit() else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Nested state as safetensors + JSON
+
+_TENSOR, _TUPLE, _DICT = "$tensor", "$tuple", "$dict"  # markers of the JSON skeleton
+Tree = Any  # dicts, lists, tuples, tensors, str, int, float, bool and None, nested
+
+
+def encode_tree(tree: Tree) -> tuple[dict[str, Tensor], str]:
+    """``(tensors, skeleton)``: the tensors of a nested state under keys ``t0``, ``t1``, ...
+    (CPU, contiguous copies) and the rest as JSON, a tensor's place holding
+    ``{"$tensor": key}``. Tuples and dicts with keys other than plain strings (an optimiser's
+    int parameter ids) are marked so that :func:`decode_tree` gives them back as they were."""
+    tensors: dict[str, Tensor] = {}
+
+    def enc(x: Tree) -> Any:
+        if isinstance(x, Tensor):
+            key = f"t{len(tensors)}"
+            tensors[key] = x.detach().to("cpu").contiguous().clone()
+            return {_TENSOR: key}
+        if isinstance(x, dict):
+            if all(isinstance(k, str) and not k.startswith("$") for k in x):
+                return {k: enc(v) for k, v in x.items()}
+            return {_DICT: [[enc(k), enc(v)] for k, v in x.items()]}
+        if isinstance(x, tuple):
+            return {_TUPLE: [enc(v) for v in x]}
+        if isinstance(x, list):
+            return [enc(v) for v in x]
+        if x is None or isinstance(x, (str, bool, int, float)):
+            return x
+        if isinstance(x, np.generic):
+            return x.item()
+        raise BlindSRError(f"training state holds a {type(x).__name__}; only tensors, "
+                           "containers and primitives can be checkpointed")
+
+    return tensors, json.dumps(enc(tree))
+
+
+def decode_tree(skeleton: str, tensors: dict[str, Tensor]) -> Tree:
+    """Inverse of :func:`encode_tree`."""
+
+    def dec(x: Any) -> Tree:
+        if isinstance(x, list):
+            return [dec(v) for v in x]
+        if not isinstance(x, dict):
+            return x
+        if set(x) == {_TENSOR}:
+            return tensors[x[_TENSOR]]
+        if set(x) == {_TUPLE}:
+            return tuple(dec(v) for v in x[_TUPLE])
+        if set(x) == {_DICT}:
+            return {dec(k): dec(v) for k, v in x[_DICT]}
+        return {k: dec(v) for k, v in x.items()}
+
+    try:
+        return dec(json.loads(skeleton))
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"damaged state skeleton: {first_line(e)}") from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from blindsr.ensemble import SUFFIX, SelfEnsemble, split_name
 from blindsr.errors import BlindSRError
 from blindsr.onnx_model import OnnxModel, is_onnx
 from blindsr.ops.resize import imresize
+from blindsr.paths import user_path
 from blindsr.shipped import (
     DEFAULT_MODEL,
     WEIGHTS_DIR,
@@ -39,7 +40,7 @@ class Bicubic(nn.Module):
 
 def _names_a_model(name: str) -> bool:
     """Whether ``name`` is a shipped model or an existing path as it stands."""
-    return name in shipped_models() or Path(name).expanduser().exists()
+    return name in shipped_models() or user_path(name).exists()
 
 
 def load(model: str | Path | nn.Module | None = None, scale: int = 4,
@@ -63,7 +64,7 @@ def load(model: str | Path | nn.Module | None = None, scale: int = 4,
     if name == "bicubic":
         return Bicubic(scale).to(device)
     shipped = shipped_models()
-    path = Path(name).expanduser()
+    path = user_path(name)
     if name in shipped and not path.is_file():  # a file of that name wins, as in load_model
         return load_model(shipped[name].weights, device=device)
     if not path.exists():

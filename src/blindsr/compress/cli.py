@@ -10,7 +10,6 @@ import argparse
 import sys
 
 from blindsr.errors import BlindSRError
-from blindsr.paths import prepare_output
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -56,7 +55,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "after the last one (last), or the original ones (none)")
     p.add_argument("--finetune-lr", type=float, default=1e-4)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: best)")
-    p.add_argument("-o", "--output", required=True, help="output .safetensors file")
+    p.add_argument("-o", "--output", required=True,
+                   help="output .safetensors file; its report (widths, search, losses, times) "
+                        "goes to the same name with .json")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     p.set_defaults(run=run)
 
@@ -76,7 +77,6 @@ def run(args: argparse.Namespace) -> int:
     data = [d for d in args.data.split(",") if d.strip()]
     if not data:
         raise BlindSRError("--data: no dataset given")
-    prepare_output(args.output, "output file")  # before the work, not after it
     log = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     result = compress_file(args.model, args.output, data, settings, duals=args.duals, log=log)
     r = result.report

@@ -105,6 +105,9 @@ class CompressSettings:
         for name in ("batch", "patch", "multiple", "select_batches", "per_round", "val_every"):
             if getattr(self, name) < 1:
                 raise BlindSRError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("lam", "gamma", "finetune_lr", "alpha_lr"):
+            if not math.isfinite(getattr(self, name)):
+                raise BlindSRError(f"{name} must be a finite number, got {getattr(self, name)}")
         if self.lam < 0 or self.gamma < 0 or self.finetune_lr <= 0 or self.alpha_lr <= 0:
             raise BlindSRError("lam and gamma must be >= 0, finetune_lr and alpha_lr > 0")
 
@@ -343,22 +346,42 @@ def checkpoint_summary(report: dict[str, Any]) -> dict[str, Any]:
 def compress_file(model_path: str | Path, out: str | Path, data: Sequence[str],
                   settings: CompressSettings, duals: str | Path | None = None,
                   log: Log | None = None) -> CompressResult:
-    """Compress the DRN in ``model_path`` into ``out`` (.safetensors) plus ``out``.json."""
+    """Compress the DRN in ``model_path`` into ``out`` (.safetensors) plus its report
+    ``out``.json (both checked writable before the work; written only when every weight of the
+    result is finite)."""
     from blindsr.checkpoint import load_model, save_model
+    from blindsr.paths import prepare_output
 
     out = Path(out)
     if out.suffix != ".safetensors":
         raise BlindSRError(f"{out}: the output must end in .safetensors")
     settings.check()
+    report_file = out.with_suffix(".json")
+    prepare_output(out, "output file")
+    prepare_output(report_file, "report file")
     model = require_drn(load_model(model_path))
+    _require_finite(model, f"{model_path}: the model")
     dual_models = load_duals(duals, model.scale) if duals is not None else None
+    if dual_models is not None:
+        _require_finite(dual_models, f"--duals {duals}: the dual models")
     result = compress(model, data, settings, duals=dual_models, log=log)
+    _require_finite(result.model, "compression diverged: the pruned model")
     r = result.report
     r["source"] = str(model_path)
     r["duals"] = str(duals) if duals is not None else "fresh"
     save_model(result.model.cpu(), out, checkpoint_summary(r))
-    out.with_suffix(".json").write_text(json.dumps(r, indent=2) + "\n")
+    tmp = report_file.with_name(f".{report_file.name}.tmp")
+    tmp.write_text(json.dumps(r, indent=2) + "\n")
+    tmp.replace(report_file)
     return result
+
+
+def _require_finite(model: nn.Module, what: str) -> None:
+    """A one-line error when a weight of ``model`` is NaN or infinite (nothing is written)."""
+    bad = next((name for name, t in model.state_dict().items()
+                if t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
+    if bad is not None:
+        raise BlindSRError(f"{what} has non-finite weights ({bad}); nothing written")
 
 
 __all__ = ["CompressResult", "CompressSettings", "checkpoint_summary", "compress", "compress_file",

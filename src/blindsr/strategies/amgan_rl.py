@@ -140,7 +140,7 @@ from torch import Tensor, nn
 
 from blindsr.degrade.kernel_code import KernelCoder, coder_of_model
 from blindsr.errors import BlindSRError
-from blindsr.schema import bounded, fail
+from blindsr.schema import SEED_LIMIT, bounded, fail
 from blindsr.strategies.and_ import frozen_call
 from blindsr.strategies.base import Strategy, Update, process_generator
 
@@ -169,7 +169,7 @@ class AMRLParams:
     critic_feat: int = bounded(32, ge=1)
     critic_hidden: int = bounded(64, ge=1)
     critic_reference: bool = True  # the critic also sees the initial predictor's code for s
-    seed: int = bounded(0, ge=0)
+    seed: int = bounded(0, ge=0, lt=SEED_LIMIT)
 
     def check(self, path: str) -> None:
         from blindsr.rewards import get_reward

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from blindsr.errors import BlindSRError
 from blindsr.losses.pixel import pixel_loss
-from blindsr.schema import bounded, fail
+from blindsr.schema import SEED_LIMIT, bounded, fail
 from blindsr.strategies.base import Strategy, Update, process_generator
 
 
@@ -53,7 +53,7 @@ class KernelDegradationParams:
     code_dim: int = bounded(10, ge=1, le=256)  # PCA only
     sigma_range: list[float] | None = None  # [lo, hi]; default: IKC's range for the scale
     quantize: bool = True  # 8-bit LR, as the iso<sigma> presets
-    seed: int = bounded(0, ge=0)
+    seed: int = bounded(0, ge=0, lt=SEED_LIMIT)
 
     def check(self, path: str) -> None:
         r = self.sigma_range

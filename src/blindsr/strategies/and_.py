@@ -60,7 +60,7 @@ from torch.func import functional_call
 
 from blindsr.errors import BlindSRError
 from blindsr.losses.pixel import pixel_loss
-from blindsr.schema import bounded, fail
+from blindsr.schema import SEED_LIMIT, bounded, fail
 from blindsr.strategies.base import Strategy, Update, process_generator
 
 VGG16_LAYERS = {"conv1_2": 0.1, "conv2_2": 0.1, "conv3_3": 1.0, "conv4_3": 1.0, "conv5_3": 1.0}
@@ -94,7 +94,7 @@ class ANDParams:
     gan_type: str = "vanilla"  # vanilla | ragan
     discriminator: str = "unet"  # unet | vgg
     discriminator_kwargs: dict[str, Any] = field(default_factory=dict)
-    seed: int = bounded(0, ge=0)
+    seed: int = bounded(0, ge=0, lt=SEED_LIMIT)
 
     def check(self, path: str) -> None:
         from blindsr.archs.discriminators import DISCRIMINATORS

@@ -52,7 +52,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -60,6 +59,7 @@ from torch import Tensor, nn
 from blindsr.archs import state_dict_mismatch
 from blindsr.errors import BlindSRError
 from blindsr.ops.resize import imresize
+from blindsr.paths import user_path
 from blindsr.schema import bounded, fail
 from blindsr.strategies.base import Strategy, Update
 
@@ -242,7 +242,7 @@ def load_dual_weights(path: str) -> dict[str, Tensor]:
     """The ``dual`` weights of a training checkpoint folder or of a run's newest checkpoint."""
     from blindsr.train_state import latest_checkpoint, load_checkpoint
 
-    folder = Path(path).expanduser()
+    folder = user_path(path)
     if not folder.is_dir():
         raise fail("strategy.params.dual_init", f"{folder} is not a checkpoint or run folder")
     if not (folder / "weights.safetensors").is_file():

@@ -85,7 +85,7 @@ from torch import Tensor, nn
 from blindsr.errors import BlindSRError
 from blindsr.losses.pixel import l1_loss
 from blindsr.ops import imresize
-from blindsr.schema import bounded
+from blindsr.schema import SEED_LIMIT, bounded
 from blindsr.strategies.base import Strategy, Update
 
 _SEED_SALT = 0xEA75
@@ -101,7 +101,7 @@ class EATSParams:
     # the first erased_batch samples of each batch make the awakening term (None: all of them):
     # the erased pass then costs erased_batch / batch of a full one
     erased_batch: int | None = bounded(None, ge=1)
-    seed: int | None = bounded(None, ge=0)  # None: torch.initial_seed() (= train.seed)
+    seed: int | None = bounded(None, ge=0, lt=SEED_LIMIT)  # None: torch.initial_seed()
 
 
 @dataclass(frozen=True)
