@@ -125,6 +125,28 @@ def test_degrade_preset_and_random(tmp_path):
     assert Image.open(tmp_path / "lr.jpg").format == "JPEG"
 
 
+def test_degrade_noises_a_gray_image_on_its_one_channel_as_eval_does(tmp_path):
+    from blindsr import io
+    from blindsr.degrade import apply
+
+    src = tmp_path / "g.png"
+    Image.fromarray(np.full((64, 64), 128, np.uint8), "L").save(src)
+    assert main(["degrade", str(src), "-o", str(tmp_path / "lr"), "--preset", "noise"]) == 0
+    written = np.asarray(Image.open(tmp_path / "lr" / "g.png")).astype(float)
+    assert written.std() == pytest.approx(20, abs=2)  # sigma 20 (three averaged: 11.5)
+    expected = apply(io.read_image(src).color.float(), "noise", 4, seed=0)  # eval's LR
+    assert np.array_equal(written, (expected[0, 0].numpy() * 255).round())
+
+
+def test_a_bad_degrade_seed_is_one_error_before_any_file(tmp_path, capsys):
+    src = write_png(tmp_path / "hr.png", size=(32, 32))
+    for extra in (["--random"], ["--preset", "noise"]):
+        assert main(["degrade", str(src), str(src), "-o", str(tmp_path / "o"), *extra,
+                     "--seed", str(2**64)]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err == "blindsr: error: seed must be in [0, 2**64), got 18446744073709551616"
+
+
 def test_degrade_random_config_file(tmp_path, capsys):
     src = write_png(tmp_path / "hr.png", size=(32, 32))
     bad = tmp_path / "bad.yaml"

@@ -258,3 +258,57 @@ def test_models_can_be_a_list_and_bad_arguments_raise(tmp_path):
         evaluate(["bicubic"], [folder], ["given"], ["psnr"])
     one = evaluate(["bicubic"], [folder, folder], None, ["psnr"], device="cpu", max_images=1)
     assert [(r.dataset, r.degradation) for r in one] == [("hrset", "clean")]
+
+
+def test_a_metric_that_fails_or_gives_nan_skips_that_image_only(tmp_path, monkeypatch, capsys):
+    def picky(x):  # NaN on the flat image, a runtime failure on the small one
+        if x.shape[-1] < 64:
+            raise RuntimeError("Calculated output size: (192x0x0). Output size is too small")
+        return torch.full((x.shape[0],), float("nan")) if x.std() == 0 else x.mean(dim=(1, 2, 3))
+
+    monkeypatch.setitem(METRICS, "picky", Metric("picky", picky, lower_better=True,
+                                                 full_reference=False))
+    folder = tmp_path / "real"
+    write(folder / "a.png", smooth(0, 24, 24))
+    write(folder / "flat.png", torch.full((1, 3, 24, 24), 0.5))
+    write(folder / "small.png", smooth(1, 12, 12))
+    out = tmp_path / "res" / "run"
+    assert main(["eval", "--model", "bicubic", "--data", f"lr:{folder}", "--metrics", "picky",
+                 "-q", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "flat (given): picky skipped: picky is undefined on this image (NaN" in err
+    assert "small (given): picky skipped: picky cannot score this 48x48 image" in err
+    rows = json.loads(out.with_suffix(".json").read_text())["results"]
+    assert len(rows) == 1 and rows[0]["value"] == pytest.approx(smooth(0, 24, 24).mean(), abs=0.05)
+
+
+def test_nothing_scored_is_a_failure(tmp_path, capsys):
+    folder = tmp_path / "real"
+    write(folder / "a.png", smooth(0, 24, 24))
+    assert main(["eval", "--model", "bicubic", "--data", f"lr:{folder}", "--metrics", "psnr",
+                 "-q"]) == 1
+    assert "(no results)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("out, written", [("res/v1.2", "res/v1.2.json"),
+                                          ("res/run.json", "res/run.json")])
+def test_out_stems_keep_their_dots_and_folders_are_refused(tmp_path, capsys, out, written):
+    folder = hr_folder(tmp_path, n=1)
+    assert main(["eval", "--model", "bicubic", "--data", str(folder), "-q", "--out",
+                 str(tmp_path / out)]) == 0
+    assert (tmp_path / written).is_file() and (tmp_path / written).with_suffix(".md").is_file()
+    (tmp_path / "busy.md").mkdir()  # one of the three files cannot be written: refused up front
+    for bad, message in ((str(tmp_path), "not a folder"), (str(tmp_path / "busy"), "busy.md")):
+        assert main(["eval", "--model", "bicubic", "--data", str(folder), "-q", "--out",
+                     bad]) == 1
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "busy.json").exists()
+
+
+def test_seeds_near_the_top_of_the_range_wrap_per_image(tmp_path):
+    folder = hr_folder(tmp_path, n=2)
+    results = evaluate(["bicubic"], [str(folder)], ["noise"], ["psnr"], device="cpu",
+                       seed=2**64 - 1)
+    assert len(results) == 1
+    with pytest.raises(BlindSRError, match=r"seed must be a whole number in \[0, 2\*\*64\)"):
+        evaluate(["bicubic"], [str(folder)], ["noise"], ["psnr"], device="cpu", seed=2**64)

@@ -36,3 +36,14 @@ def test_prepare_output_refuses_in_one_line(tmp_path, relative, folder, message)
     with pytest.raises(BlindSRError, match=message) as err:
         prepare_output(tmp_path / relative, "output", folder=folder)
     assert "\n" not in str(err.value)
+
+
+def test_result_paths_append_the_extensions_and_refuse_folders(tmp_path):
+    from blindsr.paths import result_paths
+
+    assert [p.name for p in result_paths(tmp_path / "v1.2")] == ["v1.2.json", "v1.2.csv",
+                                                                 "v1.2.md"]
+    assert result_paths(tmp_path / "run.MD")[0] == tmp_path / "run.json"
+    for bad in ("", ".", "..", "res/", str(tmp_path)):
+        with pytest.raises(BlindSRError, match="give a file stem"):
+            result_paths(bad)

@@ -114,9 +114,11 @@ def degrade_files(inputs: list[str], output: str | Path, preset: str = "bicubic"
     what it leaves out), else :data:`AND_GRID_PARAMS`.
     """
     from blindsr import degrade
+    from blindsr.ops.noise import as_generator
 
     if scale < 1:
         raise BlindSRError("--scale must be a positive integer")
+    as_generator(seed)  # one error for a bad seed, before any file
     if random and preset != "bicubic":
         raise BlindSRError(f"--random and --preset {preset}: choose one (--random draws every "
                            "degradation from the second-order pipeline)")
@@ -145,14 +147,14 @@ def degrade_files(inputs: list[str], output: str | Path, preset: str = "bicubic"
         h, w = image.height // scale * scale, image.width // scale * scale
         if h == 0 or w == 0:
             raise BlindSRError(f"{image.path}: smaller than the scale factor {scale}")
-        hr = image.color[:, :, :h, :w].expand(-1, 3, -1, -1).contiguous()
-        if random:
+        hr = image.color[:, :, :h, :w]
+        if random:  # the pipeline works on colour: a gray image goes in as three channels
             generator = torch.Generator().manual_seed(seed)
-            lr = degrade.second_order(hr, scale, random_config, generator=generator)
-        else:
-            lr = degrade.apply(hr, preset, scale, seed=seed)
-        if image.gray:
-            lr = lr.mean(dim=1, keepdim=True)
+            lr = degrade.second_order(hr.expand(-1, 3, -1, -1).contiguous(), scale,
+                                      random_config, generator=generator)
+            lr = lr.mean(dim=1, keepdim=True) if image.gray else lr
+        else:  # a gray image degraded on its one channel, as blindsr eval does
+            lr = degrade.apply(hr.contiguous(), preset, scale, seed=seed)
         return io.ImageData(color=lr, alpha=None, bit_depth=8, icc_profile=image.icc_profile)
 
     return process_files(inputs, output, job, verb="degraded", ext="png", max_pixels=max_pixels,

@@ -28,6 +28,7 @@ import csv
 import inspect
 import json
 import logging
+import math
 import re
 import sys
 import time
@@ -38,8 +39,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from blindsr import __version__
-from blindsr.errors import BlindSRError
-from blindsr.paths import prepare_output
+from blindsr.errors import BlindSRError, first_line
+from blindsr.paths import prepare_output, result_paths
 
 if TYPE_CHECKING:  # torch is imported on use, so that `blindsr --help` stays light
     import torch
@@ -115,8 +116,8 @@ def evaluate(models: Mapping[str, str | Path | nn.Module] | Sequence[str],
     if max_images is not None and (isinstance(max_images, bool) or not isinstance(max_images, int)
                                    or max_images < 1):
         raise BlindSRError(f"max_images must be a whole number >= 1, got {max_images!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise BlindSRError(f"seed must be a whole number >= 0, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 1 << 64:
+        raise BlindSRError(f"seed must be a whole number in [0, 2**64), got {seed!r}")
     if not isinstance(models, Mapping):
         models = {str(m): m for m in models}
     if not models:
@@ -170,7 +171,7 @@ class _Job:
         for deg in degs:
             where = f"{label}/{stem} ({deg})"
             try:
-                hr, lr = _pair(sample, deg, self.scale, self.seed + index)
+                hr, lr = _pair(sample, deg, self.scale, (self.seed + index) % (1 << 64))
                 srs = {name: self.super_resolve(name, lr, sample.gray, label, deg, stem)
                        for name in self.upscalers}
             except BlindSRError as err:
@@ -349,7 +350,15 @@ def score_image(metric: Metric, sr: Tensor, hr: Tensor | None, crop_border: int)
         hr = None if hr is None else hr.expand(-1, 3, -1, -1)
     hr = None if hr is None else hr.to(sr.device)
     args = (sr, hr) if metric.full_reference else (sr,)
-    return float(torch.as_tensor(metric.fn(*args, **kwargs)).double().mean())
+    try:
+        value = float(torch.as_tensor(metric.fn(*args, **kwargs)).double().mean())
+    except RuntimeError as e:  # e.g. a network metric's input smaller than its pooling
+        h, w = sr.shape[-2:]
+        raise BlindSRError(f"{metric.name} cannot score this {h}x{w} image (border "
+                           f"{crop_border}): {first_line(e)}") from None
+    if math.isnan(value):
+        raise BlindSRError(f"{metric.name} is undefined on this image (NaN; a flat image?)")
+    return value
 
 
 def _means(scores: dict[tuple[str, str, str, str], list[float]], models: list[str],
@@ -399,7 +408,8 @@ def _table(results: list[Result]) -> str:
     datasets = list(dict.fromkeys(r.dataset for r in results))
     degs = list(dict.fromkeys(r.degradation for r in results))
     cell = {(r.model, r.dataset, r.degradation): r.value for r in results}
-    digits = 2 if max(abs(r.value) for r in results if r.value == r.value) >= 10 else 4
+    finite = [abs(r.value) for r in results if math.isfinite(r.value)]
+    digits = 2 if finite and max(finite) >= 10 else 4
     better = "lower" if metric is not None and metric.lower_better else "higher"
     title = f"**{results[0].metric.upper()}** ({better} is better"
     if len(models) > 1:
@@ -445,8 +455,8 @@ def _md(text: str) -> str:
 def write_results(results: Sequence[Result], out: Path | str, meta: dict) -> list[Path]:
     """Write ``<out>.json`` ({"results": [...], "meta": {...}}), ``<out>.csv`` (one row per
     result) and ``<out>.md`` (the tables) beside ``out``; returns the paths written."""
-    out = Path(out)
-    paths = [out.with_suffix(ext) for ext in (".json", ".csv", ".md")]
+    paths = result_paths(out)
+    out = paths[0].with_suffix("")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         rows = [asdict(r) for r in results]
@@ -524,7 +534,8 @@ def run(args: argparse.Namespace) -> int:
     metrics = _split(args.metrics, "psnr,ssim")
     border = args.scale if args.crop_border is None else args.crop_border
     if args.out is not None:  # before the work, not after it
-        prepare_output(Path(args.out).with_suffix(".json"), "--out file")
+        for path in result_paths(args.out):
+            prepare_output(path, "--out file")
     report = EvalLog(echo=lambda line: tqdm.write(line, file=sys.stderr))
     start = time.perf_counter()
     results = evaluate(models, datasets, degradations, metrics, scale=args.scale,
@@ -547,7 +558,7 @@ def run(args: argparse.Namespace) -> int:
         }
         paths = write_results(results, args.out, meta)
         print(f"\nwrote {', '.join(map(str, paths))}", file=sys.stderr)
-    return 1 if report.failures else 0
+    return 1 if report.failures or not results else 0  # nothing scored is a failure too
 
 
 __all__ = ["EVAL_TILE", "EvalLog", "Result", "check_metrics", "evaluate", "format_tables",

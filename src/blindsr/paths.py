@@ -59,3 +59,21 @@ def prepare_output(path: str | os.PathLike[str], what: str, folder: bool = False
             except OSError:
                 break
     return path
+
+
+RESULT_SUFFIXES = (".json", ".csv", ".md")
+
+
+def result_paths(out: str | os.PathLike[str]) -> list[Path]:
+    """``OUT.json``, ``OUT.csv`` and ``OUT.md`` of an ``--out OUT`` stem (a stem given with one
+    of these suffixes loses it; any other dot stays: ``v1.2`` -> ``v1.2.json``); a one-line
+    error for a stem that names no file (empty, ``.``, ``..``, a folder)."""
+    text = os.fspath(out)
+    path = user_path(text)
+    if not text.strip() or path.name in ("", ".", "..") or text.endswith(("/", os.sep)) \
+            or path.is_dir():
+        raise BlindSRError(f"--out {text!r}: give a file stem such as results/eval (OUT.json, "
+                           "OUT.csv and OUT.md are written), not a folder")
+    if path.suffix.lower() in RESULT_SUFFIXES:
+        path = path.with_suffix("")
+    return [path.with_name(path.name + ext) for ext in RESULT_SUFFIXES]

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from blindsr import __version__
 from blindsr.errors import BlindSRError
-from blindsr.paths import prepare_output, user_path
+from blindsr.paths import prepare_output, result_paths, user_path
 
 if TYPE_CHECKING:  # torch is imported on use, so that `blindsr --help` stays light
     from torch import Tensor
@@ -204,7 +204,7 @@ def score_files(outputs: str | os.PathLike | Sequence[str | os.PathLike],
 
 def output_paths(out: str | Path) -> list[Path]:
     """``OUT.json``, ``OUT.csv`` and ``OUT.md``, named as ``blindsr eval --out`` names them."""
-    return [Path(out).with_suffix(ext) for ext in (".json", ".csv", ".md")]
+    return result_paths(out)
 
 
 def write_report(report: ScoreReport, out: str | Path, meta: dict) -> list[Path]:
