@@ -95,6 +95,10 @@ def test_from_dict_round_trip_and_partial_override():
         ({"stage2": {"resize": {"modes": ["lanczos"]}}}, "stage2.resize.modes"),
         ({"stage2": {"jpeg_quality": [0, 95]}}, "jpeg_quality"),
         ({"stage1": "fast"}, "must be a mapping"),
+        ({"stage1": {"blur": {"kernel_sizes": [7, 99999]}}}, "max <= 101"),
+        ({"stage1": {"resize": {"probs": [float("nan"), 1, 1]}}}, "finite non-negative weights"),
+        ({"stage1": {"blur": {"kernel_probs": [float("inf"), 1, 1, 1, 1, 1]}}},
+         "stage1.blur.kernel_probs: needs 6 finite"),
     ],
 )
 def test_from_dict_rejects_bad_input(bad, match):

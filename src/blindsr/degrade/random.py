@@ -143,9 +143,13 @@ def _check_range(r: tuple, path: str, lo: float = -math.inf, hi: float = math.in
         raise _fail(path, f"must lie within [{lo}, {hi}], got {list(r)}")
 
 
+MAX_KERNEL_SIZE = 101  # Real-ESRGAN uses up to 21; larger only exhausts memory
+
+
 def _check_weights(w: tuple, n: int, path: str) -> None:
-    if len(w) != n or any(v < 0 for v in w) or sum(w) <= 0:
-        raise _fail(path, f"needs {n} non-negative weights with a positive sum, got {list(w)}")
+    if len(w) != n or not all(math.isfinite(v) and v >= 0 for v in w) or sum(w) <= 0:
+        raise _fail(path, f"needs {n} finite non-negative weights with a positive sum, "
+                          f"got {list(w)}")
 
 
 def _check_choices(values: tuple, allowed: tuple, path: str) -> None:
@@ -155,8 +159,10 @@ def _check_choices(values: tuple, allowed: tuple, path: str) -> None:
 
 
 def _check_sizes(r: tuple, path: str) -> None:
-    if len(r) != 2 or r[0] > r[1] or r[0] < 1 or r[0] % 2 == 0 or r[1] % 2 == 0:
-        raise _fail(path, f"must be [min, max] odd kernel sizes with min <= max, got {list(r)}")
+    if len(r) != 2 or r[0] > r[1] or r[0] < 1 or r[0] % 2 == 0 or r[1] % 2 == 0 \
+            or r[1] > MAX_KERNEL_SIZE:
+        raise _fail(path, f"must be [min, max] odd kernel sizes with min <= max <= "
+                          f"{MAX_KERNEL_SIZE}, got {list(r)}")
 
 
 def _validate_blur(b: BlurConfig, path: str) -> None:
