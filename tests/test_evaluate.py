@@ -205,7 +205,7 @@ def test_bad_image_is_reported_and_the_rest_evaluated(tmp_path, capsys):
     (["--metrics", "psnr,fancy"], "fancy"),
     (["--degrade", "clean,smudge"], "smudge"),
     (["--scale", "2"], "x4"),
-    (["--crop-border", "-3"], "crop_border (--crop-border) must be >= 0"),
+    (["--crop-border", "-3"], "crop_border (--crop-border) must be a whole number >= 0"),
     (["--out", "{tmp}/afile/table"], "cannot create --out file"),
     (["--save-images", "{tmp}/afile"], "--save-images folder"),
 ])
@@ -312,3 +312,33 @@ def test_seeds_near_the_top_of_the_range_wrap_per_image(tmp_path):
     assert len(results) == 1
     with pytest.raises(BlindSRError, match=r"seed must be a whole number in \[0, 2\*\*64\)"):
         evaluate(["bicubic"], [str(folder)], ["noise"], ["psnr"], device="cpu", seed=2**64)
+
+
+def test_one_degradation_spelt_two_ways_is_one_column(tmp_path):
+    folder = hr_folder(tmp_path, n=1)
+    results = evaluate(["bicubic"], [str(folder)], ["bd", "BD", "Bicubic", "iso2", "iso2.0"],
+                       ["psnr"], device="cpu")
+    assert [r.degradation for r in results] == ["BD", "bicubic", "iso2"]
+
+
+def test_results_json_is_standard_json_for_identical_images(tmp_path):
+    from blindsr.evaluate import write_results
+
+    out = tmp_path / "r"
+    write_results([Result("m", "d", "clean", "psnr", float("inf"))], out, {"x": float("nan")})
+    text = out.with_suffix(".json").read_text()
+    assert "Infinity" not in text and "NaN" not in text
+    data = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard {c}"))
+    assert float(data["results"][0]["value"]) == float("inf") and data["meta"]["x"] == "nan"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"scale": -1}, r"scale \(--scale\) must be a whole number >= 1, got -1"),
+    ({"crop_border": 2.5}, r"crop_border \(--crop-border\) must be a whole number >= 0, got 2.5"),
+    ({"tile": 0}, r"tile \(--tile\) must be a whole number >= 16, got 0"),
+    ({"datasets": None}, "datasets: name at least one set"),
+])
+def test_bad_api_arguments_name_themselves(tmp_path, kwargs, message):
+    args = {"models": ["bicubic"], "datasets": [str(hr_folder(tmp_path, n=1))], **kwargs}
+    with pytest.raises(BlindSRError, match=message):
+        evaluate(**args)

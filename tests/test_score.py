@@ -162,3 +162,10 @@ def test_command_defaults_follow_eval_and_the_references(shared, tmp_path, monke
         json.loads((tmp_path / "s4.json").read_text())["mean"])
     assert score_files(tmp_path / "out").metrics == ["niqe"]
     assert score_files(tmp_path / "out", set5 / "HR").crop_border == 0
+
+
+def test_a_reference_smaller_than_the_output_is_named_as_such(tmp_path):
+    write(tmp_path / "ref" / "a.png", np.zeros((90, 90, 3), np.uint8))
+    write(tmp_path / "out" / "a.png", np.zeros((96, 96, 3), np.uint8))
+    report = score_files([str(tmp_path / "out")], str(tmp_path / "ref"), ["psnr"])
+    assert "the reference is the smaller one" in report.failures[0]

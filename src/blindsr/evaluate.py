@@ -113,6 +113,8 @@ def evaluate(models: Mapping[str, str | Path | nn.Module] | Sequence[str],
         models = [models]
     datasets, degradations, metrics = (  # "Set5,Set14" as on the command line
         _split([x], "") if isinstance(x, str) else x for x in (datasets, degradations, metrics))
+    if datasets is None:
+        raise BlindSRError("datasets: name at least one set (e.g. ['Set5']) or folder")
     if max_images is not None and (isinstance(max_images, bool) or not isinstance(max_images, int)
                                    or max_images < 1):
         raise BlindSRError(f"max_images must be a whole number >= 1, got {max_images!r}")
@@ -124,9 +126,14 @@ def evaluate(models: Mapping[str, str | Path | nn.Module] | Sequence[str],
         raise BlindSRError("no models to evaluate")
     degradations = _check_degradations(degradations or [CLEAN])
     chosen = check_metrics(metrics)
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+        raise BlindSRError(f"scale (--scale) must be a whole number >= 1, got {scale!r}")
     border = scale if crop_border is None else crop_border
-    if border < 0:
-        raise BlindSRError(f"crop_border (--crop-border) must be >= 0, got {border}")
+    if isinstance(border, bool) or not isinstance(border, int) or border < 0:
+        raise BlindSRError(f"crop_border (--crop-border) must be a whole number >= 0, "
+                           f"got {border!r}")
+    if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 16):
+        raise BlindSRError(f"tile (--tile) must be a whole number >= 16, got {tile!r}")
     if save_images is not None:
         prepare_output(save_images, "--save-images folder", folder=True)
     datasets = list(dict.fromkeys(str(d) for d in datasets))
@@ -212,8 +219,9 @@ def super_resolve(upscaler: Any, lr: Tensor, gray: bool) -> Tensor:
 
 
 def _check_degradations(degradations: Sequence[str]) -> list[str]:
-    """The preset names, stripped and checked (unknown -> one-line error)."""
-    from blindsr.degrade.presets import resolve
+    """The preset names, checked (unknown -> one-line error), each in its one spelling
+    (:func:`~blindsr.degrade.presets.canonical`: ``bd`` and ``BD`` are one column)."""
+    from blindsr.degrade.presets import canonical
 
     names = []
     for d in degradations:
@@ -223,7 +231,7 @@ def _check_degradations(degradations: Sequence[str]) -> list[str]:
         elif name.lower() == GIVEN:
             raise BlindSRError(f"'{GIVEN}' is not a degradation: it labels LR-only sets' own LR")
         else:
-            resolve(name)
+            name = canonical(name)
         if name not in names:
             names.append(name)
     return names
@@ -452,6 +460,19 @@ def _md(text: str) -> str:
 # ---------------------------------------------------------------------------------------- files
 
 
+def strict_json(obj: Any) -> Any:
+    """``obj`` with every non-finite float written as a string (``"inf"``, ``"-inf"``,
+    ``"nan"``; ``float()`` reads them back), so that the JSON files are standard JSON (a PSNR
+    of identical images is infinite; Python's own ``Infinity`` is not JSON)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    return obj
+
+
 def write_results(results: Sequence[Result], out: Path | str, meta: dict) -> list[Path]:
     """Write ``<out>.json`` ({"results": [...], "meta": {...}}), ``<out>.csv`` (one row per
     result) and ``<out>.md`` (the tables) beside ``out``; returns the paths written."""
@@ -460,7 +481,8 @@ def write_results(results: Sequence[Result], out: Path | str, meta: dict) -> lis
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         rows = [asdict(r) for r in results]
-        paths[0].write_text(json.dumps({"results": rows, "meta": meta}, indent=2) + "\n")
+        paths[0].write_text(json.dumps(strict_json({"results": rows, "meta": meta}), indent=2,
+                                       allow_nan=False) + "\n")
         with paths[1].open("w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=["model", "dataset", "degradation", "metric",
                                                    "value"])
@@ -501,7 +523,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated metrics (default: psnr,ssim)")
     p.add_argument("--scale", type=int, default=4)
     p.add_argument("--crop-border", type=int, default=None,
-                   help="pixels shaved off each side before PSNR/SSIM (default: the scale)")
+                   help="pixels shaved off each side before every metric (default: the scale)")
     p.add_argument("--save-images", type=Path, default=None, metavar="DIR",
                    help="write SR outputs to DIR/<model>/<dataset>/<degradation>/<name>.png")
     p.add_argument("-o", "--out", type=Path, default=None,
@@ -543,7 +565,7 @@ def run(args: argparse.Namespace) -> int:
                        max_images=args.max_images, save_images=args.save_images,
                        progress=not args.quiet, tile=args.tile, report=report)
     seconds = time.perf_counter() - start
-    print(f"x{args.scale}; full-reference metrics on Y (BT.601), border {border}; "
+    print(f"x{args.scale}; PSNR/SSIM on Y (BT.601); border {border} for every metric; "
           f"seed {args.seed}\n")
     print(format_tables(results) if results else "(no results)")
     if args.out is not None:
@@ -562,4 +584,4 @@ def run(args: argparse.Namespace) -> int:
 
 
 __all__ = ["EVAL_TILE", "EvalLog", "Result", "check_metrics", "evaluate", "format_tables",
-           "score_image", "super_resolve", "write_results"]
+           "score_image", "strict_json", "super_resolve", "write_results"]

@@ -115,6 +115,8 @@ def _aligned(out: Tensor, ref: Tensor, crop_ref: bool) -> tuple[Tensor, Tensor]:
     elif (rh, rw) != (h, w):
         if modcrop:
             hint = " (--crop-ref crops the reference's top left to it)"
+        elif rh < h or rw < w:
+            hint = " (the reference is the smaller one: not the same scale?)"
         else:
             hint = f" (more than {MODCROP_SLACK - 1} pixels apart: not the same scale?)"
         raise BlindSRError(f"output is {w}x{h}, reference {rw}x{rh}{hint}")
@@ -210,13 +212,15 @@ def output_paths(out: str | Path) -> list[Path]:
 def write_report(report: ScoreReport, out: str | Path, meta: dict) -> list[Path]:
     """``<out>.json`` (per-image scores, means, failures, meta), ``<out>.csv`` (a row per
     image) and ``<out>.md`` (the table); returns the paths."""
+    from blindsr.evaluate import strict_json
+
     paths = output_paths(out)
     out = Path(out)
     data = {"images": report.images, "mean": report.means(), "failures": report.failures,
             "meta": meta}
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        paths[0].write_text(json.dumps(data, indent=2) + "\n")
+        paths[0].write_text(json.dumps(strict_json(data), indent=2, allow_nan=False) + "\n")
         with paths[1].open("w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["image", *report.metrics])

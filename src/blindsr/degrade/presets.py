@@ -136,6 +136,14 @@ def resolve(preset: str) -> Callable[[Tensor, int, torch.Generator], Tensor]:
     raise _unknown(preset)
 
 
+def canonical(preset: str) -> str:
+    """The one spelling of a preset name: the registered one (``bd`` -> ``BD``), or
+    ``iso<sigma>`` with the width written shortest (``iso2.0`` -> ``iso2``); checked."""
+    resolve(preset)
+    key = preset.strip().lower()
+    return _BY_LOWER[key] if key in _BY_LOWER else f"iso{parse_iso(preset):g}"
+
+
 def check_hr(img: Tensor, scale: int, who: str = "degrade") -> None:
     """One-line errors for anything but a float (N, 1|3, H, W) image at least ``scale`` wide."""
     if not isinstance(img, Tensor) or img.ndim != 4 or not img.is_floating_point():
