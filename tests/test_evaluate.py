@@ -342,3 +342,16 @@ def test_bad_api_arguments_name_themselves(tmp_path, kwargs, message):
     args = {"models": ["bicubic"], "datasets": [str(hr_folder(tmp_path, n=1))], **kwargs}
     with pytest.raises(BlindSRError, match=message):
         evaluate(**args)
+
+
+def test_two_images_of_one_name_are_not_saved_over_each_other(tmp_path):
+    folder = tmp_path / "coll"
+    write(folder / "a.png", smooth(0, 32, 32))
+    Image.fromarray((smooth(1, 32, 32)[0].permute(1, 2, 0).numpy() * 255).astype("uint8")).save(
+        folder / "a.jpg", quality=95)
+    report = EvalLog()
+    results = evaluate(["bicubic"], [str(folder)], ["clean"], ["psnr"], device="cpu",
+                       save_images=tmp_path / "saved", report=report)
+    assert len(results) == 1  # both images scored
+    assert [line for line in report.failures if "not saved" in line and "another image" in line]
+    assert (tmp_path / "saved" / "bicubic" / "coll" / "clean" / "a.png").is_file()

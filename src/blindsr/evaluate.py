@@ -170,6 +170,7 @@ class _Job:
     save: Path | None
     report: EvalLog
     scores: dict[tuple[str, str, str, str], list[float]] = field(default_factory=dict)
+    saved: dict[Path, tuple[str, int]] = field(default_factory=dict)  # file -> (set, image)
 
     def run(self, sample: _Sample, label: str, index: int, stem: str, degs: list[str],
             metrics: list[Metric]) -> None:
@@ -179,7 +180,7 @@ class _Job:
             where = f"{label}/{stem} ({deg})"
             try:
                 hr, lr = _pair(sample, deg, self.scale, (self.seed + index) % (1 << 64))
-                srs = {name: self.super_resolve(name, lr, sample.gray, label, deg, stem)
+                srs = {name: self.super_resolve(name, lr, sample.gray, label, deg, stem, index)
                        for name in self.upscalers}
             except BlindSRError as err:
                 self.report.fail(f"{where}: skipped: {err}")
@@ -194,7 +195,7 @@ class _Job:
                     self.scores.setdefault((name, label, deg, m.name), []).append(value)
 
     def super_resolve(self, name: str, lr: Tensor, gray: bool, label: str, deg: str,
-                      stem: str) -> Tensor:
+                      stem: str, index: int = 0) -> Tensor:
         """SR of one LR image as ``blindsr upscale`` makes it (gray images: three equal channels
         in, the mean of the output channels out), saved when asked; on the evaluation device."""
         from blindsr import io
@@ -204,6 +205,9 @@ class _Job:
         if self.save is not None:
             path = self.save / self.folders[name] / _safe(label) / deg / f"{stem}.png"
             try:
+                if self.saved.setdefault(path, (label, index)) != (label, index):
+                    raise BlindSRError(f"{path} already holds the output of another image of "
+                                       "that name (a.png and a.jpg, say)")
                 io.write_image(path, io.ImageData(sr, None, 8))
             except BlindSRError as err:  # the scores still count
                 self.report.fail(f"{label}/{stem} ({deg}): not saved: {err}")
