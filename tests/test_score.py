@@ -49,9 +49,11 @@ def test_a_shared_sets_name_is_its_hr_for_the_scale(shared, tmp_path, monkeypatc
     with pytest.raises(BlindSRError, match="--ref RealSRSet: RealSRSet has LR images only"):
         score_files([str(tmp_path / "out")], "RealSRSet", ["psnr"])
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "Set5").mkdir()  # an existing folder is a folder, not the shared set
-    with pytest.raises(BlindSRError, match="Set5: folder has no .png"):
-        score_files([str(tmp_path / "out")], "Set5", ["psnr"])
+    (tmp_path / "Set5").mkdir()  # the name still means the shared set, as in eval --data ...
+    assert score_files([str(tmp_path / "out")], "Set5", ["psnr"], 3, scale=3).means() == \
+        by_name.means()
+    with pytest.raises(BlindSRError, match="Set5: folder has no .png"):  # ... ./Set5 the folder
+        score_files([str(tmp_path / "out")], "./Set5", ["psnr"])
 
 
 def test_the_command_writes_json_csv_and_markdown(tmp_path, capsys):
@@ -169,3 +171,12 @@ def test_a_reference_smaller_than_the_output_is_named_as_such(tmp_path):
     write(tmp_path / "out" / "a.png", np.zeros((96, 96, 3), np.uint8))
     report = score_files([str(tmp_path / "out")], str(tmp_path / "ref"), ["psnr"])
     assert "the reference is the smaller one" in report.failures[0]
+
+
+def test_a_shared_name_wins_over_a_same_named_folder_as_in_eval(tmp_path, monkeypatch):
+    from blindsr.score import names_shared_set
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "Set5").mkdir()
+    assert names_shared_set("Set5") and names_shared_set("set14[:2]")
+    assert not names_shared_set("./Set5") and not names_shared_set(str(tmp_path / "Set5"))

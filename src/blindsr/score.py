@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from blindsr import __version__
 from blindsr.errors import BlindSRError
-from blindsr.paths import prepare_output, result_paths, user_path
+from blindsr.paths import prepare_output, result_paths
 
 if TYPE_CHECKING:  # torch is imported on use, so that `blindsr --help` stays light
     from torch import Tensor
@@ -124,11 +124,13 @@ def _aligned(out: Tensor, ref: Tensor, crop_ref: bool) -> tuple[Tensor, Tensor]:
 
 
 def names_shared_set(reference: str) -> bool:
-    """Whether ``reference`` names a shared dataset (``Set5``, ``Set14[:5]``) rather than a path."""
+    """Whether ``reference`` names a shared dataset (``Set5``, ``Set14[:5]``) rather than a path.
+    As in ``blindsr eval --data``, the name wins over a same-named folder in the working folder
+    (``./Set5`` names the folder)."""
     from blindsr.data import SHARED_NAMES
 
     name = reference.split("[", 1)[0].strip().lower()
-    return not user_path(reference).exists() and name in {k.lower() for k in SHARED_NAMES}
+    return name in {k.lower() for k in SHARED_NAMES}
 
 
 def shared_references(reference: str, scale: int) -> list[Path] | None:
