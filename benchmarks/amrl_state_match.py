@@ -37,6 +37,7 @@ from blindsr.degrade.kernel_code import blur_downsample, coder_of_model
 from blindsr.errors import BlindSRError
 from blindsr.machine import machine_description
 from blindsr.metrics import psnr
+from blindsr.paths import result_paths
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark scripts
 from amgan_eval import SCALE, load_images, mod_crop  # noqa: E402
@@ -163,6 +164,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -186,12 +188,12 @@ def main(argv: list[str] | None = None) -> int:
     result = {"model": args.model, "predictors": args.predictor, "state": args.state,
               "context": args.context, "rows": rows, "machine": machine_description(),
               "seconds": time.perf_counter() - start,
-              "command": "python benchmarks/amrl_state_match.py " + " ".join(sys.argv[1:])}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+              "command": "python benchmarks/amrl_state_match.py " + " ".join(argv)}
+    json_path, _, md_path = result_paths(args.out)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(result, indent=1) + "\n")
     text = markdown(result)
-    out.with_suffix(".md").write_text(text)
+    md_path.write_text(text)
     print(text)
     return 0
 

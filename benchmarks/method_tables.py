@@ -29,6 +29,7 @@ import torch
 
 from blindsr.evaluate import Result, evaluate, format_tables, write_results
 from blindsr.machine import machine_description
+from blindsr.paths import result_paths
 from blindsr.train_state import unfinished_run
 
 HERE = Path(__file__).resolve().parent
@@ -74,7 +75,8 @@ def earlier_rows(path: Path, labels: list[str], max_images: int | None,
         return [], {}
     try:
         data = json.loads(path.read_text())
-        rows = [Result(**r) for r in data["results"] if r["model"] in labels]
+        rows = [Result(**{**r, "value": float(r["value"])})  # "inf" / "nan": strict JSON
+                for r in data["results"] if r["model"] in labels]
         meta = data["meta"]
     except (ValueError, KeyError, TypeError) as err:
         raise ValueError(f"{path} is not a table of this script ({err})") from None
@@ -110,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     carried_rows, carried = [], {}
     if args.merge:
         try:
-            carried_rows, carried = earlier_rows(out.with_suffix(".json"), list(missing),
+            carried_rows, carried = earlier_rows(result_paths(out)[0], list(missing),
                                                  args.max_images)
         except ValueError as err:
             print(f"error: {err}", file=sys.stderr)

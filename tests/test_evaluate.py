@@ -355,3 +355,22 @@ def test_two_images_of_one_name_are_not_saved_over_each_other(tmp_path):
     assert len(results) == 1  # both images scored
     assert [line for line in report.failures if "not saved" in line and "another image" in line]
     assert (tmp_path / "saved" / "bicubic" / "coll" / "clean" / "a.png").is_file()
+
+
+def test_blur_widths_are_used_exactly_and_only_their_spelling_is_shortened(tmp_path):
+    from blindsr.degrade.presets import canonical
+
+    assert [canonical(n) for n in ("iso1.30", "iso2.0", "iso.5", "iso1.234567")] == [
+        "iso1.3", "iso2", "iso0.5", "iso1.234567"]
+    folder = hr_folder(tmp_path, n=1)
+    results = evaluate(["bicubic"], [str(folder)], ["iso1.234567", "iso1.23457"], ["psnr"],
+                       device="cpu")
+    assert [r.degradation for r in results] == ["iso1.234567", "iso1.23457"]  # two widths
+
+
+def test_save_images_expands_the_home_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    evaluate(["bicubic"], [str(hr_folder(tmp_path, n=1))], ["clean"], ["psnr"], device="cpu",
+             save_images="~/imgs")
+    assert (tmp_path / "home" / "imgs" / "bicubic").is_dir() and not (tmp_path / "~").exists()

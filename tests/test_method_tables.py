@@ -86,3 +86,15 @@ def test_merge_keeps_the_rows_of_runs_gone_since(shared, tmp_path, monkeypatch, 
     other = ["eats", "--runs-dir", str(tmp_path), "--max-images", "2", "--out", str(out)]
     assert script.main([*other, "--merge"]) == 1
     assert "made with --max-images 1, not 2" in capsys.readouterr().err
+
+
+def test_earlier_rows_read_back_infinite_values_and_dotted_stems(tmp_path):
+    from blindsr.evaluate import Result, write_results
+    from blindsr.paths import result_paths
+
+    script = load_script()
+    out = tmp_path / "eats_table_v1.2"
+    write_results([Result("eats", "Set5", "clean", "psnr", float("inf"))], out,
+                  {"max_images": None})
+    rows, _ = script.earlier_rows(result_paths(out)[0], ["eats"], None)
+    assert rows[0].value == float("inf") and isinstance(rows[0].value, float)

@@ -180,3 +180,13 @@ def test_a_shared_name_wins_over_a_same_named_folder_as_in_eval(tmp_path, monkey
     (tmp_path / "Set5").mkdir()
     assert names_shared_set("Set5") and names_shared_set("set14[:2]")
     assert not names_shared_set("./Set5") and not names_shared_set(str(tmp_path / "Set5"))
+
+
+def test_out_under_the_home_folder_is_written_there(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "ref" / "a.png", np.zeros((16, 16, 3), np.uint8))
+    write(tmp_path / "out" / "a.png", np.ones((16, 16, 3), np.uint8))
+    assert main(["score", str(tmp_path / "out"), "--ref", str(tmp_path / "ref"), "-o",
+                 "~/sub/x"]) == 0
+    assert (tmp_path / "home" / "sub" / "x.json").is_file() and not (tmp_path / "~").exists()

@@ -105,3 +105,35 @@ def test_a_failed_validation_keeps_the_checkpoint_due_at_its_step(tmp_path, data
     with pytest.raises(BlindSRError, match="vanished"):
         train(cfg, progress=False)
     assert (tmp_path / "runs/tiny/checkpoints/step_0000002").is_dir()
+
+
+def test_forked_children_let_go_of_the_run_folder_lock(tmp_path, data_dir, monkeypatch):
+    import os
+
+    import blindsr.train as train_module
+    from blindsr.train_resume import claim_run_folder
+
+    statuses = []
+
+    def claim_and_fork(run):
+        claim_run_folder(run)
+        pid = os.fork()
+        if pid == 0:  # a data-loader worker, say: it must not keep the lock of a killed run
+            os._exit(0 if run.lock.closed else 1)
+        statuses.append(os.waitpid(pid, 0)[1])
+
+    monkeypatch.setattr(train_module, "claim_run_folder", claim_and_fork)
+    train(tiny(tmp_path, data_dir), progress=False)
+    assert statuses == [0]
+
+
+def test_a_file_system_without_locks_trains_unguarded(tmp_path, data_dir, monkeypatch, capsys):
+    import errno
+    import fcntl
+
+    def no_locks(*args):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    assert train(tiny(tmp_path, data_dir), progress=False).step == 4
+    assert "cannot lock" in capsys.readouterr().err

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from blindsr import __version__
 from blindsr.errors import BlindSRError, first_line
-from blindsr.paths import prepare_output, result_paths
+from blindsr.paths import prepare_output, result_paths, user_path
 
 if TYPE_CHECKING:  # torch is imported on use, so that `blindsr --help` stays light
     import torch
@@ -135,7 +135,7 @@ def evaluate(models: Mapping[str, str | Path | nn.Module] | Sequence[str],
     if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 16):
         raise BlindSRError(f"tile (--tile) must be a whole number >= 16, got {tile!r}")
     if save_images is not None:
-        prepare_output(save_images, "--save-images folder", folder=True)
+        save_images = prepare_output(user_path(save_images), "--save-images folder", folder=True)
     datasets = list(dict.fromkeys(str(d) for d in datasets))
     specs = [data.resolve_dataset(d, scale) for d in datasets]
     if not specs:

@@ -217,7 +217,7 @@ def write_report(report: ScoreReport, out: str | Path, meta: dict) -> list[Path]
     from blindsr.evaluate import strict_json
 
     paths = output_paths(out)
-    out = Path(out)
+    out = paths[0].with_suffix("")  # ~ expanded
     data = {"images": report.images, "mean": report.means(), "failures": report.failures,
             "meta": meta}
     try:

@@ -179,17 +179,25 @@ def claim_run_folder(run: Run) -> None:
                            f"{e.strerror or e}") from None
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except BlockingIOError:
         f.seek(0)
         pid = f.read().strip() or "?"
         f.close()
         raise BlindSRError(f"{run.run_dir} is in use by another training (process {pid}); "
                            "wait for it to finish, or set another name= for a new run") from None
+    except OSError as e:  # a file system without flock (some network mounts): no guard
+        f.close()
+        say(run, f"note: cannot lock {run.run_dir} ({e.strerror or e}): a second training of "
+                 "this run would not be refused")
+        return
     f.seek(0)
     f.truncate()
     f.write(f"{os.getpid()}\n")
     f.flush()
     run.lock = f
+    # forked children (data-loader workers) share the lock: they let go of it at once, so that
+    # a run killed with -9 can be restarted before its orphaned workers have noticed
+    os.register_at_fork(after_in_child=f.close)
 
 
 def release_run_folder(run: Run) -> None:

@@ -350,6 +350,7 @@ def compress_file(model_path: str | Path, out: str | Path, data: Sequence[str],
     ``out``.json (both checked writable before the work; written only when every weight of the
     result is finite)."""
     from blindsr.checkpoint import load_model, save_model
+    from blindsr.evaluate import strict_json
     from blindsr.paths import prepare_output
 
     out = Path(out)
@@ -371,7 +372,7 @@ def compress_file(model_path: str | Path, out: str | Path, data: Sequence[str],
     r["duals"] = str(duals) if duals is not None else "fresh"
     save_model(result.model.cpu(), out, checkpoint_summary(r))
     tmp = report_file.with_name(f".{report_file.name}.tmp")
-    tmp.write_text(json.dumps(r, indent=2) + "\n")
+    tmp.write_text(json.dumps(strict_json(r), indent=2, allow_nan=False) + "\n")
     tmp.replace(report_file)
     return result
 

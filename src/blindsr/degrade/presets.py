@@ -138,10 +138,16 @@ def resolve(preset: str) -> Callable[[Tensor, int, torch.Generator], Tensor]:
 
 def canonical(preset: str) -> str:
     """The one spelling of a preset name: the registered one (``bd`` -> ``BD``), or
-    ``iso<sigma>`` with the width written shortest (``iso2.0`` -> ``iso2``); checked."""
+    ``iso<sigma>`` without trailing zeros (``iso2.0`` -> ``iso2``, ``iso1.30`` -> ``iso1.3``;
+    the width itself never changes); checked."""
     resolve(preset)
     key = preset.strip().lower()
-    return _BY_LOWER[key] if key in _BY_LOWER else f"iso{parse_iso(preset):g}"
+    if key in _BY_LOWER:
+        return _BY_LOWER[key]
+    sigma = parse_iso(preset)
+    text = repr(sigma).removesuffix(".0")  # the shortest text of exactly this float
+    short = "iso" + (text if "e" not in text else key[3:])
+    return short if parse_iso(short) == sigma else key
 
 
 def check_hr(img: Tensor, scale: int, who: str = "degrade") -> None:
