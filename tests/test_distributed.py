@@ -97,3 +97,34 @@ def test_single_process_helpers_are_no_ops(monkeypatch):
     p.grad = torch.ones(2)
     distributed.all_reduce_grads([p])
     assert torch.equal(p.grad, torch.ones(2)) and not distributed.active()
+
+
+def _refused_worker(rank: int, world: int, port: int, cfg_args: list, out: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    from blindsr.errors import BlindSRError
+    from blindsr.train import train
+
+    try:
+        train(load_config(*cfg_args), progress=False)
+        message = "trained"
+    except BlindSRError as e:
+        message = str(e)
+    (Path(out) / f"rank{rank}.txt").write_text(message)
+
+
+def test_a_locked_run_stops_every_process_with_one_line(tmp_path):
+    import fcntl
+
+    cfg_args = config(tmp_path)
+    run = tmp_path / "runs" / "tiny"
+    run.mkdir(parents=True)
+    with open(run / ".lock", "w") as other:  # another training holds the run
+        other.write("777\n")
+        other.flush()
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        mp.start_processes(_refused_worker, args=(2, free_port(), cfg_args, str(tmp_path)),
+                           nprocs=2, start_method="spawn")
+    assert "in use by another training (process 777)" in (tmp_path / "rank0.txt").read_text()
+    assert "refused by the main process" in (tmp_path / "rank1.txt").read_text()

@@ -639,7 +639,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> TrainResu
     run = None
     try:
         run = _build(cfg, info, device)
-        claim_run_folder(run)
+        _claim_on_every_process(run)
         _make_pool(run)
         start_or_resume(run, resume)
         if run.step >= cfg.train.iterations:
@@ -669,6 +669,21 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> TrainResu
             if run.writer is not None:
                 run.writer.close()
         distributed.shutdown()
+
+
+def _claim_on_every_process(run: Run) -> None:
+    """:func:`claim_run_folder` on the main process; the others learn whether it was refused, so
+    that every process stops with the same one-line error instead of a broken collective."""
+    from blindsr import distributed
+
+    refused = None
+    try:
+        claim_run_folder(run)
+    except BlindSRError as e:
+        refused = e
+    if distributed.any_flag(refused is not None, run.device):
+        raise refused or BlindSRError(f"{run.run_dir}: refused by the main process (its "
+                                      "message says why)")
 
 
 def _add_options(p: argparse.ArgumentParser) -> None:
