@@ -1,6 +1,8 @@
 """Shared test fixtures: locating ../shared and making small deterministic images."""
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -103,3 +105,16 @@ def make_code_matter(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
             if name.endswith("weight") and not name.startswith("predictor"):
                 p.normal_(0, 0.5 if ".am" in name else (2 / p[0].numel()) ** 0.5, generator=g)
     return model
+
+
+@contextmanager
+def run_held_by(run_dir: Path, pid: int) -> Iterator[None]:
+    """Hold a run folder's lock as another training (process ``pid``) would, for the block."""
+    import fcntl
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".lock", "w") as other:
+        other.write(f"{pid}\n")
+        other.flush()
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield

@@ -15,3 +15,11 @@ def test_unit_range_accepts_an_overshoot_and_names_other_scales():
                          (x[..., :0], "the image is empty")]:
         with pytest.raises(BlindSRError, match=f"^f: {message}"):
             check_unit_range(bad, "f")
+
+
+def test_whole_numbers_are_ints_in_range_and_not_bools():
+    from blindsr.checks import is_whole
+
+    assert is_whole(0, 0) and is_whole(2**64 - 1, 0, 2**64)
+    assert not is_whole(True, 0) and not is_whole(2.0, 0) and not is_whole(-1, 0)
+    assert not is_whole(2**64, 0, 2**64)

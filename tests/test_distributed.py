@@ -7,6 +7,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from conftest import run_held_by
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
@@ -115,15 +116,8 @@ def _refused_worker(rank: int, world: int, port: int, cfg_args: list, out: str) 
 
 
 def test_a_locked_run_stops_every_process_with_one_line(tmp_path):
-    import fcntl
-
     cfg_args = config(tmp_path)
-    run = tmp_path / "runs" / "tiny"
-    run.mkdir(parents=True)
-    with open(run / ".lock", "w") as other:  # another training holds the run
-        other.write("777\n")
-        other.flush()
-        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with run_held_by(tmp_path / "runs" / "tiny", 777):  # another training holds the run
         mp.start_processes(_refused_worker, args=(2, free_port(), cfg_args, str(tmp_path)),
                            nprocs=2, start_method="spawn")
     assert "in use by another training (process 777)" in (tmp_path / "rank0.txt").read_text()

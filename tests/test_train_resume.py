@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import run_held_by
 
 from blindsr.checkpoint import load_model
 from blindsr.errors import BlindSRError
@@ -69,11 +70,7 @@ def test_a_run_folder_in_use_is_refused_and_released_after_the_run(tmp_path, dat
     import fcntl
 
     run = tmp_path / "runs" / "tiny"
-    run.mkdir(parents=True)
-    with open(run / ".lock", "w") as other:  # another process training this run
-        other.write("4242\n")
-        other.flush()
-        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with run_held_by(run, 4242):  # another process training this run
         with pytest.raises(BlindSRError, match="tiny is in use by another training "
                                                r"\(process 4242\); wait for it"):
             train(tiny(tmp_path, data_dir), progress=False)

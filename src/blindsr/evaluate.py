@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from blindsr import __version__
+from blindsr.checks import is_whole
 from blindsr.errors import BlindSRError, first_line
 from blindsr.paths import prepare_output, result_paths, user_path
 
@@ -115,10 +116,9 @@ def evaluate(models: Mapping[str, str | Path | nn.Module] | Sequence[str],
         _split([x], "") if isinstance(x, str) else x for x in (datasets, degradations, metrics))
     if datasets is None:
         raise BlindSRError("datasets: name at least one set (e.g. ['Set5']) or folder")
-    if max_images is not None and (isinstance(max_images, bool) or not isinstance(max_images, int)
-                                   or max_images < 1):
+    if max_images is not None and not is_whole(max_images, 1):
         raise BlindSRError(f"max_images must be a whole number >= 1, got {max_images!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 1 << 64:
+    if not is_whole(seed, 0, 1 << 64):
         raise BlindSRError(f"seed must be a whole number in [0, 2**64), got {seed!r}")
     if not isinstance(models, Mapping):
         models = {str(m): m for m in models}
@@ -126,13 +126,13 @@ def evaluate(models: Mapping[str, str | Path | nn.Module] | Sequence[str],
         raise BlindSRError("no models to evaluate")
     degradations = _check_degradations(degradations or [CLEAN])
     chosen = check_metrics(metrics)
-    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+    if not is_whole(scale, 1):
         raise BlindSRError(f"scale (--scale) must be a whole number >= 1, got {scale!r}")
     border = scale if crop_border is None else crop_border
-    if isinstance(border, bool) or not isinstance(border, int) or border < 0:
+    if not is_whole(border, 0):
         raise BlindSRError(f"crop_border (--crop-border) must be a whole number >= 0, "
                            f"got {border!r}")
-    if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 16):
+    if tile is not None and not is_whole(tile, 16):  # inference.MIN_TILE (torch-free here)
         raise BlindSRError(f"tile (--tile) must be a whole number >= 16, got {tile!r}")
     if save_images is not None:
         save_images = prepare_output(user_path(save_images), "--save-images folder", folder=True)
@@ -195,7 +195,7 @@ class _Job:
                     self.scores.setdefault((name, label, deg, m.name), []).append(value)
 
     def super_resolve(self, name: str, lr: Tensor, gray: bool, label: str, deg: str,
-                      stem: str, index: int = 0) -> Tensor:
+                      stem: str, index: int) -> Tensor:
         """SR of one LR image as ``blindsr upscale`` makes it (gray images: three equal channels
         in, the mean of the output channels out), saved when asked; on the evaluation device."""
         from blindsr import io

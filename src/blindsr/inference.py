@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from blindsr import io, zoo
+from blindsr.checks import is_whole
 from blindsr.errors import BlindSRError, first_line
 from blindsr.files import Report, process_files
 from blindsr.machine import available_memory
@@ -67,16 +68,13 @@ class Settings:
 
 def check_settings(settings: Settings) -> None:
     """One-line errors for settings no run can use (each names its command-line option)."""
-    def whole(value: Any, low: int) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool) and value >= low
-
-    if settings.tile is not None and not whole(settings.tile, MIN_TILE):
+    if settings.tile is not None and not is_whole(settings.tile, MIN_TILE):
         raise BlindSRError(f"tile (--tile) must be a whole number >= {MIN_TILE} (or left out: "
                            f"sized from free memory), got {settings.tile!r}")
-    if not whole(settings.tile_pad, 0):
+    if not is_whole(settings.tile_pad, 0):
         raise BlindSRError(f"tile_pad (--tile-pad) must be a whole number >= 0, "
                            f"got {settings.tile_pad!r}")
-    if not whole(settings.batch, 1):
+    if not is_whole(settings.batch, 1):
         raise BlindSRError(f"batch (--batch) must be a whole number >= 1, got {settings.batch!r}")
     outscale = settings.outscale
     if outscale is not None and not (isinstance(outscale, (int, float))
