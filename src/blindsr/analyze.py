@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from blindsr.atomic import save_figure, write_atomic
 from blindsr.errors import BlindSRError
 
 if TYPE_CHECKING:  # torch is imported on use, so that `blindsr --help` stays light
@@ -399,7 +400,7 @@ def analyze_layers(
         path = Path(out) / "channels_summary.json"
         body = {"dataset": name, "scale": scale, "images": names, "layers": summary,
                 "left_out": left_out}
-        path.write_text(json.dumps(_compact(body), indent=1) + "\n")
+        write_atomic(path, json.dumps(_compact(body), indent=1) + "\n")
         files.append(str(path))
     return {"layers": results, "summary": summary, "left_out": left_out, "files": files}
 
@@ -458,7 +459,7 @@ def write_outputs(result: dict[str, Any], out: str | Path, plots: bool = True) -
     paths = [folder / f"{stem}.json", folder / f"{stem}_response.png",
              folder / f"{stem}_saliency.png", folder / f"{stem}_similarity.png"]
     body = {k: v for k, v in result.items() if k != "files"}
-    paths[0].write_text(json.dumps(_compact(body), separators=(",", ":")) + "\n")
+    write_atomic(paths[0], json.dumps(_compact(body), separators=(",", ":")) + "\n")
     if not plots:
         return [str(paths[0])]
     import matplotlib
@@ -469,7 +470,7 @@ def write_outputs(result: dict[str, Any], out: str | Path, plots: bool = True) -
     for path, draw in zip(paths[1:], (_plot_response, _plot_saliency, _plot_similarity),
                           strict=True):
         fig = draw(plt, result)
-        fig.savefig(path, dpi=100)
+        save_figure(fig, path)
         plt.close(fig)
     return [str(p) for p in paths]
 

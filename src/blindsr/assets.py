@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from blindsr.atomic import write_atomic
 from blindsr.errors import BlindSRError
 from blindsr.paths import prepare_output, user_path
 
@@ -275,19 +276,6 @@ def safetensors_bytes(arrays: dict[str, np.ndarray], metadata: dict[str, str]) -
     return len(text).to_bytes(8, "little") + text + b"".join(blobs)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def verify(name: str, directory: str | os.PathLike[str] | None = None) -> Path:
     """Path of the stored asset ``name`` after checking its SHA-256; raises if missing/altered."""
     asset = _asset(name)
@@ -366,7 +354,7 @@ def _store(asset: Asset, data: bytes, directory: Path) -> Path:
             f"{digest[:16]}..., expected {asset.sha256[:16]}...; refusing to store it"
         )
     path = directory / asset.filename
-    _atomic_write(path, blob)
+    write_atomic(path, blob)
     return path
 
 

@@ -3,12 +3,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import pickle
-import uuid
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from safetensors.torch import save as to_safetensors_bytes
 from torch import Tensor, nn
 
 from . import archs
+from .atomic import write_atomic
 from .errors import BlindSRError, first_line
 from .paths import require_file, user_path
 from .train_state import GENERATOR, GENERATOR_EMA, WEIGHTS_FORMAT
@@ -69,27 +68,8 @@ def save_model(model: nn.Module, path: str | os.PathLike, summary: dict | None =
         "summary": json.dumps(summary or {}, sort_keys=True, default=str),
     }
     data = to_safetensors_bytes(tensors, metadata=metadata)
-    # Write a sibling temp file ourselves (safetensors' save_file makes files mode 0600), then
-    # rename it over the target: readers never see a half-written model.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    if path.is_dir():
-        raise BlindSRError(f"cannot write {path}: it is a folder")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        if isinstance(err, (FileExistsError, NotADirectoryError)):
-            raise BlindSRError(f"cannot write {path}: a part of its folder is a file") from None
-        if isinstance(err, OSError):
-            raise BlindSRError(f"cannot write {path}: {err.strerror or err}") from None
-        raise
-    return path
+    # Not safetensors' save_file: it makes files mode 0600 and is not atomic.
+    return write_atomic(path, data, durable=True)
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:

@@ -15,9 +15,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from blindsr.atomic import write_atomic
 from blindsr.errors import BlindSRError
 from blindsr.paths import prepare_output, require_file
 
@@ -180,8 +182,9 @@ def run(args: argparse.Namespace) -> int:
     panels = make_panels(args.image, list(dict.fromkeys(models)), args.degrade,
                          parse_crop(args.crop), args.scale, args.seed)
     figure = render(panels, args.zoom)
-    args.output.parent.mkdir(parents=True, exist_ok=True)  # checked above, made now
-    figure.save(args.output)
+    buf = BytesIO()
+    figure.save(buf, format="PNG")
+    write_atomic(args.output, buf.getvalue())  # checked above, made now
     for panel in panels:
         print(panel.caption, file=sys.stderr)
     print(f"wrote {args.output}", file=sys.stderr)

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import yaml
 
+from blindsr.atomic import write_atomic
 from blindsr.errors import BlindSRError
 from blindsr.paths import require_file, user_path
 from blindsr.schema import SEED_LIMIT, bounded, fail, from_plain, join_path, to_plain
@@ -445,9 +446,4 @@ def dump_config(cfg: Config) -> str:
 
 def save_config(cfg: Config, path: str | Path) -> Path:
     """Write the resolved config to ``path`` (atomically)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(dump_config(cfg))
-    tmp.replace(path)
-    return path
+    return write_atomic(path, dump_config(cfg))

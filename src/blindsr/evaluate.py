@@ -35,10 +35,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from io import StringIO
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from blindsr import __version__
+from blindsr.atomic import write_atomic
 from blindsr.checks import is_whole
 from blindsr.errors import BlindSRError, first_line
 from blindsr.paths import prepare_output, result_paths, user_path
@@ -481,20 +483,16 @@ def write_results(results: Sequence[Result], out: Path | str, meta: dict) -> lis
     """Write ``<out>.json`` ({"results": [...], "meta": {...}}), ``<out>.csv`` (one row per
     result) and ``<out>.md`` (the tables) beside ``out``; returns the paths written."""
     paths = result_paths(out)
-    out = paths[0].with_suffix("")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        rows = [asdict(r) for r in results]
-        paths[0].write_text(json.dumps(strict_json({"results": rows, "meta": meta}), indent=2,
-                                       allow_nan=False) + "\n")
-        with paths[1].open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=["model", "dataset", "degradation", "metric",
-                                                   "value"])
-            writer.writeheader()
-            writer.writerows(rows)
-        paths[2].write_text(format_tables(results) + "\n")
-    except OSError as err:
-        raise BlindSRError(f"cannot write results next to {out}: {err.strerror or err}") from None
+    rows = [asdict(r) for r in results]
+    table = StringIO()
+    writer = csv.DictWriter(table, fieldnames=["model", "dataset", "degradation", "metric",
+                                               "value"])
+    writer.writeheader()
+    writer.writerows(rows)
+    body = json.dumps(strict_json({"results": rows, "meta": meta}), indent=2, allow_nan=False)
+    write_atomic(paths[0], body + "\n")
+    write_atomic(paths[1], table.getvalue())
+    write_atomic(paths[2], format_tables(results) + "\n")
     return paths
 
 

@@ -23,7 +23,7 @@ Writing (:func:`write_image`) takes the format from the extension and keeps what
 Pillow truncates 16-bit RGB(A) and gray+alpha to 8 bits, so those are read by decoding the file
 twice with Pillow's own C decoders, for the high and then the low byte of each sample (no extra
 dependency), and written by the small PNG/TIFF encoders below. Files are written atomically
-(temporary file in the same folder, then ``os.replace``). Every failure raises a one-line
+(:mod:`blindsr.atomic`). Every failure raises a one-line
 :class:`BlindSRError` naming the file.
 """
 
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import glob
 import os
-import secrets
 import struct
 import sys
 import threading
@@ -46,6 +45,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError, features
 
+from .atomic import write_atomic
 from .errors import BlindSRError
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -426,7 +426,7 @@ def write_image(path: str | os.PathLike[str], image: ImageData, quality: int = 9
         data = _encode(image, fmt, quality)
     except Exception as exc:
         raise BlindSRError(f"cannot write {path}: {_reason(exc)}") from exc
-    _atomic_write(path, data)
+    write_atomic(path, data)
     return path
 
 
@@ -555,25 +555,6 @@ def _tiff16(arr: np.ndarray, icc: bytes | None = None) -> bytes:
     ifd += struct.pack("<I", 0)
     body[:8] = b"II*\0" + struct.pack("<I", ifd_at)
     return bytes(body + ifd + extra)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name[:100]}.{secrets.token_hex(4)}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.is_dir():
-            raise IsADirectoryError(21, "a folder of that name exists")
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-        fd = os.open(tmp, flags, 0o666)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-    except OSError as exc:
-        raise BlindSRError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 # ----------------------------------------------------------------------------------- conversions

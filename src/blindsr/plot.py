@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+from blindsr.atomic import save_figure
 from blindsr.errors import BlindSRError
 from blindsr.paths import prepare_output
 
@@ -101,8 +102,7 @@ def plot_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -
     axes[-1, 0].set_xlabel("iteration")
     fig.suptitle(run_dir.name)
     fig.tight_layout()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(target, dpi=100)
+    save_figure(fig, target)
     plt.close(fig)
     return target
 

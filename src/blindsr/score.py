@@ -23,10 +23,12 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from io import StringIO
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from blindsr import __version__
+from blindsr.atomic import write_atomic
 from blindsr.errors import BlindSRError
 from blindsr.paths import prepare_output, result_paths
 
@@ -217,20 +219,16 @@ def write_report(report: ScoreReport, out: str | Path, meta: dict) -> list[Path]
     from blindsr.evaluate import strict_json
 
     paths = output_paths(out)
-    out = paths[0].with_suffix("")  # ~ expanded
     data = {"images": report.images, "mean": report.means(), "failures": report.failures,
             "meta": meta}
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        paths[0].write_text(json.dumps(strict_json(data), indent=2, allow_nan=False) + "\n")
-        with paths[1].open("w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["image", *report.metrics])
-            for name, scores in report.images.items():
-                writer.writerow([name, *(scores.get(m, "") for m in report.metrics)])
-        paths[2].write_text(report.table() + "\n")
-    except OSError as err:
-        raise BlindSRError(f"cannot write results next to {out}: {err.strerror or err}") from None
+    table = StringIO()
+    writer = csv.writer(table)
+    writer.writerow(["image", *report.metrics])
+    for name, scores in report.images.items():
+        writer.writerow([name, *(scores.get(m, "") for m in report.metrics)])
+    write_atomic(paths[0], json.dumps(strict_json(data), indent=2, allow_nan=False) + "\n")
+    write_atomic(paths[1], table.getvalue())
+    write_atomic(paths[2], report.table() + "\n")
     return paths
 
 

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from blindsr.atomic import write_atomic
+
 if TYPE_CHECKING:
     from torch import Tensor, nn
 
@@ -62,9 +64,7 @@ class MetricsLog:
                     continue
                 if isinstance(row, dict) and row.get("step", 0) <= resume_step:
                     rows.append(line)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(r + "\n" for r in rows))
-        tmp.replace(path)
+        write_atomic(path, "".join(r + "\n" for r in rows))
 
     def write(self, row: dict[str, Any]) -> None:
         """Append one row (nothing when disabled)."""

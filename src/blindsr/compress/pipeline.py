@@ -36,6 +36,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from blindsr.atomic import write_atomic
 from blindsr.compress.dr import check_refit, dr_prune
 from blindsr.compress.l1 import l1_prune
 from blindsr.compress.measure import count_params
@@ -371,9 +372,7 @@ def compress_file(model_path: str | Path, out: str | Path, data: Sequence[str],
     r["source"] = str(model_path)
     r["duals"] = str(duals) if duals is not None else "fresh"
     save_model(result.model.cpu(), out, checkpoint_summary(r))
-    tmp = report_file.with_name(f".{report_file.name}.tmp")
-    tmp.write_text(json.dumps(strict_json(r), indent=2, allow_nan=False) + "\n")
-    tmp.replace(report_file)
+    write_atomic(report_file, json.dumps(strict_json(r), indent=2, allow_nan=False) + "\n")
     return result
 
 
