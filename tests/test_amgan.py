@@ -290,3 +290,14 @@ def test_amgan_trains_through_the_loop_and_resumes(tmp_path, gan):
 
 def test_the_step_keeps_the_lr_it_made_for_image_samples(rand_image):
     check_keeps_the_lr_it_made(make(), batch(rand_image))
+
+
+def test_the_discriminator_sees_the_unsharpened_hr_when_there_is_one(rand_image):
+    s = make()
+    b = batch(rand_image, n=2)
+    b["hr_plain"] = rand_image(2, 3, 32, 32, seed=7)
+    seen = []
+    s.discriminator.register_forward_hook(lambda m, args, out: seen.append(args[0].clone()))
+    next(s.training_step(b, 0))
+    assert torch.equal(seen[0], b["hr_plain"])
+    assert not any(torch.equal(x, b["hr"]) for x in seen)

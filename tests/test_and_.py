@@ -281,3 +281,15 @@ def test_the_step_keeps_the_lr_it_made_for_image_samples(rand_image):
     assert s.sample_pair is None
     check_keeps_the_lr_it_made(s, batch(rand_image))
     assert not s.sample_pair[0].requires_grad
+
+
+def test_the_discriminator_sees_the_unsharpened_hr_when_there_is_one(rand_image):
+    s = make({"gan_weight": 0.1, "discriminator_kwargs": {"num_feat": 4}})
+    b = batch(rand_image, n=3, has_hr=[True, False, True])
+    b["hr_plain"] = rand_image(3, 3, 32, 32, seed=7)
+    seen = []
+    s.discriminator.register_forward_hook(lambda m, args, out: seen.append(args[0].clone()))
+    steps = s.training_step(b, 0)
+    next(steps)
+    assert torch.equal(seen[0], b["hr_plain"][[0, 2]])  # D(real): the plain HR of HR samples
+    assert all(not torch.equal(x, b["hr"][[0, 2]]) for x in seen)

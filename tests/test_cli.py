@@ -138,6 +138,49 @@ def test_degrade_noises_a_gray_image_on_its_one_channel_as_eval_does(tmp_path):
     assert np.array_equal(written, (expected[0, 0].numpy() * 255).round())
 
 
+def test_degrade_random_noises_a_gray_image_at_full_strength(tmp_path):
+    cfg = tmp_path / "noise.yaml"  # colour Gaussian noise sigma 20 alone, once
+    stage = ("  blur: {{prob: 0.0}}\n  resize: {{probs: [0, 0, 1]}}\n"
+             "  noise: {{gaussian_prob: 1.0, gaussian_sigma: [{0}, {0}], gray_prob: 0.0}}\n"
+             "  jpeg_quality: [100, 100]\n")
+    cfg.write_text(f"stage1:\n{stage.format(20)}stage2:\n{stage.format(0)}"
+                   "final: {sinc_prob: 0.0}\n")
+    src = tmp_path / "g.png"
+    Image.fromarray(np.full((128, 128), 128, np.uint8), "L").save(src)
+    assert main(["degrade", str(src), "-o", str(tmp_path / "lr"), "--random", "--config",
+                 str(cfg), "--scale", "1", "-q"]) == 0
+    written = np.asarray(Image.open(tmp_path / "lr" / "g.png")).astype(float)
+    assert written.ndim == 2 and written.std() == pytest.approx(20, abs=2)  # averaged: 11.5
+
+
+def test_degrade_gives_file_k_seed_plus_k_as_eval(tmp_path):
+    from blindsr import io
+    from blindsr.degrade import apply
+
+    hr = tmp_path / "hr"
+    hr.mkdir()
+    for name in ("b.png", "a.png", "c.png"):
+        write_png(hr / name, size=(32, 32))
+    assert main(["degrade", str(hr), "-o", str(tmp_path / "lr"), "--preset", "n+j",
+                 "--seed", "5", "-q"]) == 0
+    for k, name in enumerate(("a.png", "b.png", "c.png")):  # sorted by name
+        got = np.asarray(Image.open(tmp_path / "lr" / name))
+        want = apply(io.read_image(hr / name).color.float(), "n+j", 4, seed=5 + k)
+        assert np.array_equal(got, (want[0].permute(1, 2, 0).numpy() * 255).round())
+    residual = [np.asarray(Image.open(tmp_path / "lr" / n)).astype(float) for n in ("a.png",
+                                                                                     "b.png")]
+    assert not np.array_equal(residual[0], residual[1])
+
+
+def test_degrade_in_place_names_its_own_options(tmp_path):
+    from blindsr.degrade_files import degrade_files
+
+    src = write_png(tmp_path / "a.png", size=(32, 32))
+    report = degrade_files([str(src)], tmp_path, preset="bicubic")
+    assert report.failures and "overwrite the input" in report.failures[0]
+    assert "--suffix" not in report.failures[0] and "-o" in report.failures[0]
+
+
 def test_a_bad_degrade_seed_is_one_error_before_any_file(tmp_path, capsys):
     src = write_png(tmp_path / "hr.png", size=(32, 32))
     for extra in (["--random"], ["--preset", "noise"]):

@@ -474,6 +474,34 @@ def test_preset_prob_mixes_preset_lr_into_random_degradation(tmp_path, data_dir,
         assert torch.equal(lr, bicubic) == (prob == 1.0)
 
 
+class BatchRecorder(Strategy):
+    """Keeps every batch the loop hands over."""
+
+    name = "batch_recorder"
+    seen: list = []
+
+    def training_step(self, batch, step):
+        BatchRecorder.seen.append({k: v.clone() for k, v in batch.items()})
+        yield Update(self.generator(batch["lr"]).mean() * 0, ("generator",))
+
+
+def test_usm_sharpens_the_hr_for_lr_and_targets_and_keeps_it_plain_for_gans(tmp_path, data_dir,
+                                                                             monkeypatch):
+    from blindsr.data import usm_sharpen
+    from blindsr.degrade import apply
+
+    monkeypatch.setitem(STRATEGIES, "batch_recorder", BatchRecorder)
+    BatchRecorder.seen = []
+    train(tiny(tmp_path, data_dir, "strategy={name: batch_recorder}", "data.usm=true",
+               "degradation={kind: preset, preset: bicubic}", "train.iterations=2"),
+          progress=False)
+    assert len(BatchRecorder.seen) == 2
+    for b in BatchRecorder.seen:
+        assert torch.equal(b["hr"], usm_sharpen(b["hr_plain"]))
+        assert not torch.equal(b["hr"], b["hr_plain"])
+        assert torch.equal(b["lr"], apply(b["hr"], "bicubic", 4))  # LR of the sharpened HR
+
+
 def test_image_samples_show_the_lr_a_self_degrading_strategy_made():
     from types import SimpleNamespace
 

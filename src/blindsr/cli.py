@@ -90,11 +90,13 @@ def _add_degrade(sub: argparse._SubParsersAction) -> None:
                    help="YAML file overriding the random pipeline's parameters; with --preset and: "
                         "a training config (its strategy.params) or a mapping of 'and' params")
     p.add_argument("--scale", type=int, default=4)
-    p.add_argument("--seed", type=int, default=0, help="the same seed gives the same LR")
+    p.add_argument("--seed", type=int, default=0,
+                   help="input image k uses seed + k, as eval; the same seed gives the same LR")
     p.add_argument("--max-pixels", type=int, default=None)
     p.add_argument("--model", default=None,
                    help="--preset and: the restorer the adversarial samples attack (shipped name, "
                         "'bicubic' or a checkpoint path; default: bicubic)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_run_degrade)
 
 
@@ -103,7 +105,8 @@ def _run_degrade(args: argparse.Namespace) -> int:
 
     report = degrade_files(args.inputs, args.output, preset=args.preset, scale=args.scale,
                            seed=args.seed, random=args.random, config=args.config,
-                           max_pixels=args.max_pixels, model=args.model)
+                           max_pixels=args.max_pixels, model=args.model,
+                           progress=not args.quiet)
     print(report.summary(), file=sys.stderr)
     return 1 if report.failures else 0
 

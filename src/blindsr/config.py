@@ -68,7 +68,7 @@ class DataConfig:
     train: list[DataSource] = field(default_factory=list)
     workers: int = bounded(0, ge=0)  # DataLoader worker processes
     pool_size: int = bounded(0, ge=0)  # training-pair shuffle pool (0: none; Real-ESRGAN: 180)
-    usm: bool = False  # unsharp-mask the HR targets (Real-ESRGAN)
+    usm: bool = False  # unsharp-mask the HR (Real-ESRGAN): LR and targets; D sees it unsharpened
 
     def check(self, path: str) -> None:
         if not self.train:

@@ -105,9 +105,12 @@ def degrade_files(inputs: list[str], output: str | Path, preset: str = "bicubic"
                   seed: int = 0, random: bool = False, config: str | Path | None = None,
                   max_pixels: int | None = None, progress: bool = True,
                   model: str | None = None) -> Report:
-    """Degrade every input image (the same seed for each file) and write PNGs into ``output``.
+    """Degrade every input image and write PNGs into ``output``.
 
-    Colour is degraded; alpha is dropped; grayscale stays grayscale. The HR image is cropped to a
+    Input file k (in the order the inputs expand to: folders sorted by name) is degraded with
+    ``seed + k``, the rule of ``blindsr eval``, so a folder of HR images gets the LR images eval
+    makes of it, and no two images share a noise field. Colour is degraded; alpha is dropped;
+    grayscale stays grayscale (degraded on its one channel). The HR image is cropped to a
     multiple of ``scale`` first, as the SR benchmarks do. Preset ``and`` writes an
     :func:`and_grid` per input instead, attacking ``model`` (default: bicubic), with the ``and``
     params of ``config`` (a training config or a mapping of params; the strategy's defaults fill
@@ -119,6 +122,10 @@ def degrade_files(inputs: list[str], output: str | Path, preset: str = "bicubic"
     if scale < 1:
         raise BlindSRError("--scale must be a positive integer")
     as_generator(seed)  # one error for a bad seed, before any file
+    index = {p.resolve(): k for k, p in enumerate(io.expand_inputs(inputs)[0])}
+
+    def seed_of(image: io.ImageData) -> int:
+        return (seed + index[Path(image.path).resolve()]) % (1 << 64)
     if random and preset != "bicubic":
         raise BlindSRError(f"--random and --preset {preset}: choose one (--random draws every "
                            "degradation from the second-order pipeline)")
@@ -134,8 +141,8 @@ def degrade_files(inputs: list[str], output: str | Path, preset: str = "bicubic"
 
         def grid_job(image: io.ImageData, _advance) -> io.ImageData:
             hr = image.color.expand(-1, 3, -1, -1).contiguous()
-            return io.ImageData(color=and_grid(hr, restorer, scale, seed, params), alpha=None,
-                                bit_depth=8)
+            grid = and_grid(hr, restorer, scale, seed_of(image), params)
+            return io.ImageData(color=grid, alpha=None, bit_depth=8)
 
         return process_files(inputs, output, grid_job, verb="sampled (AND grid)", ext="png",
                              max_pixels=max_pixels, progress=progress)
@@ -148,13 +155,12 @@ def degrade_files(inputs: list[str], output: str | Path, preset: str = "bicubic"
         if h == 0 or w == 0:
             raise BlindSRError(f"{image.path}: smaller than the scale factor {scale}")
         hr = image.color[:, :, :h, :w]
-        if random:  # the pipeline works on colour: a gray image goes in as three channels
-            generator = torch.Generator().manual_seed(seed)
-            lr = degrade.second_order(hr.expand(-1, 3, -1, -1).contiguous(), scale,
-                                      random_config, generator=generator)
-            lr = lr.mean(dim=1, keepdim=True) if image.gray else lr
-        else:  # a gray image degraded on its one channel, as blindsr eval does
-            lr = degrade.apply(hr.contiguous(), preset, scale, seed=seed)
+        # a gray image is degraded on its one channel (its noise at the configured strength)
+        if random:
+            generator = torch.Generator().manual_seed(seed_of(image))
+            lr = degrade.second_order(hr.contiguous(), scale, random_config, generator=generator)
+        else:
+            lr = degrade.apply(hr.contiguous(), preset, scale, seed=seed_of(image))
         return io.ImageData(color=lr, alpha=None, bit_depth=8, icc_profile=image.icc_profile)
 
     return process_files(inputs, output, job, verb="degraded", ext="png", max_pixels=max_pixels,

@@ -90,8 +90,12 @@ def process_files(inputs: list[str], output: str | Path,
                   job: Callable[[io.ImageData, Callable[[int], None]], io.ImageData],
                   verb: str = "processed", suffix: str = "", ext: str = "auto",
                   max_pixels: int | None = None, quality: int = 95, progress: bool = True,
-                  steps: Callable[[io.ImageData], int] | None = None) -> Report:
+                  steps: Callable[[io.ImageData], int] | None = None,
+                  in_place_hint: str = "use -o for another folder") -> Report:
     """Read each input image, run ``job`` on it and write the result under ``output``.
+
+    An output that would replace an input is refused with ``in_place_hint`` (the calling
+    command's own options).
 
     ``job(image, advance)`` may call ``advance(n)`` to move an inner progress bar of
     ``steps(image)`` units (tiles, for example).
@@ -119,7 +123,7 @@ def process_files(inputs: list[str], output: str | Path,
         try:
             if dst.resolve() in sources:
                 raise BlindSRError(f"{src}: its output would overwrite the input "
-                                   f"{sources[dst.resolve()]} (use -o or --suffix)")
+                                   f"{sources[dst.resolve()]} ({in_place_hint})")
             if dst.resolve() in written_by:
                 raise BlindSRError(f"{src}: its output {dst} was written from "
                                    f"{written_by[dst.resolve()]}; not overwritten (rename one, "

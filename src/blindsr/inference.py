@@ -493,4 +493,5 @@ def upscale_files(inputs: list[str], output: str | Path, model: str | Path | Non
         inputs, output, upscaler.upscale_image, verb="upscaled", suffix=suffix, ext=ext,
         max_pixels=max_pixels, quality=quality, progress=progress,
         steps=lambda image: upscaler.count_tiles(image.height, image.width)
-        * (2 if partly_transparent(image.alpha) else 1))  # then alpha has its own pass
+        * (2 if partly_transparent(image.alpha) else 1),  # then alpha has its own pass
+        in_place_hint="use -o or --suffix")

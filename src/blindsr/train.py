@@ -291,9 +291,10 @@ def prepare_batch(run: Run, batch: dict[str, Tensor]) -> dict[str, Tensor]:
 
     need = (~batch["has_lr"]) & batch["has_hr"]
     batch = {k: v.to(run.device, non_blocking=True) for k, v in batch.items()}
-    if run.cfg.data.usm:  # as Real-ESRGAN: LR is made from the sharpened HR, the target too
-        from blindsr.data import usm_sharpen
+    if run.cfg.data.usm:  # as Real-ESRGAN: LR and the targets come from the sharpened HR; a
+        from blindsr.data import usm_sharpen  # discriminator's real images stay unsharpened
 
+        batch["hr_plain"] = batch["hr"]
         batch["hr"] = usm_sharpen(batch["hr"])
     if not run.strategy.degrades_itself() and bool(need.any()):
         if run.cfg.degradation.kind == "none":
@@ -309,8 +310,9 @@ def prepare_batch(run: Run, batch: dict[str, Tensor]) -> dict[str, Tensor]:
     if run.pool is not None:
         batch = run.pool(batch)
     if run.cfg.train.channels_last:
-        for k in ("hr", "lr"):
-            batch[k] = batch[k].contiguous(memory_format=torch.channels_last)
+        for k in ("hr", "lr", "hr_plain"):
+            if k in batch:
+                batch[k] = batch[k].contiguous(memory_format=torch.channels_last)
     return batch
 
 

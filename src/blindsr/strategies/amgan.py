@@ -129,7 +129,8 @@ class AMGAN(AMNetTraining):
         hr = self.crop(hr)
         self.sample_pair = (lr.detach(), hr.detach())
         d = self.discriminator
-        real = d(hr)  # its graph serves the discriminator's update below
+        real = d(self.crop(self.hr_of(batch, "hr_plain")))  # unsharpened, as Real-ESRGAN's;
+        # its graph serves the discriminator's update below
         sr = self.generator(lr, code)
         parts = self.generator_losses(sr, hr, real.detach())
         logs = self.predictor_terms(lr, sigma, code, parts)

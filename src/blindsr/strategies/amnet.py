@@ -164,9 +164,10 @@ class AMNetTraining(Strategy):
     # -- pieces ------------------------------------------------------------------------------
 
     @staticmethod
-    def hr_of(batch: dict[str, Tensor]) -> Tensor | None:
-        """The HR samples of ``batch`` (None when it has none)."""
-        hr, has_hr = batch["hr"], batch["has_hr"]
+    def hr_of(batch: dict[str, Tensor], key: str = "hr") -> Tensor | None:
+        """The HR samples of ``batch`` (None when it has none); ``key="hr_plain"``: their
+        unsharpened versions where ``data.usm`` sharpened the HR (else the HR itself)."""
+        hr, has_hr = batch.get(key, batch["hr"]), batch["has_hr"]
         if bool(has_hr.all()):
             return hr
         return hr[has_hr] if bool(has_hr.any()) else None

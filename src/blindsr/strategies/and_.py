@@ -183,14 +183,16 @@ class AND(Strategy):
 
     def training_step(self, batch: dict[str, Tensor], step: int) -> Iterator[Update]:
         hr, has_hr = batch["hr"], batch["has_hr"]
+        plain = batch.get("hr_plain", hr)  # unsharpened where data.usm sharpened the HR
         if not bool(has_hr.all()):
             if not bool(has_hr.any()):
                 return  # LR-only samples: nothing to degrade or supervise
-            hr = hr[has_hr]
+            hr, plain = hr[has_hr], plain[has_hr]
         d = self.discriminator
         # D(real) is computed once: a constant for the attack and the generator's relativistic
-        # loss, and (with its graph) the real half of the discriminator's update.
-        real = d(hr) if d is not None else None
+        # loss, and (with its graph) the real half of the discriminator's update. Its real images
+        # are unsharpened, as Real-ESRGAN's (gan_gt_usm: false).
+        real = d(plain) if d is not None else None
         real_c = real.detach() if real is not None else None
         lr, logs = self.degrade(hr, real_c)
         self.sample_pair = (lr.detach(), hr.detach())
