@@ -301,3 +301,10 @@ def test_the_discriminator_sees_the_unsharpened_hr_when_there_is_one(rand_image)
     next(s.training_step(b, 0))
     assert torch.equal(seen[0], b["hr_plain"])
     assert not any(torch.equal(x, b["hr"]) for x in seen)
+
+
+def test_bad_discriminator_kwargs_are_one_config_error():
+    with pytest.raises(BlindSRError, match="discriminator_kwargs: .*num_in_ch must be 3"):
+        AMGAN.parse_params({"discriminator_kwargs": {"num_in_ch": 1}})
+    with pytest.raises(BlindSRError, match="discriminator_kwargs: .*num_feat must be a positive"):
+        AMGAN.parse_params({"discriminator_kwargs": {"num_feat": 0}})

@@ -502,6 +502,7 @@ def test_trains_through_the_loop_and_resumes_buffer_and_critic_exactly(tmp_path)
         if k.startswith("predictor."):  # predictor, while the actor moved
             assert torch.equal(v, reference["critic"]["reference." + k[len("predictor."):]]), k
     shutil.rmtree(last)
+    init.unlink()  # a resumed run takes the code units from its own checkpoint
     train(cfg, progress=False)  # resumes from step 2
     again, state2 = load_checkpoint(last)
     for net in reference:

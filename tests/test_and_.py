@@ -293,3 +293,22 @@ def test_the_discriminator_sees_the_unsharpened_hr_when_there_is_one(rand_image)
     next(steps)
     assert torch.equal(seen[0], b["hr_plain"][[0, 2]])  # D(real): the plain HR of HR samples
     assert all(not torch.equal(x, b["hr"][[0, 2]]) for x in seen)
+
+
+@pytest.mark.parametrize(("disc", "kwargs", "message"), [
+    ("unet", {"num_feat": 0}, "num_feat must be a positive integer, got 0"),
+    ("unet", {"num_feat": 2.5}, "num_feat must be a positive integer, got 2.5"),
+    ("unet", {"skip_connection": 1}, "skip_connection must be true or false"),
+    ("vgg", {"num_in_ch": 1}, "num_in_ch must be 3"),
+    ("realness", {}, "set num_outcomes: 1"),
+])
+def test_bad_discriminator_kwargs_are_one_config_error(disc, kwargs, message):
+    with pytest.raises(BlindSRError, match=f"discriminator_kwargs: .*{message}"):
+        AND.parse_params({"gan_weight": 0.1, "discriminator": disc,
+                          "discriminator_kwargs": kwargs})
+
+
+def test_a_one_logit_realness_discriminator_serves_the_vanilla_loss(rand_image):
+    s = make({"gan_weight": 0.1, "discriminator": "realness",
+              "discriminator_kwargs": {"num_outcomes": 1, "num_feat": 4, "num_down": 2}})
+    assert next(s.training_step(batch(rand_image), 0)).logs["l_gan"].isfinite()

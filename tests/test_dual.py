@@ -354,6 +354,37 @@ def test_mixed_lr_only_data_trains_checkpoints_and_resumes(tmp_path):
         make(dual_init=str(result.run_dir), dual_feat=8)  # the run's duals have 4 features
 
 
+def test_a_resumed_run_needs_neither_its_dual_init_nor_its_model_init(tmp_path):
+    source = train(tiny_config(tmp_path / "a"), progress=False).run_dir
+    src = str(source)
+    cfg = tiny_config(tmp_path / "b", f"model.init={json.dumps(src + '/model.safetensors')}",
+                      f'strategy.params={{"dual_feat": 4, "dual_init": {json.dumps(src)}}}')
+    run = train(cfg, progress=False).run_dir
+    reference, _ = load_checkpoint(run / "checkpoints" / "step_0000002")
+    shutil.rmtree(run / "checkpoints" / "step_0000002")
+    shutil.rmtree(source)  # what the run started from is gone
+    train(cfg, progress=False)  # resumes from step 1 all the same
+    again, _ = load_checkpoint(run / "checkpoints" / "step_0000002")
+    for net in reference:
+        assert all(torch.equal(v, again[net][k]) for k, v in reference[net].items()), net
+
+
+def test_dual_init_refuses_a_run_still_training(tmp_path):
+    run = train(tiny_config(tmp_path), progress=False).run_dir
+    config = run / "config.yaml"
+    config.write_text(config.read_text().replace("iterations: 2", "iterations: 9"))
+    with pytest.raises(BlindSRError, match="dual_init: .* not finished .*step 2 of 9"):
+        make(dual_init=str(run))
+    make(dual_init=str(run / "checkpoints" / "step_0000002"))  # a named checkpoint is fine
+
+
+def test_lam_0_refuses_lr_only_data(tmp_path):
+    cfg = tiny_config(tmp_path, 'strategy.params={"dual_feat": 4, "lam": 0}')
+    with pytest.raises(BlindSRError, match="LR-only images, which strategy dual cannot learn "
+                                           "from with lam 0"):
+        train(cfg, progress=False)
+
+
 def test_drn_configs_parse(shared, generated_data, monkeypatch):
     monkeypatch.setenv("BLINDSR_DATA", str(shared / "datasets"))
     configs = {}
@@ -389,10 +420,14 @@ def test_sample_grid_shows_an_all_lr_only_batch_with_a_black_hr_column(rand_imag
 
 
 def test_the_no_dual_ablation_from_a_config_with_dual_settings(tmp_path):
+    def paired_only(folder):  # lam 0 learns nothing from LR-only images
+        return f"data.train=[{{path: {json.dumps(str(folder / 'hr'))}}}]"
+
     with pytest.raises(BlindSRError, match=r"optim.dual: no network of that name; networks: "
                                            r"generator \(optim.dual=null drops"):
-        train(tiny_config(tmp_path / "a", 'strategy.params={"lam": 0}',
+        train(tiny_config(tmp_path / "a", 'strategy.params={"lam": 0}', paired_only(tmp_path / "a"),
                           "optim.dual={lr: 1.0e-4}"), progress=False)
     result = train(tiny_config(tmp_path / "b", "name=nodual", 'strategy.params={"lam": 0}',
-                               "optim.dual={lr: 1.0e-4}", "optim.dual=null"), progress=False)
+                               paired_only(tmp_path / "b"), "optim.dual={lr: 1.0e-4}",
+                               "optim.dual=null"), progress=False)
     assert set(result.networks) == {"generator"}

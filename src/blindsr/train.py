@@ -21,6 +21,7 @@ Multi-process: ``torchrun --nproc_per_node=N -m blindsr train CONFIG``; the effe
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -206,23 +207,40 @@ def _check_init_finished(init: Path) -> None:
                    "finish it first, or copy the weights out of its folder to start from them")
 
 
+def _load_own_generator(generator: nn.Module, checkpoint: Path) -> None:
+    """The generator weights of a run's checkpoint, when they fit (when they do not, restoring
+    the checkpoint says so)."""
+    from blindsr import archs
+    from blindsr.train_state import load_checkpoint
+
+    weights = load_checkpoint(checkpoint)[0].get("generator")
+    if weights is not None and not archs.state_dict_mismatch(generator, weights):
+        generator.load_state_dict(weights, strict=True)
+
+
 def _build(cfg: Config, info: distributed.DistInfo, device: torch.device) -> Run:
     import torch
 
     from blindsr.strategies import get_strategy
     from blindsr.train_state import latest_checkpoint
 
-    # A run that resumes takes its weights from its checkpoint, so it may lose model.init; but
-    # init is still loaded when present, as strategies check the generator they are given
-    # (e.g. amnet's code units) before the checkpoint is restored.
+    # A run that resumes needs nothing it started from (model.init, a strategy's start-up
+    # files): the strategy is given the generator with the run's own weights (strategies read
+    # what it records, e.g. amrl its code units) and params without their start-up sources.
     init = cfg.model.init_file()
-    init_gone = init is not None and not init.is_file()
-    resuming = latest_checkpoint(cfg.run_dir) is not None
-    if init is not None and not resuming:
+    latest = latest_checkpoint(cfg.run_dir)
+    if init is not None and latest is None:
         _check_init_finished(init)
-    generator = build_generator(cfg, with_init=not (init_gone and resuming)).to(device)
+    generator = build_generator(cfg, with_init=latest is None)
+    if latest is not None:
+        _load_own_generator(generator, latest)
+    generator = generator.to(device)
     cls = get_strategy(cfg.strategy.name)
-    strategy = cls(generator, cls.parse_params(cfg.strategy.params), cfg.model.scale, device)
+    params = cls.parse_params(cfg.strategy.params)
+    if latest is not None:
+        fields = {f.name: f for f in dataclasses.fields(params)}
+        params = dataclasses.replace(params, **{k: fields[k].default for k in cls.startup_params})
+    strategy = cls(generator, params, cfg.model.scale, device)
     extra = strategy.networks()
     if "generator" in extra or EMA_KEY in extra:
         raise BlindSRError(f"strategy {cls.name}: network names 'generator' and '{EMA_KEY}' "

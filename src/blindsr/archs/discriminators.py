@@ -145,18 +145,36 @@ DISCRIMINATORS: dict[str, type[nn.Module]] = {"unet": UNetDiscriminatorSN,
                                               "realness": RealnessDiscriminator}
 
 
-def build_discriminator(name: str, **kwargs: Any) -> nn.Module:
-    """Discriminator ``name`` (``unet``, ``vgg`` or ``realness``) with constructor ``kwargs``."""
+def check_discriminator(name: str, kwargs: dict[str, Any]) -> None:
+    """A one-line error for an unknown discriminator, an unknown argument or a bad value
+    (widths and sizes are positive integers; the images judged are RGB)."""
     if name not in DISCRIMINATORS:
         raise BlindSRError(f"unknown discriminator {name!r}; known: {', '.join(DISCRIMINATORS)}")
-    cls = DISCRIMINATORS[name]
-    allowed = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    params = inspect.signature(DISCRIMINATORS[name].__init__).parameters
+    allowed = [p for p in params if p != "self"]
     unknown = sorted(set(kwargs) - set(allowed))
     if unknown:
         raise BlindSRError(f"discriminator {name}: unknown argument(s) {', '.join(unknown)}; "
                            f"allowed: {', '.join(allowed)}")
-    return cls(**kwargs)
+    for key, value in kwargs.items():
+        if isinstance(params[key].default, bool):
+            if not isinstance(value, bool):
+                raise BlindSRError(f"discriminator {name}: {key} must be true or false, got "
+                                   f"{value!r}")
+        elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise BlindSRError(f"discriminator {name}: {key} must be a positive integer, got "
+                               f"{value!r}")
+    if kwargs.get("num_in_ch", 3) != 3:
+        raise BlindSRError(f"discriminator {name}: num_in_ch must be 3 (it judges RGB images), "
+                           f"got {kwargs['num_in_ch']}")
+
+
+def build_discriminator(name: str, **kwargs: Any) -> nn.Module:
+    """Discriminator ``name`` (``unet``, ``vgg`` or ``realness``) with constructor ``kwargs``
+    (checked by :func:`check_discriminator`)."""
+    check_discriminator(name, kwargs)
+    return DISCRIMINATORS[name](**kwargs)
 
 
 __all__ = ["DISCRIMINATORS", "RealnessDiscriminator", "UNetDiscriminatorSN",
-           "VGGStyleDiscriminator", "build_discriminator"]
+           "VGGStyleDiscriminator", "build_discriminator", "check_discriminator"]

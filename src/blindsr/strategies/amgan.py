@@ -68,8 +68,14 @@ class AMGANParams(KernelDegradationParams):
 
     def check(self, path: str) -> None:
         super().check(path)
+        from blindsr.archs.discriminators import check_discriminator
+
         if "num_outcomes" in self.discriminator_kwargs:
             raise fail(f"{path}.discriminator_kwargs", "set num_outcomes as a strategy param")
+        try:
+            check_discriminator("realness", self.discriminator_kwargs)
+        except BlindSRError as err:
+            raise fail(f"{path}.discriminator_kwargs", str(err)) from None
         weights = (self.pixel_weight, self.vgg_weight, self.dists_weight, self.gan_weight)
         if sum(weights) == 0:
             raise fail(f"{path}.pixel_weight", "pixel, VGG, DISTS and GAN weights are all 0")

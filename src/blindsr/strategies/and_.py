@@ -97,7 +97,7 @@ class ANDParams:
     seed: int = bounded(0, ge=0, lt=SEED_LIMIT)
 
     def check(self, path: str) -> None:
-        from blindsr.archs.discriminators import DISCRIMINATORS
+        from blindsr.archs.discriminators import DISCRIMINATORS, check_discriminator
         from blindsr.losses.gan import GAN_LOSSES
 
         if self.gan_type not in GAN_LOSSES:
@@ -106,6 +106,15 @@ class ANDParams:
         if self.discriminator not in DISCRIMINATORS:
             raise fail(f"{path}.discriminator", f"must be one of {', '.join(DISCRIMINATORS)}, "
                                                 f"got {self.discriminator!r}")
+        try:
+            check_discriminator(self.discriminator, self.discriminator_kwargs)
+        except BlindSRError as err:
+            raise fail(f"{path}.discriminator_kwargs", str(err)) from None
+        if self.discriminator == "realness" and self.discriminator_kwargs.get(
+                "num_outcomes", 51) != 1:
+            raise fail(f"{path}.discriminator_kwargs", "the realness discriminator gives a "
+                       "distribution over outcomes, for RealnessGAN (strategy amgan); set "
+                       "num_outcomes: 1 for one logit, as the vanilla and ragan losses need")
         if self.pixel_weight + self.perceptual_weight + self.gan_weight == 0:
             raise fail(f"{path}.pixel_weight", "pixel, perceptual and GAN weights are all 0")
 

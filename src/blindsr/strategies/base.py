@@ -59,6 +59,9 @@ class Strategy:
     # Whether LR-only samples (no HR) teach the strategy anything; if not, check_data refuses
     # them rather than let the loop skip them without a word.
     learns_from_lr_only: ClassVar[bool] = False
+    # Params naming what a fresh run starts from (e.g. dual's dual_init): a resumed run gets
+    # their defaults instead, as its checkpoint holds what they gave, and need not find them.
+    startup_params: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, generator: nn.Module, params: Any, scale: int,
                  device: torch.device) -> None:

@@ -41,7 +41,8 @@ Choices where the paper is silent, and unpaired data:
   the loop, the same schedule; configs may set ``optim.dual``.
 - ``dual_init`` (Algorithm 2 starts from pretrained P and D): a training checkpoint folder
   (``RUN/checkpoints/step_N``) or a run folder (its newest checkpoint) whose ``dual`` weights
-  start the dual models; ``model.init`` starts P. A resumed run keeps its own checkpoint instead.
+  start the dual models (a run folder must be finished, as for ``model.init``); ``model.init``
+  starts P. A resumed run keeps its own checkpoint instead and no longer needs either.
 - ``unpaired_ratio`` (rho, the paper uses 30%) is set by the data section's source weights (an
   ``lr:`` source for the unpaired part); when given here, it is checked against the share those
   weights give before training starts (a one-line error if they differ by more than
@@ -239,13 +240,19 @@ class DualParams:
 
 
 def load_dual_weights(path: str) -> dict[str, Tensor]:
-    """The ``dual`` weights of a training checkpoint folder or of a run's newest checkpoint."""
-    from blindsr.train_state import latest_checkpoint, load_checkpoint
+    """The ``dual`` weights of a training checkpoint folder or of a finished run's newest
+    checkpoint."""
+    from blindsr.train_state import latest_checkpoint, load_checkpoint, unfinished_run
 
     folder = user_path(path)
     if not folder.is_dir():
         raise fail("strategy.params.dual_init", f"{folder} is not a checkpoint or run folder")
     if not (folder / "weights.safetensors").is_file():
+        why = unfinished_run(folder)
+        if why is not None and why.startswith("unfinished"):
+            raise fail("strategy.params.dual_init", f"{folder} is a run that is not finished "
+                       f"({why}); finish it first, or name one of its checkpoints "
+                       "(RUN/checkpoints/step_N)")
         newest = latest_checkpoint(folder)
         if newest is None:
             raise fail("strategy.params.dual_init", f"{folder} holds no training checkpoint")
@@ -262,6 +269,7 @@ class Dual(Strategy):
 
     name = "dual"
     learns_from_lr_only = True
+    startup_params = ("dual_init",)
     Params = DualParams
 
     def __init__(self, generator: nn.Module, params: DualParams, scale: int,
@@ -302,6 +310,10 @@ class Dual(Strategy):
 
     def check_data(self, shares: Mapping[str, float]) -> None:
         super().check_data(shares)
+        if "lr" in shares and self.params.lam == 0:
+            raise fail("data.train", "has LR-only images, which strategy dual cannot learn from "
+                                     "with lam 0 (only the dual loss uses them); set lam > 0 or "
+                                     "leave the lr: sources out")
         rho, share = self.params.unpaired_ratio, shares.get("lr", 0.0)
         if rho is not None and abs(share - rho) > RATIO_TOLERANCE:
             raise fail("strategy.params.unpaired_ratio",
