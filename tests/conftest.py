@@ -34,8 +34,15 @@ def check_keeps_the_lr_it_made(strategy, batch: dict) -> None:
 
 
 def shared_path(*parts: str) -> Path:
-    """Path under the shared folder (``$BLINDSR_SHARED`` or ``../shared`` beside the checkout)."""
-    base = Path(os.environ.get("BLINDSR_SHARED", ROOT.parent / "shared"))
+    """Path under the shared folder: ``$BLINDSR_SHARED``, else the folder holding
+    ``$BLINDSR_DATA`` (the datasets, as blindsr finds them), else ``../shared`` beside the
+    checkout."""
+    if "BLINDSR_SHARED" in os.environ:
+        base = Path(os.environ["BLINDSR_SHARED"])
+    elif "BLINDSR_DATA" in os.environ:
+        base = Path(os.environ["BLINDSR_DATA"]).parent
+    else:
+        base = ROOT.parent / "shared"
     return base.joinpath(*parts)
 
 
@@ -55,7 +62,8 @@ def shared():
     """The shared folder; tests that need it skip (saying why) when it is absent."""
     base = shared_path()
     if not (base / "datasets").is_dir():
-        pytest.skip(f"shared datasets not found at {base} (set BLINDSR_SHARED)")
+        pytest.skip(f"shared datasets not found at {base} (set BLINDSR_DATA to the datasets "
+                    "folder)")
     return base
 
 

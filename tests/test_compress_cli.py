@@ -268,7 +268,7 @@ def test_the_benchmark_script_merges_runs_made_side_by_side(setup, monkeypatch):
 
 
 def test_the_benchmark_script_keeps_each_finished_model_when_a_later_one_fails(setup,
-                                                                               monkeypatch):
+                                                                               monkeypatch, shared):
     path, data, tmp = setup
     script = load_benchmark("drn_compress")
     out = tmp / "results" / "cut"

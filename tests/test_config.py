@@ -186,7 +186,7 @@ def test_a_key_given_twice_is_refused(tmp_path):
     assert read_yaml(path)["val"] == {"every": 0, "seed": 2}  # a merged key may be set again
 
 
-def test_validation_sets_without_images_are_refused_before_training(tmp_path):
+def test_validation_sets_without_images_are_refused_before_training(tmp_path, shared):
     path = tmp_path / "exp.yaml"
     path.write_text(f"data:\n  train: [{{path: {tmp_path}}}]\n")
     (tmp_path / "empty").mkdir()

@@ -279,7 +279,8 @@ def test_a_metric_that_fails_or_gives_nan_skips_that_image_only(tmp_path, monkey
     assert "flat (given): picky skipped: picky is undefined on this image (NaN" in err
     assert "small (given): picky skipped: picky cannot score this 48x48 image" in err
     rows = json.loads(out.with_suffix(".json").read_text())["results"]
-    assert len(rows) == 1 and rows[0]["value"] == pytest.approx(smooth(0, 24, 24).mean(), abs=0.05)
+    expected = float(smooth(0, 24, 24).mean())
+    assert len(rows) == 1 and rows[0]["value"] == pytest.approx(expected, abs=0.05)
 
 
 def test_nothing_scored_is_a_failure(tmp_path, capsys):

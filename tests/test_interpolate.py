@@ -110,7 +110,7 @@ def test_no_source_is_overwritten_and_outputs_are_checked_first(tmp_path):
         interpolate_to_file(a, b, 0.5, tmp_path / "file" / "mix.safetensors")
 
 
-def test_the_benchmark_sweeps_a_pair_and_writes_its_tables(tmp_path, monkeypatch):
+def test_the_benchmark_sweeps_a_pair_and_writes_its_tables(tmp_path, monkeypatch, shared):
     script = load_benchmark("interpolation")
     a, b = pair(tmp_path)
     monkeypatch.setitem(script.PAIRS, "gan", (str(a), str(b), ["clean"], ["psnr"]))

@@ -81,7 +81,7 @@ def test_calibration_without_int8_is_refused(tmp_path, capsys):
     assert "--calibration is for --int8" in capsys.readouterr().err
 
 
-def test_calibration_problems_are_found_before_the_export(tmp_path, monkeypatch):
+def test_calibration_problems_are_found_before_the_export(tmp_path, monkeypatch, shared):
     _, path = small_model(tmp_path)
 
     def no_export(*args, **kwargs):

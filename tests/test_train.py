@@ -584,7 +584,7 @@ def test_the_command_exits_130_after_a_gentle_stop(tmp_path, data_dir, monkeypat
     assert "stopped at step 2 of 4" in err and "Traceback" not in err
 
 
-def test_validation_needs_hr_images(tmp_path, data_dir):
+def test_validation_needs_hr_images(tmp_path, data_dir, shared):
     with pytest.raises(BlindSRError, match=r"val.sets\[0\]: RealSRSet has LR images only"):
         tiny(tmp_path, data_dir, "val.every=2", "val.sets=[RealSRSet]")
 

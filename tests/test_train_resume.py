@@ -91,7 +91,7 @@ def test_a_file_where_the_checkpoints_go_is_refused_before_training(tmp_path, da
 
 
 def test_a_failed_validation_keeps_the_checkpoint_due_at_its_step(tmp_path, data_dir,
-                                                                   monkeypatch):
+                                                                   monkeypatch, shared):
     from blindsr import train as train_module
 
     def broken(run):
