@@ -176,8 +176,8 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
     if name not in DTYPES:
         raise BlindSRError(f"--dtype {name}: choose one of {', '.join(DTYPES)}")
     if name == "fp16" and device.type == "cpu":
-        raise BlindSRError("--dtype fp16 is not supported on CPU; use fp32 (the default; bf16 runs but "
-                          "is several times slower without native bf16 instructions)")
+        raise BlindSRError("--dtype fp16 is not supported on CPU; use fp32 (the default; bf16 "
+                           "runs, but several times slower without native bf16 instructions)")
     return DTYPES[name]
 
 
