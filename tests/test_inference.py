@@ -31,7 +31,7 @@ def test_odd_sizes_are_padded_to_the_model_multiple(rand_image):
 
 
 def test_fp16_on_cpu_is_refused_with_advice():
-    with pytest.raises(BlindSRError, match="bf16"):
+    with pytest.raises(BlindSRError, match="use fp32 .*bf16 runs, but several times slower"):
         Upscaler("bicubic", Settings(dtype="fp16", device="cpu"))
 
 
@@ -318,3 +318,29 @@ def test_a_boolean_mask_keeps_its_extent():
     out = upscale(mask, model="bicubic")
     assert out.dtype == np.bool_ and out.shape == (64, 64)
     assert out.mean() == pytest.approx(0.25, abs=0.01)  # >0 would have grown it to ~0.32
+
+
+def test_an_unknown_setting_is_one_error_naming_the_known_ones():
+    import blindsr
+
+    with pytest.raises(BlindSRError, match="unknown setting.*foo; known: .*tile"):
+        blindsr.upscale(np.zeros((8, 8, 3), np.uint8), model="bicubic", foo=1)
+
+
+def test_loading_and_upscaling_leave_the_callers_random_stream_alone(rand_image):
+    import blindsr
+    from blindsr.checkpoint import load_model
+
+    x = rand_image(1, 3, 12, 10)
+    for call in (lambda: load_model("blindsr-x4"), lambda: blindsr.upscale(x, model="blindsr-x4")):
+        torch.manual_seed(0)
+        call()
+        after = torch.rand(1)
+        torch.manual_seed(0)
+        assert torch.equal(after, torch.rand(1))
+
+
+def test_the_package_lists_its_lazy_calls():
+    import blindsr
+
+    assert {"upscale", "load_model"} <= set(dir(blindsr))

@@ -786,3 +786,13 @@ def test_16bit_gray_alpha_tiff_carries_no_gray_profile_on_its_rgba(tmp_path):
 def test_big_endian_arrays_are_read_as_their_values():
     a = rand_array(3, 16)
     assert np.array_equal(to_numpy(to_image_data(a.astype(">u2"))), a)
+
+
+def test_a_leading_tilde_is_the_home_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    image = ImageData(torch.rand(1, 3, 4, 5), None, 8)
+    written = write_image("~/pics/a.png", image)
+    assert written == tmp_path / "pics" / "a.png" and written.is_file()
+    assert not (tmp_path / "~").exists()
+    assert read_image("~/pics/a.png").width == 5

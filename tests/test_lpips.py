@@ -119,3 +119,35 @@ def test_cuda_matches_cpu(weights, rand_image):
         got = lpips(x.cuda(), y.cuda(), net=net)
         assert got.device.type == "cuda"
         torch.testing.assert_close(got.cpu(), lpips(x, y, net=net), atol=1e-5, rtol=0)
+
+
+def test_small_images_and_fractional_borders_are_one_line_errors(weights):
+    from blindsr import metrics
+
+    small = torch.rand(1, 3, 30, 30)
+    with pytest.raises(BlindSRError, match=r"lpips \(alex\): needs images of at least 31x31 "
+                                           r"pixels, got 30x30"):
+        lpips(small, small)
+    big = torch.rand(1, 3, 40, 40)
+    with pytest.raises(BlindSRError, match="after crop_border, got 30x30"):
+        lpips(big, big, crop_border=5)
+    assert float(lpips(big[..., :16, :16], big[..., :16, :16], net="vgg")) == 0
+    for metric in (metrics.psnr, metrics.ssim, lpips, metrics.dists):
+        with pytest.raises(BlindSRError, match="crop_border must be a whole number >= 0, got 4.0"):
+            metric(big, big, crop_border=4.0)
+
+
+def test_the_module_form_is_frozen_and_leaves_the_random_stream_alone(weights):
+    from blindsr.metrics.dists import DISTS
+    from blindsr.metrics.lpips import LPIPS
+
+    for make in (LPIPS, DISTS):
+        torch.manual_seed(0)
+        m = make()
+        after = torch.rand(1)
+        torch.manual_seed(0)
+        assert torch.equal(after, torch.rand(1)), make.__name__
+        assert not m.training and not any(p.requires_grad for p in m.parameters())
+        x = torch.rand(1, 3, 32, 32, requires_grad=True)
+        m(x, torch.rand(1, 3, 32, 32)).sum().backward()
+        assert x.grad is not None and float(x.grad.abs().sum()) > 0  # a loss for the inputs

@@ -24,3 +24,7 @@ def __getattr__(name: str) -> Any:
 
         return load_model
     raise AttributeError(f"module 'blindsr' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -130,7 +130,7 @@ def export_onnx(model: str | Path | nn.Module | None, path: str | Path,
     multiple = int(getattr(net, "size_multiple", 1))
     scale = model_scale(net, torch.device("cpu"), torch.float32, multiple)
     calibrated = _calibration(calibration, scale, multiple) if int8 else None  # before the work
-    example = torch.rand(_shape(multiple, 32, 48))
+    example = torch.rand(_shape(multiple, 32, 48), generator=torch.Generator().manual_seed(0))
     batch, height, width = (torch.export.Dim(n) for n in ("batch", "height", "width"))
     if multiple > 1:
         height, width = multiple * height, multiple * width

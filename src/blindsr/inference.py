@@ -11,7 +11,7 @@ import math
 import numbers
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -442,6 +442,11 @@ def upscale(image: Any, model: str | Path | nn.Module | None = None, **settings:
     Keyword settings are those of `Settings` (tile, tile_pad, batch, dtype, device, outscale,
     channels_last, blur).
     """
+    known = {f.name for f in fields(Settings)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise BlindSRError(f"upscale: unknown setting(s) {', '.join(unknown)}; known: "
+                           f"{', '.join(sorted(known))}")
     if isinstance(image, torch.Tensor):
         return _upscale_tensors(image, Upscaler(model, Settings(**settings)))
     data = io.to_image_data(image)

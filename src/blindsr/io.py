@@ -47,6 +47,7 @@ from PIL import Image, UnidentifiedImageError, features
 
 from .atomic import write_atomic
 from .errors import BlindSRError
+from .paths import user_path
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 # read as well (first frame of an animated GIF), written as PNG
@@ -122,8 +123,9 @@ class ImageData:
 
 def read_image(path: str | os.PathLike[str], max_pixels: int | None = None) -> ImageData:
     """Read an image file; ``max_pixels`` (default ``$BLINDSR_MAX_PIXELS`` or
-    :data:`DEFAULT_MAX_PIXELS`, 0 = no limit) guards against decompression bombs."""
-    path = Path(path)
+    :data:`DEFAULT_MAX_PIXELS`, 0 = no limit) guards against decompression bombs; a leading
+    ``~`` is expanded."""
+    path = user_path(path)
     limit = max_pixel_limit(max_pixels)
     _check_readable(path)
     try:
@@ -412,8 +414,9 @@ def _from_arrays(
 
 def write_image(path: str | os.PathLike[str], image: ImageData, quality: int = 95) -> Path:
     """Write ``image`` in the format named by the extension (see the module docstring for what each
-    format keeps); parent folders are created and the file appears atomically. Returns the path."""
-    path = Path(path)
+    format keeps); parent folders are created and the file appears atomically; a leading ``~`` is
+    expanded. Returns the path."""
+    path = user_path(path)
     fmt = _WRITE_FORMATS.get(path.suffix.lower())
     if fmt is None:
         known = ", ".join(IMAGE_EXTENSIONS)

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from blindsr import __version__
 from blindsr.atomic import write_atomic
+from blindsr.checks import is_whole
 from blindsr.errors import BlindSRError
 from blindsr.paths import prepare_output, result_paths
 
@@ -176,8 +177,8 @@ def score_files(outputs: str | os.PathLike | Sequence[str | os.PathLike],
     outputs = [os.fspath(o) for o in outputs]
     reference = os.fspath(reference) if reference is not None else None
     chosen: list[Metric] = check_metrics(metrics)
-    if crop_border < 0:
-        raise BlindSRError(f"--crop-border must be >= 0, got {crop_border}")
+    if not is_whole(crop_border, 0):
+        raise BlindSRError(f"--crop-border must be a whole number >= 0, got {crop_border!r}")
     full_ref = [m.name for m in chosen if m.full_reference]
     if full_ref and reference is None:
         raise BlindSRError(f"{', '.join(full_ref)} compare with references: give --ref "

@@ -10,6 +10,7 @@ import inspect
 import json
 from typing import Any
 
+import torch
 from torch import nn
 
 from ..errors import BlindSRError
@@ -113,7 +114,7 @@ def _check_match(model: nn.Module, sd: StateDict, what: str) -> None:
 def from_state_dict(
     sd: StateDict, arch: str | None = None, kwargs: dict[str, Any] | None = None
 ) -> nn.Module:
-    """Build the model ``sd`` belongs to and load it strictly.
+    """Build the model ``sd`` belongs to and load it strictly (torch's global RNG untouched).
 
     ``arch`` is detected from key names when not given; ``kwargs`` are read from tensor shapes
     when not given. Keys saved from a DDP or torch.compile wrapper are accepted.
@@ -123,7 +124,8 @@ def from_state_dict(
     spec = _spec(name)
     if kwargs is None:
         kwargs = spec.kwargs_from_state_dict(sd)
-    model = build(name, **kwargs)
+    with torch.random.fork_rng(devices=[]):  # the random init is overwritten: leave the
+        model = build(name, **kwargs)       # caller's random stream where it was
     _check_match(model, sd, f"{name}({json.dumps(kwargs, sort_keys=True)})")
     model.load_state_dict(dict(sd), strict=True)
     return model

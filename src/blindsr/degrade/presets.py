@@ -153,8 +153,9 @@ def canonical(preset: str) -> str:
 def check_hr(img: Tensor, scale: int, who: str = "degrade") -> None:
     """One-line errors for anything but a float (N, 1|3, H, W) image at least ``scale`` wide."""
     if not isinstance(img, Tensor) or img.ndim != 4 or not img.is_floating_point():
-        shape = tuple(img.shape) if isinstance(img, Tensor) else type(img).__name__
-        raise BlindSRError(f"{who} expects a float N,C,H,W image tensor, got {shape}")
+        got = (f"{img.dtype} of shape {tuple(img.shape)}" if isinstance(img, Tensor)
+               else type(img).__name__)
+        raise BlindSRError(f"{who} expects a float N,C,H,W image tensor, got {got}")
     if img.shape[1] not in (1, 3):
         raise BlindSRError(f"{who} expects 1 or 3 channels, got {img.shape[1]}")
     check_unit_range(img, who)

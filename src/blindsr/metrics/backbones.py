@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from blindsr.assets import load_asset, load_weights_file
+from blindsr.checks import check_crop_border
 from blindsr.errors import BlindSRError
 from blindsr.metrics.psnr_ssim import _levels
 
@@ -147,7 +148,8 @@ def cached(key: tuple, device: torch.device | str, build: Callable[[], nn.Module
         dev = torch.device("cuda", torch.cuda.current_device())
     with _LOCK:
         if (key, dev) not in _CACHE:
-            _CACHE[(key, dev)] = freeze(build()).to(dev, torch.float32)
+            with torch.random.fork_rng(devices=[]):  # init overwritten by the weights
+                _CACHE[(key, dev)] = freeze(build()).to(dev, torch.float32)
         return _CACHE[(key, dev)]
 
 
@@ -185,25 +187,29 @@ def vgg(
     return cached(("vgg", arch, weights_key(weights)), device, build)
 
 
-def as_image_pair(x, y, crop_border: int, name: str) -> tuple[Tensor, Tensor]:
+def as_image_pair(x, y, crop_border: int, name: str, min_side: int = 1
+                  ) -> tuple[Tensor, Tensor]:
     """Inputs of the feature-based metrics: two float32 3-channel NCHW batches in [0, 1].
 
     ``x``/``y``: uint8 HxW(xC) numpy arrays or NCHW/CHW tensors (float in [0, 1] or uint8),
     brought to 8-bit levels as :func:`blindsr.metrics.psnr` does (scores then equal those of the
-    saved images); gray is repeated to RGB; ``crop_border`` pixels are removed on every side.
+    saved images); gray is repeated to RGB; ``crop_border`` pixels are removed on every side,
+    after which both sides must be at least ``min_side`` (the network's smallest input).
     """
     a, b = _levels(x, name), _levels(y, name)
     if a.shape != b.shape:
         raise BlindSRError(f"{name}: image shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
     if a.shape[1] not in (1, 3):
         raise BlindSRError(f"{name}: images must have 1 or 3 channels, got {a.shape[1]}")
-    if crop_border < 0:
-        raise BlindSRError(f"{name}: crop_border must be >= 0, got {crop_border}")
-    if crop_border:
-        c = crop_border
+    c = check_crop_border(crop_border, name)
+    if c:
         if 2 * c >= min(a.shape[-2:]):
             raise BlindSRError(f"{name}: crop_border {c} leaves nothing of {tuple(a.shape[-2:])}")
         a, b = a[..., c:-c, c:-c], b[..., c:-c, c:-c]
+    if min(a.shape[-2:]) < min_side:
+        h, w = a.shape[-2:]
+        raise BlindSRError(f"{name}: needs images of at least {min_side}x{min_side} pixels"
+                           f"{' after crop_border' if c else ''}, got {h}x{w}")
     a, b = (t.to(torch.float32).div_(255).expand(-1, 3, -1, -1) for t in (a, b.to(a.device)))
     return a, b
 

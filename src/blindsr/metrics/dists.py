@@ -25,6 +25,7 @@ from blindsr.metrics.backbones import (
     as_image_pair,
     cached,
     exact_fp32,
+    freeze,
     load_features,
     weights_key,
 )
@@ -51,7 +52,8 @@ class L2Pool2d(nn.Module):
 
 
 class DISTS(nn.Module):
-    """DISTS between two batches in [0, 1]; differentiable, one value per image.
+    """DISTS between two batches in [0, 1]; differentiable, one value per image. Built frozen
+    (eval mode, no parameter gradients).
 
     ``vgg_weights``: a torchvision-format VGG16 state dict file instead of the VGG16 asset;
     ``weights``: a file with ``alpha`` and ``beta`` instead of the DISTS asset.
@@ -63,7 +65,8 @@ class DISTS(nn.Module):
         vgg_weights: str | os.PathLike[str] | None = None,
     ):
         super().__init__()
-        self.backbone = VGGFeatures("vgg16", pool=L2Pool2d)
+        with torch.random.fork_rng(devices=[]):  # every weight is loaded below
+            self.backbone = VGGFeatures("vgg16", pool=L2Pool2d)
         vgg_state = load_weights_file(vgg_weights) if vgg_weights else load_asset("vgg16")
         load_features(self.backbone, vgg_state, str(vgg_weights or "asset vgg16"))
         ab = load_weights_file(weights) if weights else load_asset("dists")
@@ -77,6 +80,7 @@ class DISTS(nn.Module):
         self.register_buffer("beta", beta / norm)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+        freeze(self)  # a metric, also as a loss: gradients flow to the inputs only
 
     def features(self, x: Tensor) -> list[Tensor]:
         taps = self.backbone((x - self.mean) / self.std, _TAPS)

@@ -19,6 +19,7 @@ from blindsr.metrics.backbones import (
     as_image_pair,
     cached,
     exact_fp32,
+    freeze,
     load_features,
     weights_key,
     weights_state,
@@ -29,6 +30,7 @@ _SHIFT = (-0.030, -0.088, -0.188)
 _SCALE = (0.458, 0.448, 0.450)
 _NETS = {"alex": ("alexnet", (64, 192, 384, 256, 256)), "vgg": ("vgg16", (64, 128, 256, 512, 512))}
 _VGG_TAPS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3")
+_MIN_SIDE = {"alex": 31, "vgg": 16}  # the smallest input whose five taps are not empty
 
 
 def _unit(f: Tensor, eps: float = 1e-10) -> Tensor:
@@ -37,6 +39,8 @@ def _unit(f: Tensor, eps: float = 1e-10) -> Tensor:
 
 class LPIPS(nn.Module):
     """LPIPS v0.1 distance between two batches in [0, 1]; differentiable, one value per image.
+    Built frozen (eval mode, no parameter gradients); inputs are not range-checked here (a loss
+    sees unclamped network outputs), :func:`lpips` checks them.
 
     ``weights``: a file holding ``features.*`` (torchvision layout) and ``lpips.lin{0-4}.weight``
     (the asset format) to use instead of the verified asset.
@@ -48,8 +52,9 @@ class LPIPS(nn.Module):
             raise BlindSRError(f"lpips: net must be one of {', '.join(_NETS)}, got {net!r}")
         asset, widths = _NETS[net]
         self.net = net
-        self.backbone = AlexNetFeatures() if net == "alex" else VGGFeatures("vgg16")
-        self.lins = nn.ModuleList(nn.Conv2d(c, 1, 1, bias=False) for c in widths)
+        with torch.random.fork_rng(devices=[]):  # every weight is loaded below
+            self.backbone = AlexNetFeatures() if net == "alex" else VGGFeatures("vgg16")
+            self.lins = nn.ModuleList(nn.Conv2d(c, 1, 1, bias=False) for c in widths)
         self.register_buffer("shift", torch.tensor(_SHIFT).view(1, 3, 1, 1))
         self.register_buffer("scale", torch.tensor(_SCALE).view(1, 3, 1, 1))
         state = weights_state(asset, weights)
@@ -60,6 +65,7 @@ class LPIPS(nn.Module):
                 lin.weight.data.copy_(state[f"lpips.lin{k}.weight"].reshape(lin.weight.shape))
         except (KeyError, RuntimeError) as err:
             raise BlindSRError(f"{source}: no usable LPIPS head {err}") from None
+        freeze(self)  # a metric, also as a loss: gradients flow to the inputs only
 
     def features(self, x: Tensor) -> list[Tensor]:
         h = (x * 2 - 1 - self.shift) / self.scale
@@ -96,7 +102,7 @@ def lpips(
     ``x``/``y``: uint8 HxW(xC) numpy arrays or NCHW tensors (float in [0, 1] or uint8); float
     inputs are taken at 8-bit levels. ``net``: "alex" (the usual metric) or "vgg".
     """
-    a, b = as_image_pair(x, y, crop_border, "lpips")
+    a, b = as_image_pair(x, y, crop_border, f"lpips ({net})", _MIN_SIDE.get(net, 1))
     model = lpips_model(net, a.device, weights)
     with torch.no_grad(), exact_fp32(a.device):
         return model(a, b).to(torch.float64)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from blindsr.assets import load_asset
+from blindsr.checks import check_crop_border
 from blindsr.errors import BlindSRError
 from blindsr.metrics.psnr_ssim import ImageLike, _levels
 from blindsr.ops.resize import imresize
@@ -191,8 +192,7 @@ def niqe(img: ImageLike, crop_border: int = 0, convert_to: str = "gray") -> Tens
     """
     if convert_to not in ("gray", "y"):
         raise BlindSRError(f"niqe: convert_to must be 'gray' or 'y', got {convert_to!r}")
-    if crop_border < 0:
-        raise BlindSRError(f"niqe: crop_border must be >= 0, got {crop_border}")
+    crop_border = check_crop_border(crop_border, "niqe")
     levels = _levels(img, "niqe")
     if levels.shape[1] not in (1, 3):
         raise BlindSRError(f"niqe: images must have 1 or 3 channels, got {levels.shape[1]}")

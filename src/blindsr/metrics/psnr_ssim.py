@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from blindsr.checks import check_unit_range
+from blindsr.checks import check_crop_border, check_unit_range
 from blindsr.errors import BlindSRError
 
 _Y_WEIGHTS = (65.481, 128.553, 24.966)  # MATLAB rgb2ycbcr, for RGB in [0, 1]
@@ -56,8 +56,7 @@ def _prepare(x: ImageLike, y: ImageLike, crop_border: int, y_channel: bool, name
         w = torch.tensor(_Y_WEIGHTS, dtype=torch.float64, device=a.device).view(1, 3, 1, 1)
         a = (a * w).sum(1, keepdim=True) / 255.0 + 16.0
         b = (b * w).sum(1, keepdim=True) / 255.0 + 16.0
-    if crop_border < 0:
-        raise BlindSRError(f"{name}: crop_border must be >= 0, got {crop_border}")
+    crop_border = check_crop_border(crop_border, name)
     if crop_border:
         h, w_ = a.shape[-2:]
         if 2 * crop_border >= min(h, w_):
