@@ -21,6 +21,8 @@ what the search gives at 50 % on DRN-S-cpu anyway), chosen and initialised by ea
 Every variant is measured before and after the same fine-tuning (``blindsr.compress``'s: Adam,
 cosine from 1e-4, the dual regression loss, the trained dual models loaded afresh), on the same
 batches in the same order; the selection and the refit draw from a stream of their own.
+``--also-at 100,300`` fine-tunes the same pruned network again with those budgets (each its own
+cosine schedule, from the same start, on the same first batches): where the curves cross.
 Results: ``OUT.json`` and ``OUT.md``; ``--resume`` keeps the variants already there, ``--merge``
 those of other results files (runs side by side, one core each).
 """
@@ -120,6 +122,19 @@ def run_variant(variant: str, model: nn.Module, duals: nn.Module,
     row = {"variant": variant, "params": count_params(pruned),
            "before": scores(variant, pruned, args)}
     log(f"{variant}: before fine-tuning {row['before']}")
+    start_weights = copy.deepcopy(pruned.state_dict())
+    at = {}
+    for steps in args.also_at:  # the same start, the same first batches, a budget of its own
+        short = copy.deepcopy(pruned).train().requires_grad_(True)
+        short.load_state_dict(start_weights)
+        batches, _ = make_batches(data, model.scale, args.patch, args.batch, args.seed,
+                                  torch.device("cpu"))
+        finetune(short, DualObjective(copy.deepcopy(duals).train().requires_grad_(True), 0.1),
+                 batches, steps)
+        at[str(steps)] = scores(variant, short, args)
+        log(f"{variant}: after {steps} fine-tuning steps {at[str(steps)]}")
+    if at:
+        row["after_at"] = at
     start = time.perf_counter()
     losses = finetune(pruned.train().requires_grad_(True), objective, train,
                       args.finetune_steps)
@@ -133,8 +148,11 @@ def run_variant(variant: str, model: nn.Module, duals: nn.Module,
 
 def markdown(rows: list[dict], meta: dict) -> str:
     sets = [k.split("/")[0] for k in rows[0]["before"] if k.endswith("/psnr")] if rows else []
+    budgets = meta["setup"].get("also_at", [])
     head = ["variant", "#params", *[f"before: {s}" for s in sets],
-            *[f"after: {s}" for s in sets], "fine-tuning loss first / last 20"]
+            *[f"after {n}: {s}" for n in budgets for s in sets],
+            *[f"after{' ' + str(meta['setup']['finetune_steps']) if budgets else ''}: {s}"
+              for s in sets], "fine-tuning loss first / last 20"]
     lines = [f"# Where DR pruning loses (x{meta['scale']}, {100 * meta['setup']['ratio']:.0f} %"
              " of the channels, uniform widths)", "",
              *[f"Command: `{c}`" for c in meta["commands"]], "",
@@ -143,8 +161,9 @@ def markdown(rows: list[dict], meta: dict) -> str:
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["variant"], f"{r['params'] / 1e6:.3f}M"]
-        for part in ("before", "after"):
-            cells += [f"{r[part][f'{s}/psnr']:.2f} / {r[part][f'{s}/ssim']:.4f}" for s in sets]
+        parts = [r["before"], *[r["after_at"][str(n)] for n in budgets], r["after"]]
+        for part in parts:
+            cells += [f"{part[f'{s}/psnr']:.2f} / {part[f'{s}/ssim']:.4f}" for s in sets]
         cells.append(f"{r['loss_first']:.4f} / {r['loss_last']:.4f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -159,6 +178,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--data", default="T91,BSD200")
     p.add_argument("--sets", default="Set5,Set14")
     p.add_argument("--finetune-steps", type=int, default=1000)
+    p.add_argument("--also-at", default="",
+                   help="comma-separated shorter fine-tuning budgets, each run from the same "
+                        "pruned network (e.g. 100,300)")
     p.add_argument("--select-batches", type=int, default=4)
     p.add_argument("--per-round", type=int, default=4)
     p.add_argument("--batch", type=int, default=16)
@@ -174,6 +196,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "setup; e.g. runs of other --variants side by side)")
     args = p.parse_args(argv)
     args.sets = [s.strip() for s in args.sets.split(",") if s.strip()]
+    try:
+        args.also_at = sorted({int(n) for n in args.also_at.split(",") if n.strip()})
+    except ValueError:
+        p.error(f"--also-at {args.also_at!r}: give whole numbers, e.g. 100,300")
+    if any(n < 1 or n >= args.finetune_steps for n in args.also_at):
+        p.error("--also-at budgets must be between 1 and --finetune-steps")
     bad = [v for v in args.variants.split(",") if v not in VARIANTS]
     if bad:
         p.error(f"unknown variant {bad[0]} (known: {', '.join(VARIANTS)})")
@@ -187,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     model = require_drn(load_model(args.model))
     duals = load_duals(args.duals, model.scale)
     setup = {k: getattr(args, k) for k in SETUP_KEYS}
+    if args.also_at:  # (absent otherwise, so that earlier results files still resume)
+        setup["also_at"] = args.also_at
     setup.update(model=weights_digest(model), duals=weights_digest(duals))
     command = " ".join(["python", "benchmarks/drn_prune_diagnose.py",
                         *(sys.argv[1:] if argv is None else argv)])

@@ -141,3 +141,18 @@ def test_channel_stats_compare_the_kept_sets(files):
         a = dr.consumer_input(model, layer.consumer, x)
     assert torch.allclose(torch.tensor(got[layer.name]["active"]),
                           (a > 0).float().mean(dim=(0, 2, 3)))
+
+
+def test_shorter_budgets_start_from_the_same_pruned_network(files):
+    _, path, run, data, tmp = files
+    assert script.main(_args(path, run, data, tmp / "one", "--variants", "l1,dr")) == 0
+    assert script.main(_args(path, run, data, tmp / "two", "--variants", "l1,dr",
+                             "--also-at", "1")) == 0
+    one = json.loads((tmp / "one.json").read_text())["rows"]
+    two = json.loads((tmp / "two.json").read_text())["rows"]
+    for a, b in zip(one, two, strict=True):
+        assert a["before"] == b["before"] and a["after"] == b["after"]  # the main run unchanged
+        assert b["after_at"]["1"] not in (b["before"], b["after"])  # a fine-tuning of its own
+    assert "after 1: hr" in (tmp / "two.md").read_text()
+    with pytest.raises(SystemExit):
+        script.main(_args(path, run, data, tmp / "bad", "--also-at", "2"))  # not shorter
