@@ -34,13 +34,14 @@ def check_keeps_the_lr_it_made(strategy, batch: dict) -> None:
 
 
 def shared_path(*parts: str) -> Path:
-    """Path under the shared folder: ``$BLINDSR_SHARED``, else the folder holding
-    ``$BLINDSR_DATA`` (the datasets, as blindsr finds them), else ``../shared`` beside the
-    checkout."""
+    """Path under the shared folder (``datasets/``, ``calibration/``): ``$BLINDSR_SHARED``, else
+    the folder holding ``$BLINDSR_DATA`` when that is a ``datasets`` folder, else ``../shared``
+    beside the checkout."""
+    data = Path(os.environ.get("BLINDSR_DATA", "datasets"))
     if "BLINDSR_SHARED" in os.environ:
         base = Path(os.environ["BLINDSR_SHARED"])
-    elif "BLINDSR_DATA" in os.environ:
-        base = Path(os.environ["BLINDSR_DATA"]).parent
+    elif data.name == "datasets" and "BLINDSR_DATA" in os.environ:
+        base = data.parent
     else:
         base = ROOT.parent / "shared"
     return base.joinpath(*parts)
@@ -62,8 +63,8 @@ def shared():
     """The shared folder; tests that need it skip (saying why) when it is absent."""
     base = shared_path()
     if not (base / "datasets").is_dir():
-        pytest.skip(f"shared datasets not found at {base} (set BLINDSR_DATA to the datasets "
-                    "folder)")
+        pytest.skip(f"shared datasets not found at {base / 'datasets'} (set BLINDSR_DATA to "
+                    "the shared datasets folder, or BLINDSR_SHARED to the folder holding it)")
     return base
 
 

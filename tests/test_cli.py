@@ -172,13 +172,24 @@ def test_degrade_gives_file_k_seed_plus_k_as_eval(tmp_path):
     assert not np.array_equal(residual[0], residual[1])
 
 
+def test_degrade_gives_a_symlinked_file_a_seed_of_its_own(tmp_path):
+    hr = tmp_path / "hr"
+    hr.mkdir()
+    write_png(hr / "a.png", size=(32, 32))
+    (hr / "b.png").symlink_to(hr / "a.png")
+    assert main(["degrade", str(hr), "-o", str(tmp_path / "lr"), "--preset", "noise",
+                 "-q"]) == 0
+    a, b = (np.asarray(Image.open(tmp_path / "lr" / n)) for n in ("a.png", "b.png"))
+    assert not np.array_equal(a, b)  # seeds 0 and 1, not one shared noise field
+
+
 def test_degrade_in_place_names_its_own_options(tmp_path):
     from blindsr.degrade_files import degrade_files
 
     src = write_png(tmp_path / "a.png", size=(32, 32))
     report = degrade_files([str(src)], tmp_path, preset="bicubic")
     assert report.failures and "overwrite the input" in report.failures[0]
-    assert "--suffix" not in report.failures[0] and "-o" in report.failures[0]
+    assert report.failures[0].endswith("(use -o for another folder)")
 
 
 def test_a_bad_degrade_seed_is_one_error_before_any_file(tmp_path, capsys):

@@ -79,6 +79,15 @@ def test_resolve_folders_and_pairs(tmp_path):
     assert (spec.kind, spec.lr_dir) == ("lr", hr)
 
 
+def test_paired_sets_keep_the_file_name_order_of_hr_only_folders(tmp_path):
+    names = {"a": _noise(8, 8, 0), "a-b": _noise(8, 8, 1)}  # "a-b.png" < "a.png", "a" < "a-b"
+    hr = _folder(tmp_path, "p/HR", names)
+    _folder(tmp_path, "p/LR", {k: _noise(4, 4, 2) for k in names})
+    paired = [h.name for h, _ in list_pairs(resolve_dataset(str(tmp_path / "p"), 2))]
+    alone = [h.name for h, _ in list_pairs(resolve_dataset(str(hr), 2))]
+    assert paired == alone == ["a-b.png", "a.png"]  # image k gets eval's (and degrade's) seed + k
+
+
 def test_a_slice_after_the_name_keeps_part_of_the_sorted_images(tmp_path):
     folder = _folder(tmp_path, "five", {f"im{i}": _noise(8, 8, i) for i in (3, 0, 4, 1, 2)})
     names = [f"im{i}.png" for i in range(5)]
@@ -352,6 +361,19 @@ def test_pair_pool_mixes_and_keeps_pairs_together():
     # once full, every sample fed in is either emitted exactly once or still in the pool
     assert sorted(emitted + pool.pool["kernel_sigma"].long().tolist()) == list(range(40))
     assert any(len({i // 4 for i in out["kernel_sigma"].long().tolist()}) > 1 for out in outs)
+
+
+def test_a_pool_saved_before_hr_plain_existed_takes_batches_that_carry_it():
+    pool = PairPool(8, torch.Generator().manual_seed(0))
+    for t in range(2):
+        pool(_tagged(4 * t))
+    restored = PairPool(8, torch.Generator().manual_seed(0))
+    restored.load_state_dict(pool.state_dict())
+    batch = _tagged(8)
+    batch["hr_plain"] = batch["hr"] + 1
+    out = restored(batch)
+    assert set(out) == set(batch)
+    assert torch.equal(out["hr_plain"], out["hr"])  # the old samples' HR stands in
 
 
 def test_pair_pool_is_deterministic_and_checks_sizes():

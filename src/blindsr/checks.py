@@ -14,15 +14,16 @@ if TYPE_CHECKING:  # torch is imported on use: light modules (evaluate) import i
     from torch import Tensor
 
 def is_whole(value: object, low: int, high: int | None = None) -> bool:
-    """Whether ``value`` is an integer (a Python or numpy one; a bool is not) with
-    ``low <= value`` and ``value < high``."""
-    return (isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= low
+    """Whether ``value`` is an int (a bool is not) with ``low <= value`` and ``value < high``."""
+    return (isinstance(value, int) and not isinstance(value, bool) and value >= low
             and (high is None or value < high))
 
 
 def check_crop_border(crop_border: object, who: str) -> int:
     """``crop_border`` as an int; a one-line error naming ``who`` unless it is a whole number
-    >= 0."""
+    >= 0 (a numpy integer too)."""
+    if isinstance(crop_border, numbers.Integral) and not isinstance(crop_border, bool):
+        crop_border = int(crop_border)
     if not is_whole(crop_border, 0):
         raise BlindSRError(f"{who}: crop_border must be a whole number >= 0, got {crop_border!r}")
     return int(crop_border)

@@ -251,7 +251,8 @@ def _all_pairs(spec: DatasetSpec) -> list[tuple[Path | None, Path | None]]:
         return [(p, None) for p in _images(_require(spec.hr_dir, spec))]
     if spec.kind == "lr":
         return [(None, p) for p in _images(_require(spec.lr_dir, spec))]
-    hr = _by_stem(_images(_require(spec.hr_dir, spec)))
+    hr_files = _images(_require(spec.hr_dir, spec))
+    hr = _by_stem(hr_files)
     lr = _by_stem(_images(_require(spec.lr_dir, spec)))
     if hr.keys() != lr.keys():
         parts = []
@@ -260,7 +261,7 @@ def _all_pairs(spec: DatasetSpec) -> list[tuple[Path | None, Path | None]]:
         if lr.keys() - hr.keys():
             parts.append(f"only in {spec.lr_dir}: {_first(set(lr) - set(hr))}")
         raise BlindSRError(f"HR and LR names of {spec.name} do not match: {'; '.join(parts)}")
-    return [(hr[s], lr[s]) for s in sorted(hr)]
+    return [(p, lr[p.stem]) for p in hr_files]  # in file-name order, as an HR-only folder
 
 
 def corner_crops(names: list[str] | tuple[str, ...], count: int, patch: int) -> Tensor:
@@ -555,6 +556,9 @@ class PairPool:
     def __call__(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         if self.size == 0:
             return batch
+        if "hr_plain" in batch and self.pool and "hr_plain" not in self.pool:
+            # a pool restored from a checkpoint made before hr_plain existed: its HR stands in
+            self.pool["hr_plain"] = self.pool["hr"].clone()
         n = self._check(batch)
         if not self.pool:
             self.pool = {

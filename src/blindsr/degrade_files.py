@@ -122,10 +122,10 @@ def degrade_files(inputs: list[str], output: str | Path, preset: str = "bicubic"
     if scale < 1:
         raise BlindSRError("--scale must be a positive integer")
     as_generator(seed)  # one error for a bad seed, before any file
-    index = {p.resolve(): k for k, p in enumerate(io.expand_inputs(inputs)[0])}
+    index = {io.input_key(p): k for k, p in enumerate(io.expand_inputs(inputs)[0])}
 
     def seed_of(image: io.ImageData) -> int:
-        return (seed + index[Path(image.path).resolve()]) % (1 << 64)
+        return (seed + index[io.input_key(Path(image.path))]) % (1 << 64)
     if random and preset != "bicubic":
         raise BlindSRError(f"--random and --preset {preset}: choose one (--random draws every "
                            "degradation from the second-order pipeline)")

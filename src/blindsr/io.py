@@ -679,13 +679,19 @@ def is_image_file(p: Path) -> bool:
     return p.suffix.lower() in READ_EXTENSIONS and not p.name.startswith(".") and p.is_file()
 
 
+def input_key(path: Path) -> str:
+    """What makes two input paths one input: the same name in the same (resolved) folder; a
+    symlink to a file is an input of its own."""
+    return os.path.normcase(path.parent.resolve() / path.name)
+
+
 def _unique(paths: list[Path]) -> list[Path]:
     """Without repeats of one path (a file named twice, or by a folder and a glob); a symlink
     is another input, with its own output name."""
     seen: set[str] = set()
     out = []
     for p in paths:
-        key = os.path.normcase(p.parent.resolve() / p.name)
+        key = input_key(p)
         if key not in seen:
             seen.add(key)
             out.append(p)

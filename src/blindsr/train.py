@@ -238,8 +238,8 @@ def _build(cfg: Config, info: distributed.DistInfo, device: torch.device) -> Run
     cls = get_strategy(cfg.strategy.name)
     params = cls.parse_params(cfg.strategy.params)
     if latest is not None:
-        fields = {f.name: f for f in dataclasses.fields(params)}
-        params = dataclasses.replace(params, **{k: fields[k].default for k in cls.startup_params})
+        fresh = cls.parse_params({})  # every startup param has a default
+        params = dataclasses.replace(params, **{k: getattr(fresh, k) for k in cls.startup_params})
     strategy = cls(generator, params, cfg.model.scale, device)
     extra = strategy.networks()
     if "generator" in extra or EMA_KEY in extra:
