@@ -122,11 +122,9 @@ def run_variant(variant: str, model: nn.Module, duals: nn.Module,
     row = {"variant": variant, "params": count_params(pruned),
            "before": scores(variant, pruned, args)}
     log(f"{variant}: before fine-tuning {row['before']}")
-    start_weights = copy.deepcopy(pruned.state_dict())
     at = {}
     for steps in args.also_at:  # the same start, the same first batches, a budget of its own
         short = copy.deepcopy(pruned).train().requires_grad_(True)
-        short.load_state_dict(start_weights)
         batches, _ = make_batches(data, model.scale, args.patch, args.batch, args.seed,
                                   torch.device("cpu"))
         finetune(short, DualObjective(copy.deepcopy(duals).train().requires_grad_(True), 0.1),

@@ -22,9 +22,8 @@ def is_whole(value: object, low: int, high: int | None = None) -> bool:
 def check_crop_border(crop_border: object, who: str) -> int:
     """``crop_border`` as an int; a one-line error naming ``who`` unless it is a whole number
     >= 0 (a numpy integer too)."""
-    if isinstance(crop_border, numbers.Integral) and not isinstance(crop_border, bool):
-        crop_border = int(crop_border)
-    if not is_whole(crop_border, 0):
+    if (not isinstance(crop_border, numbers.Integral) or isinstance(crop_border, bool)
+            or crop_border < 0):
         raise BlindSRError(f"{who}: crop_border must be a whole number >= 0, got {crop_border!r}")
     return int(crop_border)
 

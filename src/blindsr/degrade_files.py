@@ -9,6 +9,7 @@ import torch
 
 from blindsr import io
 from blindsr.errors import BlindSRError
+from blindsr.evaluate import image_seed
 from blindsr.files import Report, process_files
 
 
@@ -125,7 +126,7 @@ def degrade_files(inputs: list[str], output: str | Path, preset: str = "bicubic"
     index = {io.input_key(p): k for k, p in enumerate(io.expand_inputs(inputs)[0])}
 
     def seed_of(image: io.ImageData) -> int:
-        return (seed + index[io.input_key(Path(image.path))]) % (1 << 64)
+        return image_seed(seed, index[io.input_key(Path(image.path))])
     if random and preset != "bicubic":
         raise BlindSRError(f"--random and --preset {preset}: choose one (--random draws every "
                            "degradation from the second-order pipeline)")

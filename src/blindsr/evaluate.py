@@ -93,6 +93,12 @@ class EvalLog:
 # ------------------------------------------------------------------------------------ evaluation
 
 
+def image_seed(seed: int, index: int) -> int:
+    """The degradation seed of image ``index`` of a set: ``seed + index``, wrapped to 64 bits
+    (``blindsr degrade`` gives input file k the same)."""
+    return (seed + index) % (1 << 64)
+
+
 def evaluate(models: Mapping[str, str | Path | nn.Module] | Sequence[str],
              datasets: Sequence[str], degradations: Sequence[str] | None = None,
              metrics: Sequence[str] = ("psnr", "ssim"), scale: int = 4,
@@ -181,7 +187,7 @@ class _Job:
         for deg in degs:
             where = f"{label}/{stem} ({deg})"
             try:
-                hr, lr = _pair(sample, deg, self.scale, (self.seed + index) % (1 << 64))
+                hr, lr = _pair(sample, deg, self.scale, image_seed(self.seed, index))
                 srs = {name: self.super_resolve(name, lr, sample.gray, label, deg, stem, index)
                        for name in self.upscalers}
             except BlindSRError as err:

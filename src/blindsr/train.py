@@ -211,10 +211,10 @@ def _load_own_generator(generator: nn.Module, checkpoint: Path) -> None:
     """The generator weights of a run's checkpoint, when they fit (when they do not, restoring
     the checkpoint says so)."""
     from blindsr import archs
-    from blindsr.train_state import load_checkpoint
+    from blindsr.train_state import load_network
 
-    weights = load_checkpoint(checkpoint)[0].get("generator")
-    if weights is not None and not archs.state_dict_mismatch(generator, weights):
+    weights = load_network(checkpoint, "generator")
+    if weights and not archs.state_dict_mismatch(generator, weights):
         generator.load_state_dict(weights, strict=True)
 
 

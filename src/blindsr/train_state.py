@@ -187,6 +187,17 @@ def prune(run_dir: str | os.PathLike, keep: int) -> None:
         shutil.rmtree(doomed, ignore_errors=True)
 
 
+def load_network(path: str | os.PathLike, net: str) -> dict[str, Tensor]:
+    """One network's weights from a checkpoint folder, without reading the training state;
+    empty when the file cannot be read (:func:`load_checkpoint` says why)."""
+    prefix = f"{net}."
+    try:
+        with safe_open(str(Path(path) / WEIGHTS), framework="pt", device="cpu") as f:
+            return {k[len(prefix):]: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}
+    except (OSError, RuntimeError, ValueError, SafetensorError):
+        return {}
+
+
 def load_checkpoint(path: str | os.PathLike, need: tuple[str, ...] = ()
                     ) -> tuple[dict[str, dict[str, Tensor]], dict]:
     """``(weights by network, state)`` of one checkpoint folder; never unpickles objects.

@@ -148,8 +148,7 @@ def cached(key: tuple, device: torch.device | str, build: Callable[[], nn.Module
         dev = torch.device("cuda", torch.cuda.current_device())
     with _LOCK:
         if (key, dev) not in _CACHE:
-            with torch.random.fork_rng(devices=[]):  # init overwritten by the weights
-                _CACHE[(key, dev)] = freeze(build()).to(dev, torch.float32)
+            _CACHE[(key, dev)] = freeze(build()).to(dev, torch.float32)
         return _CACHE[(key, dev)]
 
 
@@ -182,7 +181,9 @@ def vgg(
 
     def build() -> nn.Module:
         source = str(weights) if weights is not None else f"asset {arch}"
-        return load_features(VGGFeatures(arch), weights_state("vgg16", weights), source)
+        with torch.random.fork_rng(devices=[]):  # every weight is loaded below
+            features = VGGFeatures(arch)
+        return load_features(features, weights_state("vgg16", weights), source)
 
     return cached(("vgg", arch, weights_key(weights)), device, build)
 
